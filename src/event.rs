@@ -1,0 +1,237 @@
+//! What a webhook event must tell hookwire about itself.
+//!
+//! The sink toolkit is generic over any event type `E`; only the parts that speak HTTP or
+//! match on metadata need more, and they ask for it through [`Event`]: a stable id (the
+//! Standard Webhooks `webhook-id`, and what receivers dedupe on), optional metadata for
+//! matchers, and `Serialize` for the JSON envelope. [`RawEvent`] is the ready-made event for
+//! payloads that are already JSON (NDJSON input, `publish_raw`).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use crate::Error;
+
+/// An event that can be delivered to a webhook.
+///
+/// `id` must be stable for the life of the event (retries and restarts send the same id) and
+/// unique enough for receivers to dedupe on. The metadata methods feed the
+/// [matchers](crate::sink::Matcher); return `None` for what the event does not have.
+///
+/// ```
+/// use std::borrow::Cow;
+/// #[derive(serde::Serialize)]
+/// struct Push { id: String, repository: String }
+///
+/// impl hookwire::Event for Push {
+///     fn id(&self) -> Cow<'_, str> { Cow::Borrowed(&self.id) }
+///     fn action(&self) -> Option<&str> { Some("push") }
+/// }
+/// ```
+pub trait Event: Serialize + Send + Sync {
+    /// The event's stable, unique id.
+    fn id(&self) -> Cow<'_, str>;
+    /// The event's type (Standard Webhooks' `type`), if it has one.
+    fn kind(&self) -> Option<&str> {
+        None
+    }
+    /// The event's action (docker distribution's `action`: `push`, `pull`, `delete`...).
+    fn action(&self) -> Option<&str> {
+        None
+    }
+    /// The media type of the event's target (docker distribution's `target.mediaType`).
+    fn media_type(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl<T: Event + ?Sized> Event for Arc<T> {
+    fn id(&self) -> Cow<'_, str> {
+        (**self).id()
+    }
+    fn kind(&self) -> Option<&str> {
+        (**self).kind()
+    }
+    fn action(&self) -> Option<&str> {
+        (**self).action()
+    }
+    fn media_type(&self) -> Option<&str> {
+        (**self).media_type()
+    }
+}
+
+impl<T: Event + ?Sized> Event for &T {
+    fn id(&self) -> Cow<'_, str> {
+        (**self).id()
+    }
+    fn kind(&self) -> Option<&str> {
+        (**self).kind()
+    }
+    fn action(&self) -> Option<&str> {
+        (**self).action()
+    }
+    fn media_type(&self) -> Option<&str> {
+        (**self).media_type()
+    }
+}
+
+/// An event whose payload is already JSON. Cheap to clone (one `Arc`).
+///
+/// It serializes as its payload, byte for byte, so an envelope of raw events is the payloads
+/// joined into `{"events":[...]}` without re-encoding.
+#[derive(Clone, Debug)]
+pub struct RawEvent(Arc<RawInner>);
+
+#[derive(Debug)]
+struct RawInner {
+    id: String,
+    kind: Option<String>,
+    action: Option<String>,
+    media_type: Option<String>,
+    json: Box<RawValue>,
+}
+
+/// The fields [`RawEvent::parse`] looks for; borrowed, so parsing allocates only what it keeps.
+#[derive(serde::Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow, default)]
+    id: Option<IdField<'a>>,
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    action: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    target: Option<Target<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum IdField<'a> {
+    Str(#[serde(borrow)] Cow<'a, str>),
+    Num(serde_json::Number),
+}
+
+#[derive(serde::Deserialize)]
+struct Target<'a> {
+    #[serde(borrow, default, rename = "mediaType")]
+    media_type: Option<Cow<'a, str>>,
+}
+
+impl RawEvent {
+    /// Wraps a JSON document under the given id. Fails with [`Error::Encode`] if `json` is not
+    /// valid JSON or `id` is empty.
+    pub fn new(id: impl Into<String>, json: impl Into<String>) -> Result<Self, Error> {
+        let id = id.into();
+        if id.is_empty() {
+            return Err(Error::Encode {
+                message: "event id is empty".into(),
+            });
+        }
+        let json = RawValue::from_string(json.into())?;
+        Ok(RawEvent(Arc::new(RawInner {
+            id,
+            kind: None,
+            action: None,
+            media_type: None,
+            json,
+        })))
+    }
+
+    /// Parses a JSON object and takes its metadata from the usual fields: `id` (a string or a
+    /// number, required), `type`, `action` and `target.mediaType` (optional).
+    ///
+    /// ```
+    /// let e = hookwire::RawEvent::parse(r#"{"id":"e1","action":"push","x":1}"#).unwrap();
+    /// use hookwire::Event;
+    /// assert_eq!(e.id(), "e1");
+    /// assert_eq!(e.action(), Some("push"));
+    /// assert!(hookwire::RawEvent::parse(r#"{"no_id":true}"#).is_err());
+    /// ```
+    pub fn parse(json: impl Into<String>) -> Result<Self, Error> {
+        let json = json.into();
+        let probe: Probe<'_> = serde_json::from_str(&json)?;
+        let id = match probe.id {
+            Some(IdField::Str(s)) if !s.is_empty() => s.into_owned(),
+            Some(IdField::Num(n)) => n.to_string(),
+            _ => {
+                return Err(Error::Encode {
+                    message: "event has no \"id\" field (a non-empty string or a number)".into(),
+                });
+            }
+        };
+        let kind = probe.kind.map(Cow::into_owned);
+        let action = probe.action.map(Cow::into_owned);
+        let media_type = probe.target.and_then(|t| t.media_type).map(Cow::into_owned);
+        let json = RawValue::from_string(json)?;
+        Ok(RawEvent(Arc::new(RawInner {
+            id,
+            kind,
+            action,
+            media_type,
+            json,
+        })))
+    }
+
+    /// The payload, as the JSON text it was given.
+    pub fn json(&self) -> &str {
+        self.0.json.get()
+    }
+}
+
+impl Serialize for RawEvent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.json.serialize(s)
+    }
+}
+
+impl Event for RawEvent {
+    fn id(&self) -> Cow<'_, str> {
+        Cow::Borrowed(&self.0.id)
+    }
+    fn kind(&self) -> Option<&str> {
+        self.0.kind.as_deref()
+    }
+    fn action(&self) -> Option<&str> {
+        self.0.action.as_deref()
+    }
+    fn media_type(&self) -> Option<&str> {
+        self.0.media_type.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_takes_metadata() {
+        let e = RawEvent::parse(
+            r#"{"id":42,"type":"t","action":"push","target":{"mediaType":"m","size":3}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.id(), "42");
+        assert_eq!(e.kind(), Some("t"));
+        assert_eq!(e.action(), Some("push"));
+        assert_eq!(e.media_type(), Some("m"));
+    }
+
+    #[test]
+    fn parse_rejects_bad_input() {
+        assert!(RawEvent::parse("{").is_err());
+        assert!(RawEvent::parse(r#"{"id":""}"#).is_err());
+        assert!(RawEvent::parse(r#"{"id":{"a":1}}"#).is_err());
+        assert!(RawEvent::parse("[1,2]").is_err());
+        assert!(RawEvent::new("", "{}").is_err());
+        assert!(RawEvent::new("a", "nope").is_err());
+    }
+
+    #[test]
+    fn serializes_verbatim() {
+        let text = r#"{"id":"x",  "keep":"spacing"}"#;
+        let e = RawEvent::parse(text).unwrap();
+        assert_eq!(serde_json::to_string(&e).unwrap(), text);
+        assert_eq!(e.json(), text);
+    }
+}

@@ -1,0 +1,5 @@
+//! A loopback webhook receiver with fault injection, shared by tests, benches and the CLI.
+
+mod receiver;
+
+pub use receiver::*;
