@@ -106,7 +106,10 @@ impl fmt::Display for Error {
         match self {
             Error::Closed => f.write_str("sink is closed"),
             Error::Full { capacity } => {
-                write!(f, "queue is full ({capacity} events) and its policy is to reject")
+                write!(
+                    f,
+                    "queue is full ({capacity} events) and its policy is to reject"
+                )
             }
             Error::Timeout { waiting_for, after } => {
                 write!(f, "timed out after {after:?} waiting for {waiting_for}")
@@ -121,7 +124,10 @@ impl fmt::Display for Error {
             Error::Config { field, reason } => write!(f, "invalid config `{field}`: {reason}"),
             Error::Disabled { reason } => write!(f, "endpoint is disabled: {reason}"),
             Error::Undelivered { count } => {
-                write!(f, "closed with {count} events undelivered (counted as dropped)")
+                write!(
+                    f,
+                    "closed with {count} events undelivered (counted as dropped)"
+                )
             }
             Error::Broadcast {
                 failed,
