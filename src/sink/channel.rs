@@ -143,7 +143,10 @@ mod tests {
         }
         assert!(matches!(ch.close(), Err(Error::Closed)));
         assert!(rx.recv_timeout(SAFETY_NET).is_err(), "disconnected");
-        assert!(ch.done().recv_timeout(SAFETY_NET).is_err(), "done is closed");
+        assert!(
+            ch.done().recv_timeout(SAFETY_NET).is_err(),
+            "done is closed"
+        );
     }
 
     #[test]

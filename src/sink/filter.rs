@@ -264,11 +264,8 @@ mod tests {
     use crate::sink::from_fn;
     use parking_lot::Mutex;
 
-    fn recorder<E: Send + 'static>() -> (
-        Arc<Mutex<Vec<E>>>,
-        impl Sink<E> + use<E>,
-        Arc<AtomicBool>,
-    ) {
+    fn recorder<E: Send + 'static>() -> (Arc<Mutex<Vec<E>>>, impl Sink<E> + use<E>, Arc<AtomicBool>)
+    {
         let got = Arc::new(Mutex::new(Vec::new()));
         let closed = Arc::new(AtomicBool::new(false));
         let (g, c) = (got.clone(), closed.clone());
@@ -294,7 +291,7 @@ mod tests {
     #[test]
     fn forwards_matching_events_only() {
         let (got, sink, closed) = recorder::<u32>();
-        let f = Filter::new(sink, |e: &u32| e % 2 == 0);
+        let f = Filter::new(sink, |e: &u32| e.is_multiple_of(2));
         for i in 0..100 {
             f.write(i).unwrap();
         }
@@ -306,7 +303,10 @@ mod tests {
         assert!(closed.load(Ordering::SeqCst));
         assert!(matches!(f.close(), Err(Error::Closed)));
         assert!(matches!(f.write(2), Err(Error::Closed)));
-        assert!(matches!(f.write(3), Err(Error::Closed)), "filtered after close");
+        assert!(
+            matches!(f.write(3), Err(Error::Closed)),
+            "filtered after close"
+        );
         assert_eq!(got.lock().len(), 50);
     }
 
