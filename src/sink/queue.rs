@@ -945,6 +945,32 @@ mod tests {
     }
 
     #[test]
+    fn a_panicking_downstream_loses_nothing_uncounted() {
+        let sink = crate::sink::from_fn(|e: u32| {
+            assert!(e != 2, "downstream bug");
+            Ok(())
+        });
+        let q = QueueBuilder::new(4, Overflow::Reject)
+            .close_timeout(Duration::from_millis(20))
+            .build(sink)
+            .unwrap();
+        q.write(1).unwrap();
+        q.write(2).unwrap(); // kills the worker mid-write
+        q.write(3).unwrap();
+        q.write(4).unwrap();
+        match q.close() {
+            Err(Error::Undelivered { count }) => {
+                assert_eq!(count, 3, "2 in flight, 3 and 4 queued")
+            }
+            other => panic!("expected Undelivered, got {other:?}"),
+        }
+        let s = q.stats();
+        assert_eq!(s.forwarded.get(), 1);
+        assert_eq!(s.dropped.get(DropReason::Shutdown), 3);
+        assert_accounted(&q);
+    }
+
+    #[test]
     fn worker_thread_is_named() {
         let (tx, rx) = bounded(1);
         let sink = crate::sink::from_fn(move |_: u8| {
