@@ -1,1 +1,1067 @@
-//! (stub: filled in by its owner)
+//! A bounded queue that decouples writers from a slow sink.
+//!
+//! [`Queue`] is go-events' `Queue` with a bound. `write` puts the event in a buffer of fixed
+//! capacity and returns; one background thread per queue takes events out in FIFO order and
+//! writes them to the downstream sink. `write` never waits for the downstream. When the buffer
+//! is full, the [`Overflow`] policy decides: wait for room (`Block`, with an optional timeout),
+//! discard the incoming event (`DropNewest`), evict the oldest (`DropOldest`), or refuse
+//! (`Reject`). Every event the queue lets go of is counted in [`QueueStats::dropped`] by
+//! [`DropReason`], so once the queue is quiet
+//! `events == forwarded + dropped.total() + len() + in_flight()` holds exactly.
+//!
+//! `close` stops accepting events, lets the worker drain until a deadline, drops what is left
+//! (counted `Shutdown`), closes the downstream and returns. It never hangs: if the downstream's
+//! `write` is stuck, that thread is left behind (detached) and the stuck event is counted as
+//! dropped (`Shutdown`) and reported undelivered right away; should that write succeed later,
+//! it is not counted again, so the accounts `close` returns are final. (Such an event may then
+//! reach its endpoint even though it was reported undelivered: receivers dedupe on event id.)
+//!
+//! The buffer is a `VecDeque` behind a `parking_lot::Mutex`, preallocated, with condition
+//! variables for "has events", "has room" and "worker exited". Locks are held only to move an
+//! event in or out; the downstream is never called with the lock held.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use crate::Error;
+use crate::sink::Sink;
+use crate::stats::{Counter, DropCounts, DropReason};
+
+/// The largest capacity a queue accepts (the buffer is allocated up front).
+pub const MAX_CAPACITY: usize = 1 << 24;
+/// How long [`Sink::close`] lets a queue drain unless told otherwise.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Durations longer than this are taken for a mistake in the configuration.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Downstream failures are logged at most this often (with a count of the ones in between).
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// What `write` does when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Wait for room; with a timeout, give up after it with [`Error::Timeout`] (counted
+    /// [`DropReason::BlockTimeout`]). A `close` during the wait gives [`Error::Closed`] (counted
+    /// [`DropReason::Shutdown`]).
+    Block {
+        /// How long to wait at most; `None` waits until there is room or the queue closes.
+        timeout: Option<Duration>,
+    },
+    /// Discard the incoming event; `write` returns `Ok` (counted [`DropReason::Newest`]).
+    DropNewest,
+    /// Evict the oldest queued event to make room (counted [`DropReason::Oldest`]).
+    DropOldest,
+    /// Refuse with [`Error::Full`] (counted [`DropReason::Rejected`]).
+    Reject,
+}
+
+/// A queue's counters. Shared: the `Arc` from [`Queue::stats`] outlives the queue.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    /// Every write that reached the queue (not refused as closed), rejected ones included.
+    pub events: Counter,
+    /// Events the queue let go of, by reason.
+    pub dropped: DropCounts,
+    /// Events the downstream took (its `write` returned `Ok`).
+    pub forwarded: Counter,
+}
+
+/// What [`Queue::close_within`] did.
+#[derive(Debug, Clone)]
+pub struct CloseReport {
+    /// Events the downstream took while the queue was closing.
+    pub delivered: u64,
+    /// Accepted events dropped because the deadline passed (counted `Shutdown`), including one
+    /// stuck in the downstream's `write`.
+    pub undelivered: u64,
+    /// Whether the worker was still inside the downstream's `write` at the deadline (its thread
+    /// is left running, detached).
+    pub worker_stuck: bool,
+    /// What closing the downstream returned, if it failed (`Closed` is not a failure).
+    pub downstream_error: Option<Error>,
+}
+
+/// Configures a [`Queue`] beyond capacity and overflow policy.
+#[derive(Debug, Clone)]
+pub struct QueueBuilder {
+    capacity: usize,
+    overflow: Overflow,
+    close_timeout: Duration,
+    thread_name: String,
+}
+
+impl QueueBuilder {
+    /// A builder for a queue of `capacity` events with the given overflow policy.
+    pub fn new(capacity: usize, overflow: Overflow) -> Self {
+        QueueBuilder {
+            capacity,
+            overflow,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            thread_name: "hookwire-queue".into(),
+        }
+    }
+
+    /// How long [`Sink::close`] lets the queue drain (default 5 s; zero drops at once).
+    #[must_use]
+    pub fn close_timeout(mut self, d: Duration) -> Self {
+        self.close_timeout = d;
+        self
+    }
+
+    /// The worker thread's name (default `hookwire-queue`), as seen in debuggers and panics.
+    #[must_use]
+    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
+        self.thread_name = name.into();
+        self
+    }
+
+    /// Checks the configuration, allocates the buffer and starts the worker thread.
+    pub fn build<E, S>(self, downstream: S) -> Result<Queue<E>, Error>
+    where
+        E: Send + 'static,
+        S: Sink<E> + 'static,
+    {
+        if self.capacity == 0 {
+            return Err(Error::config("capacity", "must be at least 1"));
+        }
+        if self.capacity > MAX_CAPACITY {
+            return Err(Error::config(
+                "capacity",
+                format!("{} is more than the limit of {MAX_CAPACITY}", self.capacity),
+            ));
+        }
+        if let Overflow::Block { timeout: Some(t) } = self.overflow {
+            if t.is_zero() {
+                return Err(Error::config(
+                    "overflow",
+                    "a Block timeout of zero never waits: use Reject",
+                ));
+            }
+            if t > MAX_DURATION {
+                return Err(Error::config(
+                    "overflow",
+                    format!("Block timeout {t:?} is longer than a year"),
+                ));
+            }
+        }
+        if self.close_timeout > MAX_DURATION {
+            return Err(Error::config("close_timeout", "is longer than a year"));
+        }
+        if self.thread_name.contains('\0') {
+            return Err(Error::config("thread_name", "contains a NUL byte"));
+        }
+        let mut buf = VecDeque::new();
+        buf.try_reserve_exact(self.capacity)
+            .map_err(|e| Error::config("capacity", format!("cannot allocate the buffer: {e}")))?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                buf,
+                closing: false,
+                stop: false,
+                in_flight: false,
+                abandoned: false,
+                worker_exited: false,
+                orphaned: false,
+            }),
+            has_events: Condvar::new(),
+            has_room: Condvar::new(),
+            exited: Condvar::new(),
+            capacity: self.capacity,
+            overflow: self.overflow,
+            stats: Arc::default(),
+            downstream: Box::new(downstream),
+        });
+        let worker = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(self.thread_name)
+                .spawn(move || run_worker(&shared))?
+        };
+        Ok(Queue {
+            shared,
+            close_timeout: self.close_timeout,
+            worker: Mutex::new(Some(worker)),
+        })
+    }
+}
+
+/// A bounded FIFO queue in front of a sink, drained by its own thread.
+///
+/// Contract:
+/// - `write` does not wait for the downstream. It waits only with [`Overflow::Block`], for
+///   room in the queue, and is woken as soon as the worker takes an event out.
+/// - Events reach the downstream in the order they entered the queue, one at a time.
+/// - Drops are counted in [`QueueStats::dropped`]: overflow (`Newest`, `Oldest`, `Rejected`,
+///   `BlockTimeout`), a downstream error (`SinkError`; `Shutdown` if it said `Closed`), and what
+///   `close` could not deliver by its deadline (`Shutdown`). Downstream errors are logged with
+///   `log::warn!` at most every ten seconds.
+/// - `close` = [`close_within`](Queue::close_within)`(close_timeout)`; it returns
+///   [`Error::Undelivered`] if anything was dropped, [`Error::Closed`] if already closed, and
+///   otherwise the downstream's close error, if any.
+/// - Dropping a queue without closing it stops it accepting events; the worker delivers what is
+///   queued, closes the downstream and exits.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use hookwire::sink::{Overflow, Queue, Sink, from_fn};
+///
+/// let delivered = Arc::new(AtomicUsize::new(0));
+/// let d = delivered.clone();
+/// let slow = from_fn(move |_: u64| { d.fetch_add(1, Ordering::Relaxed); Ok(()) });
+/// let queue = Queue::new(slow, 1024, Overflow::DropOldest)?;
+/// for i in 0..100 {
+///     queue.write(i)?; // returns at once
+/// }
+/// queue.close()?; // drains (within 5 s), then closes `slow`
+/// assert_eq!(delivered.load(Ordering::Relaxed), 100);
+/// assert_eq!(queue.stats().forwarded.get(), 100);
+/// # Ok::<(), hookwire::Error>(())
+/// ```
+pub struct Queue<E> {
+    shared: Arc<Shared<E>>,
+    close_timeout: Duration,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Shared<E> {
+    state: Mutex<State<E>>,
+    /// The worker waits here for events (or for the queue to close).
+    has_events: Condvar,
+    /// `Block` writers wait here for room (or for the queue to close).
+    has_room: Condvar,
+    /// `close` waits here for the worker to finish draining.
+    exited: Condvar,
+    capacity: usize,
+    overflow: Overflow,
+    stats: Arc<QueueStats>,
+    downstream: Box<dyn Sink<E>>,
+}
+
+struct State<E> {
+    buf: VecDeque<E>,
+    /// No more writes are accepted; the worker drains and exits.
+    closing: bool,
+    /// The deadline passed: the worker must not start another downstream write.
+    stop: bool,
+    /// The worker is inside the downstream's `write`.
+    in_flight: bool,
+    /// `close` gave up on the in-flight event and counted it; the worker must not count it.
+    abandoned: bool,
+    worker_exited: bool,
+    /// The handle was dropped without `close`: the worker closes the downstream itself.
+    orphaned: bool,
+}
+
+impl<E: Send + 'static> Queue<E> {
+    /// A queue of `capacity` events in front of `downstream`, with a 5 s close timeout (use
+    /// [`QueueBuilder`] to change it or the thread name). Fails with [`Error::Config`] for a
+    /// zero or too large capacity or an absurd `Block` timeout.
+    pub fn new<S: Sink<E> + 'static>(
+        downstream: S,
+        capacity: usize,
+        overflow: Overflow,
+    ) -> Result<Self, Error> {
+        QueueBuilder::new(capacity, overflow).build(downstream)
+    }
+}
+
+impl<E> Queue<E> {
+    /// The queue's counters.
+    pub fn stats(&self) -> Arc<QueueStats> {
+        self.shared.stats.clone()
+    }
+
+    /// Events waiting in the queue (not counting one the worker is delivering).
+    pub fn len(&self) -> usize {
+        self.shared.state.lock().buf.len()
+    }
+
+    /// Whether no events are waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// 1 while the worker is inside the downstream's `write`, else 0.
+    pub fn in_flight(&self) -> u64 {
+        u64::from(self.shared.state.lock().in_flight)
+    }
+
+    /// How many events the queue holds.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
+    /// Whether the queue has stopped accepting events (it is closing or closed).
+    pub fn is_closed(&self) -> bool {
+        self.shared.state.lock().closing
+    }
+
+    /// Stops accepting events, lets the worker deliver until `deadline` has passed, drops what
+    /// is left (counted [`DropReason::Shutdown`]), closes the downstream and returns. Never
+    /// waits much longer than `deadline`, even if the downstream hangs. Returns
+    /// [`Error::Closed`] if the queue was already closing.
+    pub fn close_within(&self, deadline: Duration) -> Result<CloseReport, Error> {
+        let sh = &*self.shared;
+        let give_up = Instant::now().checked_add(deadline);
+        let mut st = sh.state.lock();
+        if st.closing {
+            return Err(Error::Closed);
+        }
+        st.closing = true;
+        // The worker counts under this lock, so these reads are exact.
+        let forwarded_before = sh.stats.forwarded.get();
+        sh.has_events.notify_all();
+        sh.has_room.notify_all();
+        while !st.worker_exited {
+            match give_up {
+                Some(t) => {
+                    if sh.exited.wait_until(&mut st, t).timed_out() {
+                        break;
+                    }
+                }
+                None => sh.exited.wait(&mut st),
+            }
+        }
+        let exited = st.worker_exited;
+        let mut leftovers = VecDeque::new();
+        let mut undelivered = 0;
+        let mut worker_stuck = false;
+        if !exited {
+            st.stop = true;
+            leftovers = std::mem::take(&mut st.buf);
+            undelivered = leftovers.len() as u64;
+            if st.in_flight {
+                st.in_flight = false;
+                st.abandoned = true;
+                worker_stuck = true;
+                undelivered += 1;
+            }
+            sh.stats.dropped.add(DropReason::Shutdown, undelivered);
+        }
+        let delivered = sh.stats.forwarded.get() - forwarded_before;
+        drop(st);
+        drop(leftovers);
+        let downstream_error = match sh.downstream.close() {
+            Ok(()) | Err(Error::Closed) => None,
+            Err(e) => Some(e),
+        };
+        let handle = self.worker.lock().take();
+        if let Some(h) = handle.filter(|_| exited) {
+            // It has exited its loop; joining only waits for the thread to unwind.
+            let _ = h.join();
+        }
+        Ok(CloseReport {
+            delivered,
+            undelivered,
+            worker_stuck,
+            downstream_error,
+        })
+    }
+}
+
+impl<E> Queue<E> {
+    fn block(
+        &self,
+        mut st: MutexGuard<'_, State<E>>,
+        event: E,
+        timeout: Option<Duration>,
+    ) -> Result<(), Error> {
+        let sh = &*self.shared;
+        // Validated to be at most a year, so this cannot overflow in practice.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            if st.closing {
+                drop(st);
+                sh.stats.dropped.inc(DropReason::Shutdown);
+                return Err(Error::Closed);
+            }
+            // Room is checked before the clock, so a wake-up that races the timeout still wins.
+            if st.buf.len() < sh.capacity {
+                st.buf.push_back(event);
+                drop(st);
+                sh.has_events.notify_one();
+                return Ok(());
+            }
+            match (deadline, timeout) {
+                (Some(d), Some(after)) => {
+                    if Instant::now() >= d {
+                        drop(st);
+                        sh.stats.dropped.inc(DropReason::BlockTimeout);
+                        return Err(Error::Timeout {
+                            waiting_for: "queue space",
+                            after,
+                        });
+                    }
+                    sh.has_room.wait_until(&mut st, d);
+                }
+                _ => sh.has_room.wait(&mut st),
+            }
+        }
+    }
+}
+
+impl<E: Send + 'static> Sink<E> for Queue<E> {
+    fn write(&self, event: E) -> Result<(), Error> {
+        let sh = &*self.shared;
+        let mut st = sh.state.lock();
+        if st.closing {
+            return Err(Error::Closed);
+        }
+        sh.stats.events.inc();
+        if st.buf.len() < sh.capacity {
+            st.buf.push_back(event);
+            drop(st);
+            sh.has_events.notify_one();
+            return Ok(());
+        }
+        match sh.overflow {
+            Overflow::DropNewest => {
+                drop(st);
+                sh.stats.dropped.inc(DropReason::Newest);
+                drop(event);
+                Ok(())
+            }
+            Overflow::DropOldest => {
+                let evicted = st.buf.pop_front();
+                st.buf.push_back(event);
+                drop(st);
+                sh.stats.dropped.inc(DropReason::Oldest);
+                drop(evicted); // outside the lock: dropping an event may be costly
+                Ok(())
+            }
+            Overflow::Reject => {
+                drop(st);
+                sh.stats.dropped.inc(DropReason::Rejected);
+                Err(Error::Full {
+                    capacity: sh.capacity,
+                })
+            }
+            Overflow::Block { timeout } => self.block(st, event, timeout),
+        }
+    }
+
+    fn close(&self) -> Result<(), Error> {
+        let report = self.close_within(self.close_timeout)?;
+        if report.undelivered > 0 {
+            return Err(Error::Undelivered {
+                count: report.undelivered,
+            });
+        }
+        report.downstream_error.map_or(Ok(()), Err)
+    }
+}
+
+impl<E> Drop for Queue<E> {
+    fn drop(&mut self) {
+        let mut st = self.shared.state.lock();
+        if !st.closing {
+            st.closing = true;
+            st.orphaned = true;
+            self.shared.has_events.notify_all();
+        }
+    }
+}
+
+impl<E> fmt::Debug for Queue<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("capacity", &self.shared.capacity)
+            .field("overflow", &self.shared.overflow)
+            .field("len", &self.len())
+            .field("stats", &self.shared.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The worker: take the oldest event, deliver it without the lock, count the outcome.
+fn run_worker<E>(sh: &Shared<E>) {
+    let mut last_warn: Option<Instant> = None;
+    let mut unlogged_failures = 0u64;
+    loop {
+        let event = {
+            let mut st = sh.state.lock();
+            loop {
+                if st.stop {
+                    break None;
+                }
+                if let Some(e) = st.buf.pop_front() {
+                    st.in_flight = true;
+                    break Some(e);
+                }
+                if st.closing {
+                    break None;
+                }
+                sh.has_events.wait(&mut st);
+            }
+        };
+        let Some(event) = event else { break };
+        sh.has_room.notify_one();
+
+        let result = sh.downstream.write(event);
+
+        let mut st = sh.state.lock();
+        if st.abandoned {
+            drop(st);
+            log::warn!("queue: a downstream write returned after close gave up on it");
+            return;
+        }
+        st.in_flight = false;
+        match result {
+            Ok(()) => sh.stats.forwarded.inc(),
+            Err(Error::Closed) => sh.stats.dropped.inc(DropReason::Shutdown),
+            Err(e) => {
+                sh.stats.dropped.inc(DropReason::SinkError);
+                drop(st);
+                unlogged_failures += 1;
+                if last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                    log::warn!(
+                        "queue: downstream refused an event, dropped ({unlogged_failures} \
+                         failure(s) since the last warning): {e}"
+                    );
+                    last_warn = Some(Instant::now());
+                    unlogged_failures = 0;
+                }
+            }
+        }
+    }
+    let orphaned = {
+        let mut st = sh.state.lock();
+        st.worker_exited = true;
+        st.orphaned
+    };
+    sh.exited.notify_all();
+    if orphaned {
+        let _ = sh.downstream.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const SAFETY_NET: Duration = Duration::from_secs(10);
+
+    /// A downstream that records events, tells the test when a write starts, and optionally
+    /// waits for a token (or the gate's disconnection) before finishing each write.
+    struct Probe {
+        got: Arc<Mutex<Vec<u32>>>,
+        entered: Sender<u32>,
+        gate: Option<Receiver<()>>,
+        closed: Arc<AtomicBool>,
+        fail_if: fn(u32) -> Option<Error>,
+    }
+
+    struct Handles {
+        got: Arc<Mutex<Vec<u32>>>,
+        entered: Receiver<u32>,
+        gate: Option<Sender<()>>,
+        closed: Arc<AtomicBool>,
+    }
+
+    fn probe(gated: bool, fail_if: fn(u32) -> Option<Error>) -> (Probe, Handles) {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let closed = Arc::new(AtomicBool::new(false));
+        let (etx, erx) = unbounded();
+        let (gtx, grx) = if gated {
+            let (t, r) = unbounded();
+            (Some(t), Some(r))
+        } else {
+            (None, None)
+        };
+        let p = Probe {
+            got: got.clone(),
+            entered: etx,
+            gate: grx,
+            closed: closed.clone(),
+            fail_if,
+        };
+        let h = Handles {
+            got,
+            entered: erx,
+            gate: gtx,
+            closed,
+        };
+        (p, h)
+    }
+
+    fn never(_: u32) -> Option<Error> {
+        None
+    }
+
+    impl Sink<u32> for Probe {
+        fn write(&self, e: u32) -> Result<(), Error> {
+            let _ = self.entered.send(e);
+            if let Some(g) = &self.gate {
+                let _ = g.recv();
+            }
+            if let Some(err) = (self.fail_if)(e) {
+                return Err(err);
+            }
+            self.got.lock().push(e);
+            Ok(())
+        }
+        fn close(&self) -> Result<(), Error> {
+            if self.closed.swap(true, Ordering::SeqCst) {
+                return Err(Error::Closed);
+            }
+            Ok(())
+        }
+    }
+
+    impl Handles {
+        /// Waits until the worker has started writing `e` to the downstream.
+        fn wait_entered(&self, e: u32) {
+            assert_eq!(self.entered.recv_timeout(SAFETY_NET).unwrap(), e);
+        }
+        fn release(&self, n: usize) {
+            for _ in 0..n {
+                self.gate.as_ref().unwrap().send(()).unwrap();
+            }
+        }
+    }
+
+    fn assert_accounted(q: &Queue<u32>) {
+        let s = q.stats();
+        assert_eq!(
+            s.events.get(),
+            s.forwarded.get() + s.dropped.total() + q.len() as u64 + q.in_flight(),
+            "events == forwarded + dropped + queued + in flight: {q:?}"
+        );
+    }
+
+    // go-events' TestQueue: many concurrent writers, everything arrives, close closes the sink.
+    #[test]
+    fn delivers_everything_from_concurrent_writers_then_closes() {
+        let (p, h) = probe(false, never);
+        let q = Arc::new(Queue::new(p, 64, Overflow::Block { timeout: None }).unwrap());
+        let writers: Vec<_> = (0..4u32)
+            .map(|w| {
+                let q = q.clone();
+                std::thread::spawn(move || {
+                    for i in 0..250 {
+                        q.write(w * 1000 + i).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        q.close().unwrap();
+        assert!(h.closed.load(Ordering::SeqCst));
+        let got = h.got.lock().clone();
+        assert_eq!(got.len(), 1000);
+        for w in 0..4u32 {
+            let mine: Vec<u32> = got.iter().copied().filter(|e| e / 1000 == w).collect();
+            assert_eq!(
+                mine,
+                (0..250).map(|i| w * 1000 + i).collect::<Vec<_>>(),
+                "FIFO"
+            );
+        }
+        assert_eq!(q.stats().forwarded.get(), 1000);
+        assert_accounted(&q);
+        assert!(matches!(q.write(1), Err(Error::Closed)));
+        assert!(matches!(q.close(), Err(Error::Closed)));
+        assert_eq!(
+            q.stats().events.get(),
+            1000,
+            "refused writes are not counted"
+        );
+    }
+
+    // go-events' TestBufferedChanneledQueue: a failing downstream sees every event once.
+    #[test]
+    fn downstream_errors_are_counted_not_returned() {
+        let (p, h) = probe(false, |e| {
+            (e % 10 == 9)
+                .then(|| Error::config("x", "boom"))
+                .or_else(|| (e % 10 == 8).then_some(Error::Closed))
+        });
+        let q = Queue::new(p, 100, Overflow::Reject).unwrap();
+        for i in 0..100 {
+            q.write(i).unwrap();
+        }
+        q.close().unwrap();
+        let s = q.stats();
+        assert_eq!(s.forwarded.get(), 80);
+        assert_eq!(s.dropped.get(DropReason::SinkError), 10);
+        assert_eq!(s.dropped.get(DropReason::Shutdown), 10);
+        assert_eq!(h.entered.try_iter().count(), 100);
+        assert_accounted(&q);
+    }
+
+    #[test]
+    fn drop_newest_discards_the_incoming_event() {
+        let (p, h) = probe(true, never);
+        let q = Queue::new(p, 2, Overflow::DropNewest).unwrap();
+        q.write(1).unwrap();
+        h.wait_entered(1); // 1 is in flight, the buffer is empty
+        for e in 2..=5 {
+            q.write(e).unwrap();
+        }
+        assert_eq!((q.len(), q.in_flight()), (2, 1));
+        assert_eq!(q.stats().dropped.get(DropReason::Newest), 2);
+        assert_accounted(&q);
+        h.release(3);
+        q.close().unwrap();
+        assert_eq!(*h.got.lock(), vec![1, 2, 3]);
+        assert_accounted(&q);
+    }
+
+    #[test]
+    fn drop_oldest_evicts_the_front() {
+        let (p, h) = probe(true, never);
+        let q = Queue::new(p, 2, Overflow::DropOldest).unwrap();
+        q.write(1).unwrap();
+        h.wait_entered(1);
+        for e in 2..=6 {
+            q.write(e).unwrap();
+        }
+        assert_eq!(q.stats().dropped.get(DropReason::Oldest), 3);
+        assert_accounted(&q);
+        h.release(3);
+        q.close().unwrap();
+        assert_eq!(*h.got.lock(), vec![1, 5, 6]);
+    }
+
+    #[test]
+    fn reject_returns_full() {
+        let (p, h) = probe(true, never);
+        let q = Queue::new(p, 1, Overflow::Reject).unwrap();
+        q.write(1).unwrap();
+        h.wait_entered(1);
+        q.write(2).unwrap();
+        assert!(matches!(q.write(3), Err(Error::Full { capacity: 1 })));
+        assert_eq!(q.stats().dropped.get(DropReason::Rejected), 1);
+        assert_eq!(
+            q.stats().events.get(),
+            3,
+            "rejected writes are counted as events"
+        );
+        assert_accounted(&q);
+        h.release(2);
+        q.close().unwrap();
+        assert_eq!(*h.got.lock(), vec![1, 2]);
+    }
+
+    #[test]
+    fn block_times_out() {
+        let (p, h) = probe(true, never);
+        let timeout = Duration::from_millis(20);
+        let q = Queue::new(
+            p,
+            1,
+            Overflow::Block {
+                timeout: Some(timeout),
+            },
+        )
+        .unwrap();
+        q.write(1).unwrap();
+        h.wait_entered(1);
+        q.write(2).unwrap();
+        match q.write(3) {
+            Err(Error::Timeout { waiting_for, after }) => {
+                assert_eq!((waiting_for, after), ("queue space", timeout));
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert_eq!(q.stats().dropped.get(DropReason::BlockTimeout), 1);
+        assert_accounted(&q);
+        h.release(2);
+        q.close().unwrap();
+        assert_eq!(*h.got.lock(), vec![1, 2]);
+    }
+
+    #[test]
+    fn block_wakes_as_soon_as_there_is_room() {
+        let (p, h) = probe(true, never);
+        let q = Arc::new(Queue::new(p, 1, Overflow::Block { timeout: None }).unwrap());
+        q.write(1).unwrap();
+        h.wait_entered(1);
+        q.write(2).unwrap(); // full now
+        let (done_tx, done_rx) = bounded(1);
+        let w = {
+            let q = q.clone();
+            std::thread::spawn(move || done_tx.send(q.write(3)).unwrap())
+        };
+        assert!(
+            done_rx.recv_timeout(Duration::from_millis(30)).is_err(),
+            "must wait"
+        );
+        h.release(1); // 1 done; the worker takes 2 out, which makes room for 3
+        done_rx.recv_timeout(SAFETY_NET).unwrap().unwrap();
+        w.join().unwrap();
+        h.release(2);
+        q.close().unwrap();
+        assert_eq!(*h.got.lock(), vec![1, 2, 3]);
+        assert_eq!(q.stats().dropped.total(), 0);
+    }
+
+    #[test]
+    fn close_wakes_blocked_writers_with_closed() {
+        let (p, h) = probe(true, never);
+        let q = Arc::new(Queue::new(p, 1, Overflow::Block { timeout: None }).unwrap());
+        q.write(1).unwrap();
+        h.wait_entered(1);
+        q.write(2).unwrap();
+        let w = {
+            let q = q.clone();
+            std::thread::spawn(move || q.write(3))
+        };
+        // Wait until the writer has counted its event, i.e. it is in (or past) the wait.
+        let t0 = Instant::now();
+        while q.stats().events.get() < 3 {
+            assert!(t0.elapsed() < SAFETY_NET);
+            std::thread::yield_now();
+        }
+        let closer = {
+            let q = q.clone();
+            std::thread::spawn(move || q.close_within(SAFETY_NET))
+        };
+        assert!(matches!(w.join().unwrap(), Err(Error::Closed)));
+        drop(h.gate); // let the downstream finish
+        let report = closer.join().unwrap().unwrap();
+        assert_eq!((report.delivered, report.undelivered), (2, 0));
+        assert_eq!(q.stats().dropped.get(DropReason::Shutdown), 1);
+        assert_accounted(&q);
+    }
+
+    #[test]
+    fn close_counts_what_it_delivered() {
+        let (p, h) = probe(true, never);
+        let q = Arc::new(Queue::new(p, 8, Overflow::Reject).unwrap());
+        for e in 1..=3 {
+            q.write(e).unwrap();
+        }
+        h.wait_entered(1);
+        let closer = {
+            let q = q.clone();
+            std::thread::spawn(move || q.close_within(SAFETY_NET))
+        };
+        let t0 = Instant::now();
+        while !q.is_closed() {
+            assert!(t0.elapsed() < SAFETY_NET);
+            std::thread::yield_now();
+        }
+        drop(h.gate);
+        let r = closer.join().unwrap().unwrap();
+        assert_eq!((r.delivered, r.undelivered, r.worker_stuck), (3, 0, false));
+        assert!(r.downstream_error.is_none());
+        assert!(h.closed.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn close_never_hangs_on_a_stuck_downstream() {
+        let (p, h) = probe(true, never);
+        let q = QueueBuilder::new(4, Overflow::DropNewest)
+            .close_timeout(Duration::from_millis(30))
+            .build(p)
+            .unwrap();
+        for e in 1..=4 {
+            q.write(e).unwrap();
+        }
+        h.wait_entered(1); // stuck on 1 until the gate opens, which it won't before close
+        match q.close() {
+            Err(Error::Undelivered { count }) => assert_eq!(count, 4),
+            other => panic!("expected Undelivered, got {other:?}"),
+        }
+        let s = q.stats();
+        assert_eq!(s.dropped.get(DropReason::Shutdown), 4, "3 queued + 1 stuck");
+        assert_eq!((q.len(), q.in_flight()), (0, 0));
+        assert_accounted(&q);
+        assert!(h.closed.load(Ordering::SeqCst), "downstream closed anyway");
+        assert!(matches!(q.write(9), Err(Error::Closed)));
+        assert!(matches!(q.close(), Err(Error::Closed)));
+
+        // The stuck write now succeeds: it must not be counted a second time.
+        h.release(1);
+        let t0 = Instant::now();
+        while h.got.lock().is_empty() {
+            assert!(t0.elapsed() < SAFETY_NET);
+            std::thread::yield_now();
+        }
+        // The worker drops its handle on the shared state when it exits.
+        let t0 = Instant::now();
+        while Arc::strong_count(&q.shared) > 1 {
+            assert!(
+                t0.elapsed() < SAFETY_NET,
+                "the abandoned worker never exited"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(s.forwarded.get(), 0);
+        assert_accounted(&q);
+        assert!(
+            h.entered.try_recv().is_err(),
+            "the worker started nothing after the deadline"
+        );
+    }
+
+    #[test]
+    fn close_within_reports_a_stuck_worker() {
+        let (p, h) = probe(true, never);
+        let q = Queue::new(p, 4, Overflow::Reject).unwrap();
+        q.write(1).unwrap();
+        h.wait_entered(1);
+        let r = q.close_within(Duration::ZERO).unwrap();
+        assert!(r.worker_stuck);
+        assert_eq!((r.delivered, r.undelivered), (0, 1));
+        drop(h.gate);
+    }
+
+    #[test]
+    fn dropping_an_unclosed_queue_drains_and_closes_downstream() {
+        let (p, h) = probe(false, never);
+        let q = Queue::new(p, 16, Overflow::Reject).unwrap();
+        let stats = q.stats();
+        for e in 0..10 {
+            q.write(e).unwrap();
+        }
+        drop(q);
+        let t0 = Instant::now();
+        while !h.closed.load(Ordering::SeqCst) {
+            assert!(
+                t0.elapsed() < SAFETY_NET,
+                "worker never closed the downstream"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(*h.got.lock(), (0..10).collect::<Vec<_>>());
+        assert_eq!(stats.forwarded.get(), 10);
+        // The thread exits: when it has, the probe (and its sender) is gone.
+        assert_eq!(h.entered.try_iter().take(10).count(), 10);
+        assert_eq!(
+            h.entered.recv_timeout(SAFETY_NET),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+        );
+    }
+
+    #[test]
+    fn a_panicking_downstream_loses_nothing_uncounted() {
+        let sink = crate::sink::from_fn(|e: u32| {
+            assert!(e != 2, "downstream bug");
+            Ok(())
+        });
+        let q = QueueBuilder::new(4, Overflow::Reject)
+            .close_timeout(Duration::from_millis(20))
+            .build(sink)
+            .unwrap();
+        q.write(1).unwrap();
+        q.write(2).unwrap(); // kills the worker mid-write
+        q.write(3).unwrap();
+        q.write(4).unwrap();
+        match q.close() {
+            Err(Error::Undelivered { count }) => {
+                assert_eq!(count, 3, "2 in flight, 3 and 4 queued")
+            }
+            other => panic!("expected Undelivered, got {other:?}"),
+        }
+        let s = q.stats();
+        assert_eq!(s.forwarded.get(), 1);
+        assert_eq!(s.dropped.get(DropReason::Shutdown), 3);
+        assert_accounted(&q);
+    }
+
+    #[test]
+    fn worker_thread_is_named() {
+        let (tx, rx) = bounded(1);
+        let sink = crate::sink::from_fn(move |_: u8| {
+            let _ = tx.send(std::thread::current().name().map(str::to_owned));
+            Ok(())
+        });
+        let q = QueueBuilder::new(1, Overflow::Reject)
+            .thread_name("wh-7")
+            .build(sink)
+            .unwrap();
+        q.write(0).unwrap();
+        assert_eq!(
+            rx.recv_timeout(SAFETY_NET).unwrap().as_deref(),
+            Some("wh-7")
+        );
+        q.close().unwrap();
+    }
+
+    #[test]
+    fn bad_config_is_an_error_not_a_panic() {
+        let field = |r: Result<Queue<u8>, Error>| match r {
+            Err(Error::Config { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        let ok = || crate::sink::from_fn(|_: u8| Ok(()));
+        assert_eq!(field(Queue::new(ok(), 0, Overflow::Reject)), "capacity");
+        assert_eq!(
+            field(Queue::new(ok(), usize::MAX, Overflow::Reject)),
+            "capacity"
+        );
+        let block = |t| Overflow::Block { timeout: Some(t) };
+        assert_eq!(
+            field(Queue::new(ok(), 1, block(Duration::ZERO))),
+            "overflow"
+        );
+        assert_eq!(field(Queue::new(ok(), 1, block(Duration::MAX))), "overflow");
+        let b = QueueBuilder::new(1, Overflow::Reject);
+        assert_eq!(
+            field(b.clone().close_timeout(Duration::MAX).build(ok())),
+            "close_timeout"
+        );
+        assert_eq!(field(b.thread_name("a\0b").build(ok())), "thread_name");
+        let q = Queue::new(ok(), MAX_CAPACITY.min(1024), block(Duration::from_secs(1))).unwrap();
+        assert_eq!(q.capacity(), 1024);
+        assert!(q.is_empty());
+    }
+
+    /// Every policy, four writers, a downstream that fails one event in five: once quiet, the
+    /// books balance to the event.
+    #[test]
+    fn accounting_holds_under_concurrency_and_failures() {
+        let policies = [
+            Overflow::Block {
+                timeout: Some(Duration::from_micros(50)),
+            },
+            Overflow::DropNewest,
+            Overflow::DropOldest,
+            Overflow::Reject,
+        ];
+        for overflow in policies {
+            let (p, h) = probe(false, |e| (e % 5 == 0).then(|| Error::config("x", "flaky")));
+            let q = Arc::new(Queue::new(p, 8, overflow).unwrap());
+            let writers: Vec<_> = (0..4u32)
+                .map(|w| {
+                    let q = q.clone();
+                    std::thread::spawn(move || {
+                        for i in 0..500 {
+                            let _ = q.write(w * 1000 + i);
+                        }
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().unwrap();
+            }
+            let t0 = Instant::now();
+            while q.len() + q.in_flight() as usize > 0 {
+                assert!(t0.elapsed() < SAFETY_NET);
+                std::thread::yield_now();
+            }
+            assert_accounted(&q);
+            let s = q.stats();
+            assert_eq!(s.events.get(), 2000, "{overflow:?}");
+            assert_eq!(
+                s.forwarded.get() as usize,
+                h.got.lock().len(),
+                "{overflow:?}: forwarded counts what the downstream took"
+            );
+            assert!(s.dropped.get(DropReason::SinkError) > 0, "{overflow:?}");
+            q.close().unwrap();
+            assert_accounted(&q);
+        }
+    }
+}
