@@ -1,1 +1,596 @@
-//! (stub: filled in by its owner)
+//! A loopback webhook receiver with a fault plan: the other end of every delivery test,
+//! benchmark and `hookwire serve`.
+//!
+//! [`Receiver::start`] binds `127.0.0.1:0` and serves HTTP/1.1 with keep-alive, one thread per
+//! connection (see `conn.rs` for what it parses and refuses). For each request it decodes the
+//! `{"events":[...]}` envelope, takes each event's id, checks the Standard Webhooks signature
+//! when it was given secrets, and then follows its [`ReceiverConfig`]'s fault plan: a script
+//! of replies, a failing window, hangs, dropped connections, slow reads, delays.
+//!
+//! What it promises:
+//! - **An event counts as received only when it was answered 2xx**, and is then recorded in
+//!   arrival order ([`Receiver::ids`]) and deduplicated by id ([`ReceiverStats`]: `distinct`
+//!   and `duplicates`), so a test can check "nothing lost, nothing doubled".
+//! - **Waiting is event-driven**: [`Receiver::wait_for_distinct`] sleeps on a condition
+//!   variable, never polls.
+//! - **Shutdown never hangs**: [`Receiver::shutdown`] (and `Drop`) stop accepting, shut down
+//!   every open socket (hung ones included; the receiver keeps a handle to each for this),
+//!   cut every delay and hang short, and join the threads.
+//!
+//! Its clock is real time: `fail_for` windows and `first_2xx_after_fault` use `Instant`.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::{Condvar, Mutex};
+use serde::Deserialize;
+
+use super::conn::{Conn, Incoming, Request};
+use crate::http::{Secret, decode_envelope, verify};
+use crate::policy::Wakeup;
+
+/// One scripted answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The status to answer with (100..=599).
+    pub status: u16,
+    /// A `Retry-After` header to send, verbatim.
+    pub retry_after: Option<String>,
+    /// How long to wait before answering (on top of [`ReceiverConfig::delay`]).
+    pub delay: Duration,
+}
+
+impl Reply {
+    /// Answer `status`, at once, without `Retry-After`.
+    pub fn status(status: u16) -> Self {
+        Reply {
+            status,
+            retry_after: None,
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// Adds a `Retry-After` header (seconds or an HTTP-date, sent as given).
+    pub fn retry_after(mut self, value: impl Into<String>) -> Self {
+        self.retry_after = Some(value.into());
+        self
+    }
+
+    /// Waits `d` before answering.
+    pub fn delay(mut self, d: Duration) -> Self {
+        self.delay = d;
+        self
+    }
+}
+
+impl From<u16> for Reply {
+    fn from(status: u16) -> Self {
+        Reply::status(status)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    Hang,
+    DropConnection,
+}
+
+/// What a [`Receiver`] checks and which faults it injects. The default answers every valid
+/// request `200` at once.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    secrets: Vec<Secret>,
+    tolerance: Duration,
+    script: Vec<Reply>,
+    fail_for: Option<(Duration, u16)>,
+    fault: Fault,
+    slow_read: Option<(usize, Duration)>,
+    delay: Duration,
+    max_body: usize,
+    response_body: usize,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            secrets: Vec::new(),
+            tolerance: Duration::from_secs(300),
+            script: Vec::new(),
+            fail_for: None,
+            fault: Fault::None,
+            slow_read: None,
+            delay: Duration::ZERO,
+            max_body: 16 << 20,
+            response_body: 0,
+        }
+    }
+}
+
+impl ReceiverConfig {
+    /// The default: verify nothing, answer 200.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Verifies Standard Webhooks signatures against these secrets: requests without a valid
+    /// one are counted in `bad_signatures` and answered 401.
+    pub fn secrets(mut self, secrets: Vec<Secret>) -> Self {
+        self.secrets = secrets;
+        self
+    }
+
+    /// How far `webhook-timestamp` may be from now (default 5 minutes, as the spec's
+    /// reference libraries).
+    pub fn tolerance(mut self, d: Duration) -> Self {
+        self.tolerance = d;
+        self
+    }
+
+    /// Answers the first requests with these replies, one per request, then 200.
+    pub fn statuses(mut self, replies: Vec<Reply>) -> Self {
+        self.script = replies;
+        self
+    }
+
+    /// Answers `status` to every request that arrives within `d` of the first request.
+    pub fn fail_for(mut self, d: Duration, status: u16) -> Self {
+        self.fail_for = Some((d, status));
+        self
+    }
+
+    /// Reads each request and never answers it (until shutdown).
+    pub fn hang(mut self) -> Self {
+        self.fault = Fault::Hang;
+        self
+    }
+
+    /// Reads each request and closes the connection without answering.
+    pub fn drop_connection(mut self) -> Self {
+        self.fault = Fault::DropConnection;
+        self
+    }
+
+    /// Reads at most `bytes_per_chunk` bytes at a time, pausing `pause` after each read.
+    pub fn slow_read(mut self, bytes_per_chunk: usize, pause: Duration) -> Self {
+        self.slow_read = Some((bytes_per_chunk, pause));
+        self
+    }
+
+    /// Waits `d` before every answer.
+    pub fn delay(mut self, d: Duration) -> Self {
+        self.delay = d;
+        self
+    }
+
+    /// Refuses request bodies longer than `n` bytes with 413 (default 16 MiB).
+    pub fn max_body(mut self, n: usize) -> Self {
+        self.max_body = n;
+        self
+    }
+
+    /// Sends `n` filler bytes as the body of every answer (default none), to test senders'
+    /// response-size bounds.
+    pub fn response_body(mut self, n: usize) -> Self {
+        self.response_body = n;
+        self
+    }
+
+    fn validate(&self) -> io::Result<()> {
+        let bad = |what: String| Err(io::Error::new(io::ErrorKind::InvalidInput, what));
+        let statuses = self
+            .script
+            .iter()
+            .map(|r| r.status)
+            .chain(self.fail_for.map(|(_, s)| s));
+        for s in statuses {
+            if !(100..=599).contains(&s) {
+                return bad(format!("status {s} is not between 100 and 599"));
+            }
+        }
+        for r in &self.script {
+            if let Some(v) = &r.retry_after
+                && v.bytes().any(|b| b.is_ascii_control())
+            {
+                return bad(format!("Retry-After {v:?} contains control characters"));
+            }
+        }
+        if self.slow_read.is_some_and(|(n, _)| n == 0) {
+            return bad("slow_read needs at least one byte per chunk".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a [`Receiver`] has seen so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReceiverStats {
+    /// Connections accepted.
+    pub connections: u64,
+    /// Requests read (answered or not).
+    pub requests: u64,
+    /// Events received: in requests answered 2xx.
+    pub events: u64,
+    /// Received events whose id had not been received before.
+    pub distinct: u64,
+    /// Received events whose id had been received before.
+    pub duplicates: u64,
+    /// Requests refused for a missing or invalid signature.
+    pub bad_signatures: u64,
+    /// Answers by status.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Time from the first request to the first 2xx answer that followed a fault (any
+    /// non-2xx answer, hang or dropped connection): how long the outage lasted as the sender
+    /// saw it. `None` until there was a fault and then a 2xx.
+    pub first_2xx_after_fault: Option<Duration>,
+}
+
+#[derive(Default)]
+struct State {
+    stats: ReceiverStats,
+    seen: HashSet<String>,
+    ids: Vec<String>,
+    script: VecDeque<Reply>,
+    first_request: Option<Instant>,
+    faulted: bool,
+}
+
+#[derive(Default)]
+struct Conns {
+    closed: bool,
+    next: u64,
+    /// A handle to every open connection, so shutdown can close the hung ones.
+    open: HashMap<u64, TcpStream>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+struct Shared {
+    config: ReceiverConfig,
+    state: Mutex<State>,
+    changed: Condvar,
+    stop: Wakeup,
+    conns: Mutex<Conns>,
+}
+
+/// A running loopback webhook receiver. See the [module docs](self).
+pub struct Receiver {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    acceptor: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Receiver {
+    /// Binds `127.0.0.1:0` and starts serving. Fails if the config is invalid (a status
+    /// outside 100..=599, a zero slow-read chunk) or the socket cannot be bound.
+    pub fn start(config: ReceiverConfig) -> io::Result<Receiver> {
+        config.validate()?;
+        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        let addr = listener.local_addr()?;
+        let state = State {
+            script: config.script.iter().cloned().collect(),
+            ..State::default()
+        };
+        let shared = Arc::new(Shared {
+            config,
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+            stop: Wakeup::new(),
+            conns: Mutex::new(Conns::default()),
+        });
+        let s = shared.clone();
+        let acceptor = thread::Builder::new()
+            .name("hookwire-receiver".into())
+            .spawn(move || accept_loop(&listener, &s))?;
+        Ok(Receiver {
+            shared,
+            addr,
+            acceptor: Mutex::new(Some(acceptor)),
+        })
+    }
+
+    /// The URL to post to: `http://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A copy of the counters.
+    pub fn stats(&self) -> ReceiverStats {
+        self.shared.state.lock().stats.clone()
+    }
+
+    /// The ids of received events, in arrival order, duplicates included.
+    pub fn ids(&self) -> Vec<String> {
+        self.shared.state.lock().ids.clone()
+    }
+
+    /// Waits until at least `n` distinct events were received, or `timeout` passed. Returns
+    /// whether they were.
+    pub fn wait_for_distinct(&self, n: u64, timeout: Duration) -> bool {
+        // An absurd timeout is capped rather than overflowing the deadline.
+        let deadline = Instant::now() + timeout.min(Duration::from_secs(365 * 24 * 3600));
+        let mut st = self.shared.state.lock();
+        while st.stats.distinct < n {
+            if self
+                .shared
+                .changed
+                .wait_until(&mut st, deadline)
+                .timed_out()
+            {
+                return st.stats.distinct >= n;
+            }
+        }
+        true
+    }
+
+    /// Stops serving: closes the listener and every connection, cuts hangs and delays short,
+    /// and joins the threads. Idempotent; also done on drop.
+    pub fn shutdown(&self) {
+        let threads = {
+            let mut conns = self.shared.conns.lock();
+            conns.closed = true;
+            for stream in conns.open.values() {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+            std::mem::take(&mut conns.threads)
+        };
+        self.shared.stop.set();
+        if let Some(acceptor) = self.acceptor.lock().take() {
+            // `accept` has no timeout: a connection of our own wakes it to see `closed`. If
+            // even that fails the thread is left to end with the process, never waited on.
+            if TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_ok() {
+                let _ = acceptor.join();
+            }
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of file descriptors, say: back off briefly instead of spinning.
+                log::debug!("receiver: accept failed: {e}");
+                if shared.stop.wait_for(Duration::from_millis(10)) {
+                    return;
+                }
+                continue;
+            }
+        };
+        let mut conns = shared.conns.lock();
+        if conns.closed {
+            return;
+        }
+        let Ok(handle) = stream.try_clone() else {
+            continue;
+        };
+        let id = conns.next;
+        conns.next += 1;
+        conns.open.insert(id, handle);
+        conns.threads.retain(|t| !t.is_finished());
+        shared.state.lock().stats.connections += 1;
+        let s = shared.clone();
+        let spawned = thread::Builder::new()
+            .name("hookwire-receiver-conn".into())
+            .spawn(move || {
+                serve(stream, &s);
+                s.conns.lock().open.remove(&id);
+            });
+        match spawned {
+            Ok(t) => conns.threads.push(t),
+            Err(_) => drop(conns.open.remove(&id)),
+        }
+    }
+}
+
+/// What the fault plan decided for one request.
+enum Answer {
+    Status(u16, Option<String>, Duration),
+    Hang,
+    Drop,
+}
+
+fn serve(stream: TcpStream, shared: &Shared) {
+    let cfg = &shared.config;
+    let mut conn = Conn::new(stream, cfg.slow_read, cfg.max_body, &shared.stop);
+    loop {
+        let req = match conn.read_request() {
+            Incoming::Request(req) => req,
+            Incoming::Closed => return,
+            Incoming::Refuse(status) => {
+                shared.record_refusal(status);
+                let _ = conn.respond(status, None, 0, true);
+                return;
+            }
+        };
+        let (answer, ids) = shared.decide(&req, conn.body(&req));
+        match answer {
+            Answer::Hang => {
+                while !shared.stop.wait_for(Duration::from_secs(3600)) {}
+                return;
+            }
+            Answer::Drop => {
+                conn.abort();
+                return;
+            }
+            Answer::Status(status, retry_after, delay) => {
+                if !delay.is_zero() && shared.stop.wait_for(delay) {
+                    return;
+                }
+                shared.record_answer(status, ids);
+                let close = req.close;
+                conn.consume(&req);
+                let sent = conn.respond(status, retry_after.as_deref(), cfg.response_body, close);
+                if sent.is_err() || close {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct IdProbe<'a> {
+    #[serde(borrow, default)]
+    id: Option<IdValue<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IdValue<'a> {
+    Str(#[serde(borrow)] Cow<'a, str>),
+    Num(serde_json::Number),
+}
+
+/// An event's id: its JSON `"id"` (a non-empty string, or a number), else the request's
+/// `webhook-id`, suffixed `#i` (its index) when the request carries more than one event.
+fn event_id(raw: &str, webhook_id: Option<&str>, index: usize, count: usize) -> String {
+    match serde_json::from_str::<IdProbe<'_>>(raw)
+        .ok()
+        .and_then(|p| p.id)
+    {
+        Some(IdValue::Str(s)) if !s.is_empty() => s.into_owned(),
+        Some(IdValue::Num(n)) => n.to_string(),
+        _ => {
+            let base = webhook_id.unwrap_or("");
+            if count > 1 {
+                format!("{base}#{index}")
+            } else {
+                base.to_owned()
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Counts the request and applies, in order: envelope decoding (400), the signature
+    /// (401), then the fault plan. Returns the answer and the ids it would receive.
+    fn decide(&self, req: &Request, body: &[u8]) -> (Answer, Vec<String>) {
+        let now = Instant::now();
+        let mut st = self.state.lock();
+        st.stats.requests += 1;
+        let first = *st.first_request.get_or_insert(now);
+        let refuse = |status| (Answer::Status(status, None, self.config.delay), Vec::new());
+
+        let Ok(events) = decode_envelope(body) else {
+            return refuse(400);
+        };
+        if !self.config.secrets.is_empty() {
+            let ok = match (
+                &req.webhook_id,
+                &req.webhook_timestamp,
+                &req.webhook_signature,
+            ) {
+                (Some(id), Some(ts), Some(sig)) => verify(
+                    &self.config.secrets,
+                    id,
+                    ts,
+                    sig,
+                    body,
+                    SystemTime::now(),
+                    self.config.tolerance,
+                )
+                .is_ok(),
+                _ => false,
+            };
+            if !ok {
+                st.stats.bad_signatures += 1;
+                return refuse(401);
+            }
+        }
+        match self.config.fault {
+            Fault::Hang => {
+                st.faulted = true;
+                return (Answer::Hang, Vec::new());
+            }
+            Fault::DropConnection => {
+                st.faulted = true;
+                return (Answer::Drop, Vec::new());
+            }
+            Fault::None => {}
+        }
+        let (status, retry_after, delay) = if let Some(r) = st.script.pop_front() {
+            (r.status, r.retry_after, r.delay)
+        } else {
+            match self.config.fail_for {
+                Some((d, status)) if now.duration_since(first) < d => {
+                    (status, None, Duration::ZERO)
+                }
+                _ => (200, None, Duration::ZERO),
+            }
+        };
+        let ids = if (200..300).contains(&status) {
+            let wid = req.webhook_id.as_deref();
+            let n = events.len();
+            events
+                .iter()
+                .enumerate()
+                .map(|(i, raw)| event_id(raw.get(), wid, i, n))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let delay = self.config.delay.saturating_add(delay);
+        (Answer::Status(status, retry_after, delay), ids)
+    }
+
+    /// Records an answer about to be sent; a 2xx receives `ids`.
+    fn record_answer(&self, status: u16, ids: Vec<String>) {
+        let mut st = self.state.lock();
+        *st.stats.statuses.entry(status).or_default() += 1;
+        if !(200..300).contains(&status) {
+            st.faulted = true;
+            return;
+        }
+        if st.faulted && st.stats.first_2xx_after_fault.is_none() {
+            st.stats.first_2xx_after_fault = st.first_request.map(|t| t.elapsed());
+        }
+        for id in ids {
+            st.stats.events += 1;
+            if st.seen.insert(id.clone()) {
+                st.stats.distinct += 1;
+            } else {
+                st.stats.duplicates += 1;
+            }
+            st.ids.push(id);
+        }
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// Records a request refused before it could be read whole.
+    fn record_refusal(&self, status: u16) {
+        let mut st = self.state.lock();
+        st.stats.requests += 1;
+        st.first_request.get_or_insert_with(Instant::now);
+        st.faulted = true;
+        *st.stats.statuses.entry(status).or_default() += 1;
+    }
+}
