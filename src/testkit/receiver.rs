@@ -594,3 +594,305 @@ impl Shared {
         *st.stats.statuses.entry(status).or_default() += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::sync::mpsc;
+
+    /// A safety net only: every test finishes far sooner unless the build is broken.
+    const SAFETY: Duration = Duration::from_secs(5);
+
+    fn connect(r: &Receiver) -> TcpStream {
+        let s = TcpStream::connect(r.addr()).unwrap();
+        s.set_read_timeout(Some(SAFETY)).unwrap();
+        s
+    }
+
+    fn send(s: &mut TcpStream, body: &str, headers: &str) {
+        let req = format!(
+            "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n{headers}\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+    }
+
+    /// Reads one answer: its status and headers (lower-cased names), body skipped. `None` if
+    /// the connection closed first.
+    fn answer(s: &mut TcpStream) -> Option<(u16, HashMap<String, String>)> {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte) {
+                Ok(1) => buf.push(byte[0]),
+                _ => return None,
+            }
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut headers);
+        resp.parse(&buf).unwrap();
+        let map: HashMap<String, String> = resp
+            .headers
+            .iter()
+            .map(|h| {
+                let v = String::from_utf8_lossy(h.value).into_owned();
+                (h.name.to_ascii_lowercase(), v)
+            })
+            .collect();
+        let len: usize = map["content-length"].parse().unwrap();
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).unwrap();
+        Some((resp.code.unwrap(), map))
+    }
+
+    fn status(s: &mut TcpStream, body: &str, headers: &str) -> u16 {
+        send(s, body, headers);
+        answer(s).expect("an answer").0
+    }
+
+    #[test]
+    fn receives_events_over_one_kept_alive_connection() {
+        let r = Receiver::start(ReceiverConfig::new()).unwrap();
+        assert!(r.url().starts_with("http://127.0.0.1:") && r.url().ends_with('/'));
+        let mut c = connect(&r);
+        assert_eq!(
+            status(&mut c, r#"{"events":[{"id":"a"},{"id":7}]}"#, ""),
+            200
+        );
+        assert_eq!(status(&mut c, r#"{"events":[{"id":"a"}]}"#, ""), 200);
+        let st = r.stats();
+        assert_eq!(st.connections, 1);
+        assert_eq!(st.requests, 2);
+        assert_eq!((st.events, st.distinct, st.duplicates), (3, 2, 1));
+        assert_eq!(st.statuses, BTreeMap::from([(200, 2)]));
+        assert_eq!(st.first_2xx_after_fault, None);
+        assert_eq!(r.ids(), ["a", "7", "a"]);
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order() {
+        let r = Receiver::start(ReceiverConfig::new().statuses(vec![Reply::status(500)])).unwrap();
+        let mut c = connect(&r);
+        send(&mut c, r#"{"events":[{"id":"1"}]}"#, "");
+        send(&mut c, r#"{"events":[{"id":"2"}]}"#, "");
+        assert_eq!(answer(&mut c).unwrap().0, 500);
+        assert_eq!(answer(&mut c).unwrap().0, 200);
+        assert_eq!(r.ids(), ["2"]);
+    }
+
+    #[test]
+    fn ids_fall_back_to_the_webhook_id_header() {
+        let r = Receiver::start(ReceiverConfig::new()).unwrap();
+        let mut c = connect(&r);
+        let h = "webhook-id: w1\r\n";
+        assert_eq!(status(&mut c, r#"{"events":[{"x":1}]}"#, h), 200);
+        assert_eq!(
+            status(&mut c, r#"{"events":[{"id":""},5.5,{"id":"k"}]}"#, h),
+            200
+        );
+        // An event that is not an object has no id of its own either.
+        assert_eq!(r.ids(), ["w1", "w1#0", "w1#1", "k"]);
+    }
+
+    #[test]
+    fn script_is_consumed_then_200_and_only_2xx_receives() {
+        let cfg = ReceiverConfig::new().statuses(vec![
+            Reply::status(503).retry_after("7"),
+            500.into(),
+            Reply::status(202),
+        ]);
+        let r = Receiver::start(cfg).unwrap();
+        let mut c = connect(&r);
+        let body = r#"{"events":[{"id":"e"}]}"#;
+        send(&mut c, body, "");
+        let (code, headers) = answer(&mut c).unwrap();
+        assert_eq!(code, 503);
+        assert_eq!(headers["retry-after"], "7");
+        assert_eq!(status(&mut c, body, ""), 500);
+        assert_eq!(r.stats().events, 0);
+        assert_eq!(status(&mut c, body, ""), 202);
+        assert_eq!(status(&mut c, body, ""), 200);
+        let st = r.stats();
+        assert_eq!((st.events, st.distinct, st.duplicates), (2, 1, 1));
+        assert_eq!(
+            st.statuses,
+            BTreeMap::from([(200, 1), (202, 1), (500, 1), (503, 1)])
+        );
+        assert!(st.first_2xx_after_fault.is_some());
+    }
+
+    #[test]
+    fn fail_for_answers_the_status_within_the_window() {
+        let r = Receiver::start(ReceiverConfig::new().fail_for(Duration::from_secs(3600), 502))
+            .unwrap();
+        let mut c = connect(&r);
+        for _ in 0..3 {
+            assert_eq!(status(&mut c, r#"{"events":[]}"#, ""), 502);
+        }
+        // A window that has certainly ended by the second request (sleep only ever
+        // oversleeps), so this does not depend on timing.
+        let r =
+            Receiver::start(ReceiverConfig::new().fail_for(Duration::from_millis(1), 502)).unwrap();
+        let mut c = connect(&r);
+        assert_eq!(status(&mut c, r#"{"events":[{"id":1}]}"#, ""), 502);
+        thread::sleep(Duration::from_millis(5));
+        assert_eq!(status(&mut c, r#"{"events":[{"id":1}]}"#, ""), 200);
+        let after = r.stats().first_2xx_after_fault.unwrap();
+        assert!(after >= Duration::from_millis(5), "{after:?}");
+    }
+
+    #[test]
+    fn bad_requests_are_refused_and_counted() {
+        let r = Receiver::start(ReceiverConfig::new().max_body(64)).unwrap();
+        let mut c = connect(&r);
+        assert_eq!(status(&mut c, r#"{"nope":1}"#, ""), 400);
+        assert_eq!(status(&mut c, "[]", ""), 400);
+        // Still the same connection: a 400 on a well-framed request keeps it.
+        assert_eq!(status(&mut c, r#"{"events":[]}"#, ""), 200);
+
+        let mut c = connect(&r);
+        send(&mut c, &"x".repeat(65), "");
+        let (code, headers) = answer(&mut c).unwrap();
+        assert_eq!((code, headers["connection"].as_str()), (413, "close"));
+        assert!(answer(&mut c).is_none(), "closed after 413");
+
+        let mut c = connect(&r);
+        c.write_all(b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n")
+            .unwrap();
+        assert_eq!(answer(&mut c).unwrap().0, 411);
+        let st = r.stats();
+        assert_eq!(st.requests, 5);
+        assert_eq!(
+            st.statuses,
+            BTreeMap::from([(200, 1), (400, 2), (411, 1), (413, 1)])
+        );
+    }
+
+    #[test]
+    fn connection_close_is_honoured() {
+        let r = Receiver::start(ReceiverConfig::new()).unwrap();
+        let mut c = connect(&r);
+        send(&mut c, r#"{"events":[]}"#, "connection: close\r\n");
+        let (code, headers) = answer(&mut c).unwrap();
+        assert_eq!((code, headers["connection"].as_str()), (200, "close"));
+        assert!(answer(&mut c).is_none());
+    }
+
+    #[test]
+    fn drop_connection_reads_then_closes_without_answering() {
+        let r = Receiver::start(ReceiverConfig::new().drop_connection()).unwrap();
+        let mut c = connect(&r);
+        send(&mut c, r#"{"events":[{"id":"a"}]}"#, "");
+        assert!(answer(&mut c).is_none());
+        let st = r.stats();
+        assert_eq!((st.requests, st.events), (1, 0));
+        assert!(st.statuses.is_empty());
+    }
+
+    /// Runs `f` on another thread and fails if it does not finish within the safety net.
+    fn finishes(f: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            f();
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(SAFETY).expect("finished without hanging");
+    }
+
+    #[test]
+    fn shutdown_releases_hung_and_delayed_connections() {
+        // (config, whether the request is read whole before the fault bites)
+        for (cfg, read_whole) in [
+            (ReceiverConfig::new().hang(), true),
+            (ReceiverConfig::new().delay(Duration::from_secs(3600)), true),
+            (
+                ReceiverConfig::new().slow_read(1, Duration::from_secs(3600)),
+                false,
+            ),
+        ] {
+            let r = Receiver::start(cfg).unwrap();
+            let mut c = connect(&r);
+            send(&mut c, r#"{"events":[{"id":"a"}]}"#, "");
+            // An idle second connection must not hold shutdown up either.
+            let _idle = connect(&r);
+            let st = Arc::clone(&r.shared);
+            finishes(move || {
+                loop {
+                    let s = st.state.lock().stats.clone();
+                    if s.connections == 2 && (!read_whole || s.requests == 1) {
+                        break;
+                    }
+                    drop(s);
+                    thread::yield_now();
+                }
+            });
+            finishes(move || drop(r));
+            assert!(answer(&mut c).is_none(), "nothing was answered");
+        }
+    }
+
+    #[test]
+    fn slow_read_still_reads_everything() {
+        let r =
+            Receiver::start(ReceiverConfig::new().slow_read(7, Duration::from_micros(50))).unwrap();
+        let mut c = connect(&r);
+        assert_eq!(
+            status(&mut c, r#"{"events":[{"id":"a"},{"id":"b"}]}"#, ""),
+            200
+        );
+        assert_eq!(r.ids(), ["a", "b"]);
+    }
+
+    #[test]
+    fn signatures_are_checked_when_secrets_are_set() {
+        let secret = Secret::from_bytes([3u8; 32]).unwrap();
+        let r = Receiver::start(ReceiverConfig::new().secrets(vec![secret.clone()])).unwrap();
+        let body = r#"{"events":[{"id":"a"}]}"#;
+        let ts = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let sig = crate::http::Signer::new(vec![secret])
+            .unwrap()
+            .sign("m1", ts, body.as_bytes());
+        let good =
+            format!("webhook-id: m1\r\nwebhook-timestamp: {ts}\r\nwebhook-signature: {sig}\r\n");
+        let mut c = connect(&r);
+        assert_eq!(status(&mut c, body, &good), 200);
+        assert_eq!(status(&mut c, body, ""), 401);
+        assert_eq!(status(&mut c, r#"{"events":[{"id":"b"}]}"#, &good), 401);
+        let st = r.stats();
+        assert_eq!((st.events, st.bad_signatures), (1, 2));
+    }
+
+    #[test]
+    fn wait_for_distinct_wakes_on_arrival_and_times_out() {
+        let r = Arc::new(Receiver::start(ReceiverConfig::new()).unwrap());
+        assert!(!r.wait_for_distinct(1, Duration::from_millis(1)));
+        assert!(r.wait_for_distinct(0, Duration::ZERO));
+        let (tx, rx) = mpsc::channel();
+        let r2 = r.clone();
+        thread::spawn(move || tx.send(r2.wait_for_distinct(2, SAFETY)).unwrap());
+        let mut c = connect(&r);
+        assert_eq!(
+            status(&mut c, r#"{"events":[{"id":"a"},{"id":"a"}]}"#, ""),
+            200
+        );
+        assert_eq!(status(&mut c, r#"{"events":[{"id":"b"}]}"#, ""), 200);
+        assert!(rx.recv_timeout(SAFETY).unwrap());
+    }
+
+    #[test]
+    fn invalid_configs_are_refused() {
+        for cfg in [
+            ReceiverConfig::new().statuses(vec![Reply::status(99)]),
+            ReceiverConfig::new().fail_for(Duration::from_secs(1), 600),
+            ReceiverConfig::new().statuses(vec![Reply::status(503).retry_after("1\r\nx: y")]),
+            ReceiverConfig::new().slow_read(0, Duration::ZERO),
+        ] {
+            let err = Receiver::start(cfg).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        }
+    }
+}
