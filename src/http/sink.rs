@@ -1,23 +1,8 @@
 //! [`HttpSink`]: the end of a layer-1 chain, posting events to one webhook URL with `ureq`.
 //!
-//! What it promises:
-//! - **`write` blocks** the calling thread for one HTTP request: at most the configured total
-//!   `timeout` (connect, send and the bounded response read included; default 1 s, as
-//!   distribution's). Many threads may write at once; each uses its own pooled connection.
-//! - **It never drops and never retries.** Each call is one attempt whose outcome is returned:
-//!   `Ok` on a 2xx, [`Error::Status`] on any other answer (3xx included: redirects are not
-//!   followed, as Standard Webhooks recommends, where distribution counted 3xx as success),
-//!   [`Error::Timeout`] or [`Error::Io`] when no answer came. Retrying is the wrapping
-//!   `RetryingSink`'s job, so nothing here needs a drop counter; [`HttpStats`] counts outcomes.
-//! - **One event per request** through [`Sink::write`] (distribution's wire shape), or many in
-//!   one envelope through [`HttpSink::send_batch`].
-//! - **Connections are kept alive** (distribution closes them after every event): the response
-//!   body is read and discarded up to `max_response_body` bytes so the connection can go back
-//!   to the pool; a longer body only costs that connection.
-//! - **`close`** only marks the sink closed (there is nothing buffered): later writes return
-//!   [`Error::Closed`], and closing again returns `Error::Closed` too.
-//!
-//! Nothing is read from the environment: no proxy unless one is configured.
+//! In short: `write` blocks for one request, bounded by the configured timeout; it never drops
+//! or retries (the outcome is returned, and counted in [`HttpStats`]); `close` only refuses
+//! later writes. The full contract is on the type, where rustdoc shows it.
 
 use std::cell::RefCell;
 use std::io::{self, Read};
@@ -233,7 +218,25 @@ pub struct HttpStats {
     pub rtt: LatencyHistogram,
 }
 
-/// A blocking webhook sink: see the [module docs](self) for its contract.
+/// A blocking webhook sink. What it promises:
+/// - **`write` blocks** the calling thread for one HTTP request: at most the configured total
+///   `timeout` (connect, send and the bounded response read included; default 1 s, as
+///   distribution's). Many threads may write at once; each uses its own pooled connection.
+/// - **It never drops and never retries.** Each call is one attempt whose outcome is returned:
+///   `Ok` on a 2xx, [`Error::Status`] on any other answer (3xx included: redirects are not
+///   followed, as Standard Webhooks recommends, where distribution counted 3xx as success),
+///   [`Error::Timeout`] or [`Error::Io`] when no answer came. Retrying is the wrapping
+///   `RetryingSink`'s job, so nothing here needs a drop counter; [`HttpStats`] counts outcomes.
+/// - **One event per request** through [`Sink::write`] (distribution's wire shape), or many in
+///   one envelope through [`HttpSink::send_batch`].
+/// - **Connections are kept alive** (distribution closes them after every event): the response
+///   body is read and discarded up to `max_response_body` bytes so the connection can go back
+///   to the pool; a longer body only costs that connection.
+/// - **`close`** only marks the sink closed (there is nothing buffered): later writes return
+///   [`Error::Closed`], and closing again returns `Error::Closed` too.
+///
+/// It reads nothing from the environment: no proxy unless [`HttpConfig`] names one. The
+/// envelope is encoded into a per-thread buffer that is reused across requests.
 pub struct HttpSink {
     agent: Agent,
     uri: Uri,
@@ -340,7 +343,13 @@ impl HttpSink {
     fn send<E: Event>(&self, events: &[E], msg_id: &str) -> Result<(), Error> {
         self.check_open()?;
         BODY.with(|cell| {
-            let mut body = cell.borrow_mut();
+            // Busy only if an event's `Serialize` writes to a sink itself: then use a fresh
+            // buffer rather than panic.
+            let Ok(mut body) = cell.try_borrow_mut() else {
+                let mut body = Vec::new();
+                encode_envelope(events, &mut body)?;
+                return self.post(&body, msg_id);
+            };
             body.clear();
             let result = encode_envelope(events, &mut body).and_then(|()| self.post(&body, msg_id));
             if body.capacity() > KEEP_BUFFER {
@@ -449,5 +458,276 @@ impl<E: Event> Sink<E> for HttpSink {
             return Err(Error::Closed);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RawEvent;
+    use crate::policy::ManualClock;
+    use crate::testkit::{Receiver, ReceiverConfig, Reply};
+
+    fn ev(id: &str) -> RawEvent {
+        RawEvent::parse(format!(r#"{{"id":"{id}","action":"push"}}"#)).unwrap()
+    }
+
+    fn sink(r: &Receiver) -> HttpSink {
+        HttpSink::new(HttpConfig::new(r.url())).unwrap()
+    }
+
+    fn secret(byte: u8) -> Secret {
+        Secret::from_bytes([byte; 32]).unwrap()
+    }
+
+    #[test]
+    fn is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<HttpSink>();
+        check::<Arc<HttpStats>>();
+    }
+
+    #[test]
+    fn a_2xx_is_delivered_and_counted() {
+        let r = Receiver::start(ReceiverConfig::new()).unwrap();
+        let s = sink(&r);
+        s.write(ev("a")).unwrap();
+        s.write(&ev("b")).unwrap();
+        assert_eq!(r.ids(), ["a", "b"]);
+        let st = s.stats();
+        assert_eq!(st.requests.get(), 2);
+        assert_eq!(st.successes.get(), 2);
+        assert_eq!(st.failures.get() + st.errors.get(), 0);
+        assert_eq!(st.statuses.get(200), 2);
+        assert_eq!(st.rtt.summary().count, 2);
+    }
+
+    #[test]
+    fn keep_alive_reuses_one_connection() {
+        let r = Receiver::start(ReceiverConfig::new()).unwrap();
+        let s = sink(&r);
+        for i in 0..5 {
+            s.write(ev(&i.to_string())).unwrap();
+        }
+        let st = r.stats();
+        assert_eq!((st.requests, st.distinct), (5, 5));
+        assert_eq!(st.connections, 1);
+    }
+
+    #[test]
+    fn other_statuses_are_errors_with_retry_after() {
+        let r = Receiver::start(ReceiverConfig::new().statuses(vec![
+            Reply::status(500),
+            Reply::status(503).retry_after("7"),
+            Reply::status(429).retry_after("Tue, 23 Feb 2021 00:01:00 GMT"),
+            Reply::status(302),
+        ]))
+        .unwrap();
+        // The manual clock's wall time is 2021-02-23T00:00:00Z: the date is 60 s away.
+        let s = sink(&r).clock(Arc::new(ManualClock::new()));
+        let outcomes: Vec<_> = (0..5).map(|_| s.write(ev("a"))).collect();
+        let statuses: Vec<_> = outcomes
+            .iter()
+            .map(|o| match o {
+                Err(Error::Status { code, retry_after }) => Some((*code, *retry_after)),
+                Ok(()) => None,
+                Err(e) => panic!("unexpected {e:?}"),
+            })
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                Some((500, None)),
+                Some((503, Some(Duration::from_secs(7)))),
+                Some((429, Some(Duration::from_secs(60)))),
+                Some((302, None)), // redirects are not followed
+                None,
+            ]
+        );
+        let st = s.stats();
+        assert_eq!((st.failures.get(), st.successes.get()), (4, 1));
+        assert_eq!(st.statuses.get(503), 1);
+        assert_eq!(r.stats().events, 1);
+    }
+
+    #[test]
+    fn a_hanging_endpoint_times_out_within_the_timeout() {
+        let r = Receiver::start(ReceiverConfig::new().hang()).unwrap();
+        let timeout = Duration::from_millis(200);
+        let s = HttpSink::new(HttpConfig::new(r.url()).timeout(timeout)).unwrap();
+        let started = Instant::now();
+        let err = s.write(ev("a")).unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            matches!(
+                err,
+                Error::Timeout {
+                    waiting_for: "request",
+                    after
+                } if after == timeout
+            ),
+            "{err:?}"
+        );
+        // Bounded by the timeout, not by the receiver (which never answers): generous margin.
+        assert!(took < Duration::from_secs(3), "took {took:?}");
+        assert_eq!(s.stats().errors.get(), 1);
+        assert_eq!(r.stats().requests, 1);
+    }
+
+    #[test]
+    fn a_closed_port_is_an_io_error() {
+        let port = {
+            let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let s = HttpSink::new(HttpConfig::new(format!("http://127.0.0.1:{port}/"))).unwrap();
+        let err = s.write(ev("a")).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Io {
+                    kind: io::ErrorKind::ConnectionRefused,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(s.stats().errors.get(), 1);
+    }
+
+    #[test]
+    fn a_dropped_connection_is_an_io_error() {
+        let r = Receiver::start(ReceiverConfig::new().drop_connection()).unwrap();
+        let err = sink(&r).write(ev("a")).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn signatures_verify_end_to_end() {
+        let (current, old) = (secret(1), secret(2));
+        let r = Receiver::start(ReceiverConfig::new().secrets(vec![old.clone()])).unwrap();
+        // Rotation: signed with both, the receiver knows only the old one.
+        let s =
+            HttpSink::new(HttpConfig::new(r.url()).secrets(vec![current.clone(), old])).unwrap();
+        s.write(ev("a")).unwrap();
+
+        let wrong = HttpSink::new(HttpConfig::new(r.url()).secrets(vec![current.clone()])).unwrap();
+        let err = wrong.write(ev("b")).unwrap_err();
+        assert!(matches!(err, Error::Status { code: 401, .. }), "{err:?}");
+
+        // The timestamp comes from the sink's clock: one from 2021 is too old to accept.
+        let stale = HttpSink::new(HttpConfig::new(r.url()).secrets(vec![secret(2)]))
+            .unwrap()
+            .clock(Arc::new(ManualClock::new()));
+        assert!(stale.write(ev("c")).is_err());
+
+        let unsigned = sink(&r);
+        assert!(unsigned.write(ev("d")).is_err());
+
+        let st = r.stats();
+        assert_eq!((st.events, st.bad_signatures), (1, 3));
+        assert_eq!(r.ids(), ["a"]);
+    }
+
+    #[test]
+    fn a_batch_is_one_request_with_a_stable_id() {
+        let secrets = vec![secret(5)];
+        let r = Receiver::start(ReceiverConfig::new().secrets(secrets.clone())).unwrap();
+        let s = HttpSink::new(HttpConfig::new(r.url()).secrets(secrets)).unwrap();
+        s.send_batch(&[ev("a"), ev("b"), ev("c")]).unwrap();
+        assert_eq!(r.ids(), ["a", "b", "c"]);
+        // Events without an "id" of their own show the request's webhook-id, `{first}+{n}`.
+        let anonymous: Vec<RawEvent> = ["x", "y", "z"]
+            .iter()
+            .map(|id| RawEvent::new(*id, r#"{"n":1}"#).unwrap())
+            .collect();
+        s.send_batch(&anonymous).unwrap();
+        s.send_batch(&anonymous[..1]).unwrap();
+        s.send_batch::<RawEvent>(&[]).unwrap();
+        assert_eq!(r.ids()[3..], ["x+3#0", "x+3#1", "x+3#2", "x"]);
+        let st = r.stats();
+        assert_eq!((st.requests, st.events, st.bad_signatures), (3, 7, 0));
+    }
+
+    #[test]
+    fn an_oversized_response_body_does_not_break_the_sink() {
+        let r = Receiver::start(ReceiverConfig::new().response_body(1 << 20)).unwrap();
+        let s = HttpSink::new(HttpConfig::new(r.url()).max_response_body(1024)).unwrap();
+        s.write(ev("a")).unwrap();
+        s.write(ev("b")).unwrap();
+        assert_eq!(r.ids(), ["a", "b"]);
+        // The unread rest cost the connection, so each request opened its own.
+        assert_eq!(r.stats().connections, 2);
+
+        // A body within the bound is read to the end and the connection kept.
+        let r = Receiver::start(ReceiverConfig::new().response_body(1000)).unwrap();
+        let s = HttpSink::new(HttpConfig::new(r.url()).max_response_body(1024)).unwrap();
+        s.write(ev("a")).unwrap();
+        s.write(ev("b")).unwrap();
+        assert_eq!(r.stats().connections, 1);
+    }
+
+    #[test]
+    fn close_refuses_later_writes() {
+        let r = Receiver::start(ReceiverConfig::new()).unwrap();
+        let s = sink(&r);
+        Sink::<RawEvent>::close(&s).unwrap();
+        assert!(matches!(s.write(ev("a")), Err(Error::Closed)));
+        assert!(matches!(s.send_batch(&[ev("a")]), Err(Error::Closed)));
+        assert!(matches!(Sink::<RawEvent>::close(&s), Err(Error::Closed)));
+        assert_eq!(r.stats().requests, 0);
+        assert_eq!(s.stats().requests.get(), 0);
+    }
+
+    #[test]
+    fn an_unencodable_id_is_refused_before_sending() {
+        let r = Receiver::start(ReceiverConfig::new()).unwrap();
+        let s = HttpSink::new(HttpConfig::new(r.url()).secrets(vec![secret(1)])).unwrap();
+        let e = RawEvent::new("bad\nid", "{}").unwrap();
+        assert!(matches!(s.write(e), Err(Error::Encode { .. })));
+        assert_eq!(r.stats().requests, 0);
+    }
+
+    #[test]
+    fn static_headers_and_content_type() {
+        // The receiver does not report headers, so check what the sink prepared.
+        let s = HttpSink::new(HttpConfig::new("http://h/").header("Authorization", "Bearer t"))
+            .unwrap();
+        assert_eq!(s.content_type.as_ref().unwrap(), MediaType::V2.as_str());
+        assert_eq!(s.headers.len(), 1);
+        let s = HttpSink::new(
+            HttpConfig::new("http://h/")
+                .media_type(MediaType::V1)
+                .header("content-type", "application/json"),
+        )
+        .unwrap();
+        assert!(s.content_type.is_none(), "the static header replaces it");
+    }
+
+    #[test]
+    fn config_is_validated() {
+        let field = |c: HttpConfig| match HttpSink::new(c) {
+            Err(Error::Config { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        assert_eq!(field(HttpConfig::new("")), "url");
+        assert_eq!(field(HttpConfig::new("not a url")), "url");
+        assert_eq!(field(HttpConfig::new("ftp://h/")), "url");
+        assert_eq!(field(HttpConfig::new("/relative")), "url");
+        assert_eq!(field(HttpConfig::new("http:///path")), "url");
+        let ok = || HttpConfig::new("https://example.com:8443/hook?x=1");
+        assert!(ok().validate().is_ok());
+        assert_eq!(field(ok().timeout(Duration::ZERO)), "timeout");
+        assert_eq!(field(ok().timeout(Duration::from_secs(3601))), "timeout");
+        assert_eq!(
+            field(ok().connect_timeout(Duration::ZERO)),
+            "connect_timeout"
+        );
+        assert_eq!(field(ok().header("bad name", "v")), "headers");
+        assert_eq!(field(ok().header("x-a", "line\nbreak")), "headers");
+        assert_eq!(field(ok().header("Content-Length", "5")), "headers");
+        assert_eq!(field(ok().header("webhook-signature", "v1,x")), "headers");
+        assert_eq!(field(ok().proxy("::nonsense::")), "proxy");
+        assert!(ok().proxy("http://127.0.0.1:3128").validate().is_ok());
     }
 }

@@ -7,15 +7,7 @@
 //! when it was given secrets, and then follows its [`ReceiverConfig`]'s fault plan: a script
 //! of replies, a failing window, hangs, dropped connections, slow reads, delays.
 //!
-//! What it promises:
-//! - **An event counts as received only when it was answered 2xx**, and is then recorded in
-//!   arrival order ([`Receiver::ids`]) and deduplicated by id ([`ReceiverStats`]: `distinct`
-//!   and `duplicates`), so a test can check "nothing lost, nothing doubled".
-//! - **Waiting is event-driven**: [`Receiver::wait_for_distinct`] sleeps on a condition
-//!   variable, never polls.
-//! - **Shutdown never hangs**: [`Receiver::shutdown`] (and `Drop`) stop accepting, shut down
-//!   every open socket (hung ones included; the receiver keeps a handle to each for this),
-//!   cut every delay and hang short, and join the threads.
+//! Its contract is on [`Receiver`], where rustdoc shows it (this module is private).
 //!
 //! Its clock is real time: `fail_for` windows and `first_2xx_after_fault` use `Instant`.
 
@@ -257,7 +249,16 @@ struct Shared {
     conns: Mutex<Conns>,
 }
 
-/// A running loopback webhook receiver. See the [module docs](self).
+/// A running loopback webhook receiver: HTTP/1.1 on `127.0.0.1`, keep-alive, one thread per
+/// connection, a fault plan from its [`ReceiverConfig`]. What it promises:
+/// - **An event counts as received only when it was answered 2xx**, and is then recorded in
+///   arrival order ([`Receiver::ids`]) and deduplicated by id ([`ReceiverStats`]: `distinct`
+///   and `duplicates`), so a test can check "nothing lost, nothing doubled".
+/// - **Waiting is event-driven**: [`Receiver::wait_for_distinct`] sleeps on a condition
+///   variable, never polls.
+/// - **Shutdown never hangs**: [`Receiver::shutdown`] (and `Drop`) stop accepting, shut down
+///   every open socket (hung ones included; the receiver keeps a handle to each for this),
+///   cut every delay and hang short, and join the threads.
 pub struct Receiver {
     shared: Arc<Shared>,
     addr: SocketAddr,
