@@ -1,4 +1,5 @@
-//! The fault plan: how a test-kit [`Receiver`](crate::testkit::Receiver) misbehaves, and what it checks.
+//! The fault plan: how a test-kit [`Receiver`](crate::testkit::Receiver) misbehaves, and
+//! what it checks.
 //!
 //! A [`ReceiverConfig`] is plain data, built with chained setters and validated when the
 //! receiver starts (a status outside 100..=599, a `Retry-After` with control characters or a
@@ -59,8 +60,8 @@ pub(super) enum Fault {
     DropConnection,
 }
 
-/// What a [`Receiver`](crate::testkit::Receiver) checks and which faults it injects. The default answers every valid
-/// request `200` at once.
+/// What a [`Receiver`](crate::testkit::Receiver) checks and which faults it injects. The
+/// default answers every valid request `200` at once.
 #[derive(Debug, Clone)]
 pub struct ReceiverConfig {
     pub(super) secrets: Vec<Secret>,
