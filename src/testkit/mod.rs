@@ -1,5 +1,8 @@
 //! A loopback webhook receiver with fault injection, shared by tests, benches and the CLI.
 
+mod conn;
+mod plan;
 mod receiver;
 
+pub use plan::{ReceiverConfig, Reply};
 pub use receiver::*;
