@@ -115,7 +115,7 @@ impl Backoff {
                 max,
                 jitter,
             } => {
-                let capped = exponential(*base, *factor, retry - 1, *max);
+                let capped = grow(*base, *factor, retry - 1, *max);
                 Some(jitter.apply(capped, rng))
             }
             Backoff::Schedule(delays) => delays.get(retry as usize - 1).copied(),
@@ -172,7 +172,7 @@ impl Backoff {
 
 /// `min(max, base * factor^exp)` without overflow. Works in nanoseconds as `u128`: if
 /// `factor^exp` overflows even that, the product is beyond any `Duration`, so the cap wins.
-fn exponential(base: Duration, factor: u32, exp: u32, max: Duration) -> Duration {
+pub(crate) fn grow(base: Duration, factor: u32, exp: u32, max: Duration) -> Duration {
     let grown = u128::from(factor)
         .checked_pow(exp)
         .and_then(|m| base.as_nanos().checked_mul(m));
@@ -219,9 +219,9 @@ mod tests {
             Jitter::None,
         );
         assert_eq!(b.delay(1000, &mut rng), Some(MAX_POLICY_DURATION));
-        assert_eq!(exponential(S, 2, 200, Duration::MAX), Duration::MAX);
+        assert_eq!(grow(S, 2, 200, Duration::MAX), Duration::MAX);
         assert_eq!(
-            exponential(Duration::from_nanos(1), 2, 40, Duration::MAX),
+            grow(Duration::from_nanos(1), 2, 40, Duration::MAX),
             Duration::from_nanos(1 << 40)
         );
     }
