@@ -443,7 +443,8 @@ mod tests {
     fn validate_rejects_nonsense() {
         let ok = constant(S);
         assert!(ok.validate().is_ok());
-        let cases: [(fn(&mut RetryPolicy), &str); 6] = [
+        type Change = fn(&mut RetryPolicy);
+        let cases: [(Change, &str); 6] = [
             (|p| p.max_attempts = Some(0), "retry.max_attempts"),
             (|p| p.max_age = Some(Duration::ZERO), "retry.max_age"),
             (
