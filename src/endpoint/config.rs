@@ -1,0 +1,167 @@
+//! What an [`Endpoint`](super::Endpoint) is built from.
+//!
+//! The first fields are docker distribution's `EndpointConfig` (headers, timeout, threshold,
+//! backoff, ignored media types and actions), with its defaults; the rest are hookwire's
+//! (bounded capacity and its overflow policy, the retry strategy and its limits, signing
+//! secrets, envelope media type, close deadline). Everything is checked by
+//! [`EndpointConfig::validate`] when the endpoint is built, so a bad value is an
+//! [`Error::Config`] at construction, never a panic later.
+
+use std::time::Duration;
+
+use crate::Error;
+use crate::http::{MediaType, Secret};
+use crate::policy::{Backoff, BreakerConfig};
+use crate::sink::Overflow;
+use crate::stats::ConfigView;
+
+/// The longest duration any setting accepts; anything longer is a typo.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// How an endpoint retries a failed delivery.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RetryConfig {
+    /// docker distribution's behaviour (go-events' "Breaker"): after `threshold` consecutive
+    /// failures, wait `backoff` after the last failure before trying again. Retries forever
+    /// unless `max_attempts` or `max_age` is set.
+    ConsecutiveFailures,
+    /// Exponential backoff with full jitter: `base * factor^n`, capped at `max`.
+    Exponential {
+        /// The first delay.
+        base: Duration,
+        /// The growth factor (at least 1).
+        factor: u32,
+        /// The longest delay.
+        max: Duration,
+    },
+    /// Explicit delays before each retry (e.g. 5 s, 5 min, 30 min, 2 h); when they run out the
+    /// event is given up.
+    Schedule(Vec<Duration>),
+    /// The full circuit breaker (consecutive failures or failure rate, half-open probes,
+    /// auto-disable) with a backoff between retries of one event.
+    CircuitBreaker {
+        /// When the breaker opens, how long it stays open, when it disables the endpoint.
+        breaker: BreakerConfig,
+        /// The delay between retries of one event while the breaker is closed.
+        backoff: Backoff,
+    },
+}
+
+/// An endpoint's configuration. Build one with [`EndpointConfig::new`] and change the fields
+/// you need; [`Endpoint::new`](super::Endpoint::new) validates it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EndpointConfig {
+    /// A name for stats and logs; unique among a program's endpoints.
+    pub name: String,
+    /// The webhook URL (`http://` or `https://`).
+    pub url: String,
+    /// Static headers sent with every request.
+    pub headers: Vec<(String, String)>,
+    /// Total time allowed for one request. Default 1 s (distribution's).
+    pub timeout: Duration,
+    /// Time allowed to connect; `None` means the same as `timeout`.
+    pub connect_timeout: Option<Duration>,
+    /// Consecutive failures before backing off (`ConsecutiveFailures`). Default 10.
+    pub threshold: u32,
+    /// How long to back off after the threshold is reached. Default 1 s.
+    pub backoff: Duration,
+    /// Events whose target media type is one of these are not sent.
+    pub ignored_media_types: Vec<String>,
+    /// Events whose action is one of these are not sent.
+    pub ignored_actions: Vec<String>,
+    /// How many events the endpoint's queue holds. Default 10,000.
+    pub capacity: usize,
+    /// What happens when the queue is full. Default `Reject`: the writer gets
+    /// [`Error::Full`] and decides, so nothing is lost without the host knowing.
+    pub overflow: Overflow,
+    /// How failed deliveries are retried. Default [`RetryConfig::ConsecutiveFailures`].
+    pub retry: RetryConfig,
+    /// Give an event up after this many attempts (`None`: no limit).
+    pub max_attempts: Option<u32>,
+    /// Give an event up once it has been retried for this long (`None`: no limit).
+    pub max_age: Option<Duration>,
+    /// Standard Webhooks secrets (`whsec_...`); with more than one, every request carries a
+    /// signature per secret (for rotation). Empty: requests are not signed.
+    pub secrets: Vec<String>,
+    /// The envelope's media type. Default v2.
+    pub media_type: MediaType,
+    /// How long `close` drains the queue before it drops the rest (counted). Default 5 s.
+    pub close_timeout: Duration,
+}
+
+impl EndpointConfig {
+    /// A configuration with distribution's defaults (timeout 1 s, threshold 10, backoff 1 s)
+    /// and hookwire's (capacity 10,000, `Reject` on overflow, close within 5 s).
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
+        EndpointConfig {
+            name: name.into(),
+            url: url.into(),
+            headers: Vec::new(),
+            timeout: Duration::from_secs(1),
+            connect_timeout: None,
+            threshold: 10,
+            backoff: Duration::from_secs(1),
+            ignored_media_types: Vec::new(),
+            ignored_actions: Vec::new(),
+            capacity: 10_000,
+            overflow: Overflow::Reject,
+            retry: RetryConfig::ConsecutiveFailures,
+            max_attempts: None,
+            max_age: None,
+            secrets: Vec::new(),
+            media_type: MediaType::V2,
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Checks every field that the parts do not check themselves, and parses the secrets.
+    pub(crate) fn validate(&self) -> Result<Vec<Secret>, Error> {
+        if self.name.trim().is_empty() {
+            return Err(Error::config("name", "must not be empty"));
+        }
+        if self.threshold == 0 {
+            return Err(Error::config("threshold", "must be at least 1"));
+        }
+        for (field, d) in [
+            ("backoff", self.backoff),
+            ("close_timeout", self.close_timeout),
+        ] {
+            if d > MAX_DURATION {
+                return Err(Error::config(field, format!("{d:?} is longer than a year")));
+            }
+        }
+        if self.max_attempts == Some(0) {
+            return Err(Error::config(
+                "max_attempts",
+                "must be at least 1 (or unset)",
+            ));
+        }
+        if let Some(d) = self.max_age
+            && (d.is_zero() || d > MAX_DURATION)
+        {
+            return Err(Error::config(
+                "max_age",
+                format!("{d:?} must be more than zero and at most a year"),
+            ));
+        }
+        self.secrets.iter().map(|s| s.parse::<Secret>()).collect()
+    }
+
+    /// What the stats dump shows of this configuration.
+    pub(crate) fn view(&self) -> ConfigView {
+        ConfigView {
+            headers: self.headers.iter().map(|(k, _)| k.clone()).collect(),
+            timeout: self.timeout,
+            threshold: self.threshold,
+            backoff: self.backoff,
+            ignored_media_types: self.ignored_media_types.clone(),
+            ignored_actions: self.ignored_actions.clone(),
+            capacity: self.capacity,
+            overflow: format!("{:?}", self.overflow),
+            retry: format!("{:?}", self.retry),
+            signed: !self.secrets.is_empty(),
+        }
+    }
+}
