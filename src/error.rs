@@ -77,6 +77,11 @@ pub enum Error {
         /// The first failure.
         first: Box<Error>,
     },
+    /// User code (a sink, a serializer) panicked; the panic was caught and the event counted.
+    Panicked {
+        /// What panicked.
+        what: &'static str,
+    },
     /// An error from a user-supplied sink, matcher or callback.
     Other(Arc<dyn std::error::Error + Send + Sync>),
 }
@@ -137,6 +142,7 @@ impl fmt::Display for Error {
                 f,
                 "{failed} of {total} sinks failed (the others have the event): {first}"
             ),
+            Error::Panicked { what } => write!(f, "{what} panicked (caught; event counted)"),
             Error::Other(e) => write!(f, "{e}"),
         }
     }

@@ -114,6 +114,37 @@ fn a_hanging_receiver_times_out_is_retried_and_close_keeps_its_deadline() {
     assert_eq!(m.delivered, 0);
     assert!(m.dropped[&DropReason::Shutdown] >= 48, "{m:?}");
     assert!(matches!(ep.write(event(99)), Err(Error::Closed)));
+    // The event that was in flight at the deadline is counted once its request ends.
+    eventually("the in-flight event finishes", || {
+        ep.snapshot().metrics.in_flight == 0
+    });
+    let m = ep.snapshot().metrics;
+    assert_eq!(m.pending, 0, "{m:?}");
+    assert!(m.balanced(), "{m:?}");
+}
+
+#[test]
+fn an_event_delivered_after_the_close_deadline_is_counted_once() {
+    let slow = Reply::status(200).delay(Duration::from_millis(300));
+    let rx = Receiver::start(ReceiverConfig::default().statuses(vec![slow])).unwrap();
+    let mut cfg = EndpointConfig::new("late", rx.url());
+    cfg.close_timeout = Duration::from_millis(50);
+    let ep = Endpoint::<RawEvent>::new(cfg).unwrap();
+    ep.write(event(0)).unwrap();
+    eventually("one event in flight", || {
+        ep.snapshot().metrics.in_flight == 1
+    });
+    ep.write(event(1)).unwrap();
+    ep.write(event(2)).unwrap();
+    assert!(matches!(ep.close(), Err(Error::Undelivered { count: 2 })));
+    assert!(rx.wait_for_distinct(1, Duration::from_secs(10)));
+    eventually("the late delivery is counted", || {
+        ep.snapshot().metrics.delivered == 1
+    });
+    let m = ep.snapshot().metrics;
+    assert_eq!(m.dropped[&DropReason::Shutdown], 2, "{m:?}");
+    assert_eq!((m.events, m.pending, m.in_flight), (3, 0, 0), "{m:?}");
+    assert!(m.balanced(), "counted once: {m:?}");
 }
 
 /// An endpoint whose receiver hangs, so exactly one event is in flight and the queue fills.
@@ -191,11 +222,11 @@ fn gone_disables_the_endpoint_until_enabled() {
     let rx = Receiver::start(ReceiverConfig::default().statuses(vec![Reply::status(410)])).unwrap();
     let ep = Endpoint::<RawEvent>::new(EndpointConfig::new("gone", rx.url())).unwrap();
     ep.write(event(0)).unwrap();
-    eventually("disabled", || ep.is_disabled());
+    eventually("disabled, and the event dead-lettered", || {
+        ep.is_disabled() && ep.snapshot().metrics.dead_lettered == 1
+    });
     assert!(matches!(ep.write(event(1)), Err(Error::Disabled { .. })));
-    let m = ep.snapshot().metrics;
-    assert!(m.disabled);
-    assert_eq!(m.dead_lettered, 1);
+    assert!(ep.snapshot().metrics.disabled);
     ep.enable();
     ep.write(event(2)).unwrap();
     ep.close().unwrap();

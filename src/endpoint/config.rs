@@ -23,8 +23,9 @@ pub(crate) const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 #[non_exhaustive]
 pub enum RetryConfig {
     /// docker distribution's behaviour (go-events' "Breaker"): after `threshold` consecutive
-    /// failures, wait `backoff` after the last failure before trying again. Retries forever
-    /// unless `max_attempts` or `max_age` is set.
+    /// failures, wait `backoff` after the last failure before trying again. distribution
+    /// retries forever; we give an event up after 24 hours of retrying (counted from its first
+    /// attempt) unless `max_attempts` or `max_age` says otherwise.
     ConsecutiveFailures,
     /// Exponential backoff with full jitter: `base * factor^n`, capped at `max`.
     Exponential {

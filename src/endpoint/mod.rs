@@ -277,6 +277,12 @@ impl<E: Event + Clone + 'static> Endpoint<E> {
         self.retry.enable();
     }
 
+    /// Disables the endpoint by hand: writes get [`Error::Disabled`] and queued events are
+    /// dead-lettered until [`enable`](Self::enable).
+    pub fn disable(&self, reason: impl Into<String>) {
+        self.retry.disable(reason);
+    }
+
     /// Stops accepting events, delivers what is queued until `deadline` has passed, then drops
     /// the rest (counted as `shutdown`) and reports. Never waits longer than `deadline` plus
     /// one request timeout. Returns [`Error::Closed`] if it was closed already.
@@ -293,14 +299,17 @@ impl<E: Event + Clone + 'static> Endpoint<E> {
         let dropped: std::collections::BTreeMap<_, _> = self.queue_stats.dropped.iter().collect();
         let events = self.queue_stats.events.get();
         let finished = delivered + dead_lettered + dropped.values().sum::<u64>();
+        // Never negative if every event has one fate; were one counted twice, `pending` would
+        // read 0 and `Metrics::balanced` would say so.
         let pending = events.saturating_sub(finished);
-        let queued = self.queue.len() as u64;
+        // Read from the queue itself, not derived: a lost event cannot hide here.
+        let (queued, in_flight) = self.queue.depth();
         let h = &self.http_stats;
         let metrics = Metrics {
             events,
             pending,
-            queued,
-            in_flight: pending.saturating_sub(queued),
+            queued: queued as u64,
+            in_flight,
             delivered,
             dropped,
             dead_lettered,
@@ -320,6 +329,15 @@ impl<E: Event + Clone + 'static> Endpoint<E> {
             config: self.config.view(),
             metrics,
         }
+    }
+}
+
+impl<E: Event + Clone + 'static> Drop for Endpoint<E> {
+    /// Closes the endpoint if it was not closed: delivers what is queued within
+    /// `close_timeout` and counts the rest, so a dropped endpoint leaves no thread retrying
+    /// behind it.
+    fn drop(&mut self) {
+        let _ = self.queue.close_within(self.config.close_timeout);
     }
 }
 

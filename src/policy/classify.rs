@@ -149,6 +149,7 @@ impl Classifier {
     ///   burns attempts. Drivers that can hand the event back instead (the retrying sink
     ///   returns `Err(Closed)` to its writer, which counts the drop as shutdown) check
     ///   [`Error::is_closed`] before classifying.
+    /// - `Panicked` is permanent with status 0: the same event would panic again.
     /// - `Undelivered` and `Broadcast` are permanent with status 0: some or all of the work
     ///   happened elsewhere, and retrying would duplicate it.
     pub fn classify_error(&self, err: &Error) -> Outcome {
@@ -165,6 +166,7 @@ impl Classifier {
             | Error::Config { .. }
             | Error::Closed
             | Error::Undelivered { .. }
+            | Error::Panicked { .. }
             | Error::Broadcast { .. } => Outcome::Permanent { status: 0 },
         }
     }

@@ -22,6 +22,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -39,6 +40,9 @@ pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Durations longer than this are taken for a mistake in the configuration.
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Downstream failures are logged at most this often (with a count of the ones in between).
+/// The longest `close_within` waits, whatever it is asked.
+const MAX_WAIT: Duration = Duration::from_secs(366 * 24 * 3600);
+
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// What `write` does when the queue is full.
@@ -75,11 +79,11 @@ pub struct QueueStats {
 pub struct CloseReport {
     /// Events the downstream took while the queue was closing.
     pub delivered: u64,
-    /// Accepted events dropped because the deadline passed (counted `Shutdown`), including one
-    /// stuck in the downstream's `write`.
+    /// Queued events dropped because the deadline passed (counted `Shutdown`).
     pub undelivered: u64,
-    /// Whether the worker was still inside the downstream's `write` at the deadline (its thread
-    /// is left running, detached).
+    /// Whether the worker was still inside the downstream's `write` at the deadline. Its thread
+    /// is left running, detached; that event stays in flight (pending) until the downstream
+    /// returns, and is then counted by its outcome, once. The worker starts nothing after it.
     pub worker_stuck: bool,
     /// What closing the downstream returned, if it failed (`Closed` is not a failure).
     pub downstream_error: Option<Error>,
@@ -163,7 +167,6 @@ impl QueueBuilder {
                 closing: false,
                 stop: false,
                 in_flight: false,
-                abandoned: false,
                 worker_exited: false,
                 orphaned: false,
             }),
@@ -250,8 +253,6 @@ struct State<E> {
     stop: bool,
     /// The worker is inside the downstream's `write`.
     in_flight: bool,
-    /// `close` gave up on the in-flight event and counted it; the worker must not count it.
-    abandoned: bool,
     worker_exited: bool,
     /// The handle was dropped without `close`: the worker closes the downstream itself.
     orphaned: bool,
@@ -291,6 +292,12 @@ impl<E> Queue<E> {
         u64::from(self.shared.state.lock().in_flight)
     }
 
+    /// `(len(), in_flight())` read together, under one lock, so they describe one moment.
+    pub fn depth(&self) -> (usize, u64) {
+        let st = self.shared.state.lock();
+        (st.buf.len(), u64::from(st.in_flight))
+    }
+
     /// How many events the queue holds.
     pub fn capacity(&self) -> usize {
         self.shared.capacity
@@ -307,7 +314,8 @@ impl<E> Queue<E> {
     /// [`Error::Closed`] if the queue was already closing.
     pub fn close_within(&self, deadline: Duration) -> Result<CloseReport, Error> {
         let sh = &*self.shared;
-        let give_up = Instant::now().checked_add(deadline);
+        // Clamped, so that even `Duration::MAX` is a deadline rather than "wait forever".
+        let give_up = Instant::now().checked_add(deadline.min(MAX_WAIT));
         let mut st = sh.state.lock();
         if st.closing {
             return Err(Error::Closed);
@@ -335,12 +343,9 @@ impl<E> Queue<E> {
             st.stop = true;
             leftovers = std::mem::take(&mut st.buf);
             undelivered = leftovers.len() as u64;
-            if st.in_flight {
-                st.in_flight = false;
-                st.abandoned = true;
-                worker_stuck = true;
-                undelivered += 1;
-            }
+            // An event inside the downstream's `write` is not ours to count: the downstream
+            // may still deliver it. The worker counts its outcome when it returns, then stops.
+            worker_stuck = st.in_flight;
             sh.stats.dropped.add(DropReason::Shutdown, undelivered);
         }
         let delivered = sh.stats.forwarded.get() - forwarded_before;
@@ -502,14 +507,15 @@ fn run_worker<E>(sh: &Shared<E>) {
         let Some(event) = event else { break };
         sh.has_room.notify_one();
 
-        let result = sh.downstream.write(event);
+        // A panicking downstream must not take the worker (and every later event) with it.
+        let result = panic::catch_unwind(AssertUnwindSafe(|| sh.downstream.write(event)))
+            .unwrap_or_else(|_| {
+                Err(Error::Panicked {
+                    what: "the queue's downstream sink",
+                })
+            });
 
         let mut st = sh.state.lock();
-        if st.abandoned {
-            drop(st);
-            log::warn!("queue: a downstream write returned after close gave up on it");
-            return;
-        }
         st.in_flight = false;
         match result {
             Ok(()) => sh.stats.forwarded.inc(),
@@ -870,12 +876,12 @@ mod tests {
         }
         h.wait_entered(1); // stuck on 1 until the gate opens, which it won't before close
         match q.close() {
-            Err(Error::Undelivered { count }) => assert_eq!(count, 4),
+            Err(Error::Undelivered { count }) => assert_eq!(count, 3),
             other => panic!("expected Undelivered, got {other:?}"),
         }
         let s = q.stats();
-        assert_eq!(s.dropped.get(DropReason::Shutdown), 4, "3 queued + 1 stuck");
-        assert_eq!((q.len(), q.in_flight()), (0, 0));
+        assert_eq!(s.dropped.get(DropReason::Shutdown), 3, "the 3 queued");
+        assert_eq!((q.len(), q.in_flight()), (0, 1), "1 is still in flight");
         assert_accounted(&q);
         assert!(h.closed.load(Ordering::SeqCst), "downstream closed anyway");
         assert!(matches!(q.write(9), Err(Error::Closed)));
@@ -897,7 +903,10 @@ mod tests {
             );
             std::thread::yield_now();
         }
-        assert_eq!(s.forwarded.get(), 0);
+        // ...and it is counted once, by its outcome.
+        assert_eq!(s.forwarded.get(), 1);
+        assert_eq!(s.dropped.get(DropReason::Shutdown), 3);
+        assert_eq!(q.in_flight(), 0);
         assert_accounted(&q);
         assert!(
             h.entered.try_recv().is_err(),
@@ -913,7 +922,8 @@ mod tests {
         h.wait_entered(1);
         let r = q.close_within(Duration::ZERO).unwrap();
         assert!(r.worker_stuck);
-        assert_eq!((r.delivered, r.undelivered), (0, 1));
+        assert_eq!((r.delivered, r.undelivered), (0, 0));
+        assert_eq!(q.in_flight(), 1);
         drop(h.gate);
     }
 
@@ -945,28 +955,26 @@ mod tests {
     }
 
     #[test]
-    fn a_panicking_downstream_loses_nothing_uncounted() {
+    fn a_panicking_downstream_costs_one_counted_event_not_the_worker() {
         let sink = crate::sink::from_fn(|e: u32| {
             assert!(e != 2, "downstream bug");
             Ok(())
         });
         let q = QueueBuilder::new(4, Overflow::Reject)
-            .close_timeout(Duration::from_millis(20))
+            .close_timeout(SAFETY_NET)
             .build(sink)
             .unwrap();
-        q.write(1).unwrap();
-        q.write(2).unwrap(); // kills the worker mid-write
-        q.write(3).unwrap();
-        q.write(4).unwrap();
-        match q.close() {
-            Err(Error::Undelivered { count }) => {
-                assert_eq!(count, 3, "2 in flight, 3 and 4 queued")
-            }
-            other => panic!("expected Undelivered, got {other:?}"),
+        for e in 1..=4 {
+            q.write(e).unwrap(); // 2 panics in the downstream
         }
+        q.close().unwrap();
         let s = q.stats();
-        assert_eq!(s.forwarded.get(), 1);
-        assert_eq!(s.dropped.get(DropReason::Shutdown), 3);
+        assert_eq!(
+            s.forwarded.get(),
+            3,
+            "the worker survived and delivered 3 and 4"
+        );
+        assert_eq!(s.dropped.get(DropReason::SinkError), 1);
         assert_accounted(&q);
     }
 

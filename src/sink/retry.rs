@@ -451,8 +451,12 @@ impl<E: Clone + Send + 'static, S: Sink<E>> RetryingSink<E, S> {
 
     /// Enables a disabled sink. Its strategy starts afresh (a circuit breaker with a probe).
     pub fn enable(&self) {
-        if self.disabled.lock().take().is_some() {
+        // Under the lock, and before clearing: a write that sees "not disabled" must also see
+        // that its strategy has to be re-enabled first.
+        let mut disabled = self.disabled.lock();
+        if disabled.is_some() {
             self.enable_pending.store(true, Ordering::Release);
+            *disabled = None;
         }
     }
 

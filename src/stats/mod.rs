@@ -2,8 +2,8 @@
 //!
 //! Every sink that can decide an event's fate owns a small stats struct built from these parts
 //! (`QueueStats`, `RetryStats`, `HttpStats`); an endpoint's [`EndpointSnapshot`] reads them all.
-//! Counters are monotonic `AtomicU64`s bumped with `Relaxed` ordering: a reader may see a
-//! slightly stale value, never a torn one. Latency histograms are hdrhistogram behind an
+//! Counters are monotonic `AtomicU64`s (release increments, acquire reads): a reader may see
+//! a slightly stale value, never a torn one. Latency histograms are hdrhistogram behind an
 //! uncontended mutex: each one has a single recording thread (the one delivering for its
 //! endpoint), and readers take the lock only to copy it.
 
@@ -21,6 +21,10 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 /// A monotonic event counter.
+///
+/// Increments are `Release` and reads `Acquire` (free on x86): a snapshot that reads an
+/// event's fate counter and then the arrival counter sees the arrival too, because the arrival
+/// happened before the fate. That is what keeps `pending` from going negative.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
 
@@ -28,17 +32,17 @@ impl Counter {
     /// Adds one.
     #[inline]
     pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0.fetch_add(1, Ordering::Release);
     }
     /// Adds `n`.
     #[inline]
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.fetch_add(n, Ordering::Release);
     }
     /// The current value.
     #[inline]
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.load(Ordering::Acquire)
     }
 }
 

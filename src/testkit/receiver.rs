@@ -1,5 +1,5 @@
 //! A loopback webhook receiver with a fault plan: the other end of every delivery test,
-//! benchmark and `hookwire serve`.
+//! benchmark, and (later) the CLI.
 //!
 //! [`Receiver::start`] binds `127.0.0.1:0` and serves HTTP/1.1 with keep-alive, one thread per
 //! connection (see `conn.rs` for what it parses and refuses). For each request it decodes the
