@@ -220,13 +220,19 @@ fn overflow_block_times_out() {
 #[test]
 fn gone_disables_the_endpoint_until_enabled() {
     let rx = Receiver::start(ReceiverConfig::default().statuses(vec![Reply::status(410)])).unwrap();
-    let ep = Endpoint::<RawEvent>::new(EndpointConfig::new("gone", rx.url())).unwrap();
+    let mut cfg = EndpointConfig::new("gone", rx.url());
+    cfg.ignored_actions = vec!["pull".into()];
+    let ep = Endpoint::<RawEvent>::new(cfg).unwrap();
     ep.write(event(0)).unwrap();
     eventually("disabled, and the event dead-lettered", || {
         ep.is_disabled() && ep.snapshot().metrics.dead_lettered == 1
     });
     assert!(matches!(ep.write(event(1)), Err(Error::Disabled { .. })));
     assert!(ep.snapshot().metrics.disabled);
+    // The filter still decides first: an ignored event is filtered, not refused.
+    let pull = RawEvent::parse(r#"{"id":"p","action":"pull"}"#).unwrap();
+    ep.write(pull).unwrap();
+    assert_eq!(ep.snapshot().metrics.filtered, 1);
     ep.enable();
     ep.write(event(2)).unwrap();
     ep.close().unwrap();

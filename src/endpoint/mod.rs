@@ -101,8 +101,30 @@ impl<E: Send + Sync> Sink<DeadLetter<Timed<E>>> for Unwrap<E> {
 }
 
 type Retry<E> = RetryingSink<Timed<E>, Deliver>;
-/// The endpoint's first stage: distribution's ignore lists in front of the queue.
-type Head<E> = Filter<Arc<Queue<Timed<E>>>, Not<AnyOf<Timed<E>>>>;
+/// The endpoint's first stage: distribution's ignore lists in front of the gate and the queue.
+type Head<E> = Filter<Gate<E>, Not<AnyOf<Timed<E>>>>;
+
+/// Between the filter and the queue: a closed endpoint says `Closed`, a disabled one says
+/// `Disabled`, in that order, and only for events the filter wanted.
+struct Gate<E: Event + Clone + 'static> {
+    queue: Arc<Queue<Timed<E>>>,
+    retry: Arc<Retry<E>>,
+}
+
+impl<E: Event + Clone + 'static> Sink<Timed<E>> for Gate<E> {
+    fn write(&self, event: Timed<E>) -> Result<(), Error> {
+        if self.queue.is_closed() {
+            return Err(Error::Closed);
+        }
+        if let Some(reason) = self.retry.disabled_reason() {
+            return Err(Error::Disabled { reason });
+        }
+        self.queue.write(event)
+    }
+    fn close(&self) -> Result<(), Error> {
+        self.queue.close()
+    }
+}
 
 /// A webhook endpoint: filter -> bounded queue -> retrying sink -> HTTP.
 ///
@@ -188,7 +210,11 @@ impl<E: Event + Clone + 'static> EndpointBuilder<E> {
         let wanted = Not(AnyOf::new()
             .with(MatchMediaType::new(cfg.ignored_media_types.iter().cloned()))
             .with(MatchAction::new(cfg.ignored_actions.iter().cloned())));
-        let head = Filter::new(queue.clone(), wanted);
+        let gate = Gate {
+            queue: queue.clone(),
+            retry: retry.clone(),
+        };
+        let head = Filter::new(gate, wanted);
         let filter_stats = head.stats();
         Ok(Endpoint {
             config: cfg,
@@ -325,11 +351,31 @@ impl<E: Event + Clone + 'static> Endpoint<E> {
         };
         EndpointSnapshot {
             name: self.config.name.clone(),
-            url: self.config.url.clone(),
+            url: redact_url(&self.config.url),
             config: self.config.view(),
             metrics,
         }
     }
+}
+
+/// The URL as a dump may show it: credentials in the userinfo and the query string (where
+/// webhook tokens often live) are replaced by `<redacted>`.
+fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, _)) => (b, "?<redacted>"),
+        None => (url, ""),
+    };
+    let base = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]),
+                None => base.to_string(),
+            }
+        }
+        None => base.to_string(),
+    };
+    format!("{base}{query}")
 }
 
 impl<E: Event + Clone + 'static> Drop for Endpoint<E> {
@@ -346,9 +392,6 @@ impl<E: Event + Clone + 'static> Sink<E> for Endpoint<E> {
     /// [`Error::Disabled`] while the endpoint is disabled, and what the queue's overflow policy
     /// returns when it is full.
     fn write(&self, event: E) -> Result<(), Error> {
-        if let Some(reason) = self.retry.disabled_reason() {
-            return Err(Error::Disabled { reason });
-        }
         let accepted = self.clock.now();
         self.head.write(Timed { event, accepted })
     }
@@ -357,5 +400,20 @@ impl<E: Event + Clone + 'static> Sink<E> for Endpoint<E> {
     /// dropped.
     fn close(&self) -> Result<(), Error> {
         self.head.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn dumps_do_not_show_credentials() {
+        assert_eq!(redact_url("http://h:1/p"), "http://h:1/p");
+        assert_eq!(
+            redact_url("https://u:pw@h/p/q?token=abc&x=1"),
+            "https://<redacted>@h/p/q?<redacted>"
+        );
+        assert_eq!(redact_url("https://h/p@x"), "https://h/p@x");
     }
 }
