@@ -234,4 +234,20 @@ mod tests {
         assert_eq!(serde_json::to_string(&e).unwrap(), text);
         assert_eq!(e.json(), text);
     }
+
+    proptest::proptest! {
+        // Input lines come from users (NDJSON): parsing may fail, never panic.
+        #[test]
+        fn parse_never_panics(text in "\\PC{0,64}") {
+            let _ = RawEvent::parse(text);
+        }
+
+        #[test]
+        fn any_object_with_an_id_parses_and_keeps_its_bytes(id in "[a-z0-9]{1,10}", n in 0u32..1000) {
+            let text = format!(r#"{{"id":"{id}","n":{n}}}"#);
+            let e = RawEvent::parse(text.clone()).unwrap();
+            proptest::prop_assert_eq!(e.id(), id.as_str());
+            proptest::prop_assert_eq!(e.json(), text.as_str());
+        }
+    }
 }

@@ -233,4 +233,29 @@ mod tests {
             assert!(matches!(err, Error::Encode { .. }), "{bad:?}: {err:?}");
         }
     }
+
+    // Property tests stand in for a fuzz target (cargo fuzz needs a nightly toolchain, which
+    // this project's machines do not have): the decoder sees bytes from the network.
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = decode_envelope(&body);
+        }
+
+        #[test]
+        fn encode_then_decode_gives_the_events_back(
+            ids in proptest::collection::vec("[a-zA-Z0-9 \\\\\"\u{e9}]{0,12}", 0..16)
+        ) {
+            let events: Vec<serde_json::Value> =
+                ids.iter().map(|id| serde_json::json!({ "id": id })).collect();
+            let mut buf = Vec::new();
+            encode_envelope(&events, &mut buf).unwrap();
+            let back = decode_envelope(&buf).unwrap();
+            proptest::prop_assert_eq!(back.len(), events.len());
+            for (raw, want) in back.iter().zip(&events) {
+                let got: serde_json::Value = serde_json::from_str(raw.get()).unwrap();
+                proptest::prop_assert_eq!(&got, want);
+            }
+        }
+    }
 }

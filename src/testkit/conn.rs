@@ -299,4 +299,20 @@ mod tests {
         );
         assert_eq!(head("GET / HTTP/1.1\r\n\r\n").unwrap().unwrap().body_len, 0);
     }
+
+    proptest::proptest! {
+        // The receiver reads whatever a client sends: the head parser must refuse, not panic.
+        #[test]
+        fn parse_head_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = parse_head(&bytes);
+        }
+
+        #[test]
+        fn a_cut_request_asks_for_more_bytes(cut in 0usize..60) {
+            let full = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n";
+            let cut = cut.min(full.len() - 1);
+            proptest::prop_assert!(matches!(parse_head(&full[..cut]), Ok(None)));
+            proptest::prop_assert!(matches!(parse_head(full), Ok(Some(_))));
+        }
+    }
 }
