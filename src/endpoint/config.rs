@@ -90,6 +90,48 @@ pub struct EndpointConfig {
     pub media_type: MediaType,
     /// How long `close` drains the queue before it drops the rest (counted). Default 5 s.
     pub close_timeout: Duration,
+    /// How events are grouped into requests (engine only; layer 1 sends one event per
+    /// request). Default: one event per request, as docker distribution does.
+    pub batch: BatchConfig,
+    /// Requests in flight at once (engine only). Default 1, which keeps strict FIFO order; more
+    /// than one trades order for throughput.
+    pub max_in_flight: usize,
+}
+
+/// How the engine groups an endpoint's events into one request.
+///
+/// A batch is sent when it holds `max_events` events, when adding the next event would pass
+/// `max_bytes`, or when its oldest event has waited `linger`, whichever comes first. An event
+/// larger than `max_bytes` still goes, alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchConfig {
+    /// Most events per request (1 to 10,000). Default 1.
+    pub max_events: usize,
+    /// Most envelope bytes per request, roughly (at least 1 KiB). Default 1 MiB.
+    pub max_bytes: usize,
+    /// How long a partial batch may wait for more events. Default zero: send what is there.
+    pub linger: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_events: 1,
+            max_bytes: 1 << 20,
+            linger: Duration::ZERO,
+        }
+    }
+}
+
+impl BatchConfig {
+    /// Up to `max_events` events per request, sent as soon as there is no more to add.
+    pub fn events(max_events: usize) -> Self {
+        BatchConfig {
+            max_events,
+            ..Self::default()
+        }
+    }
 }
 
 impl EndpointConfig {
@@ -114,6 +156,8 @@ impl EndpointConfig {
             secrets: Vec::new(),
             media_type: MediaType::V2,
             close_timeout: Duration::from_secs(5),
+            batch: BatchConfig::default(),
+            max_in_flight: 1,
         }
     }
 
@@ -146,6 +190,18 @@ impl EndpointConfig {
                 "max_age",
                 format!("{d:?} must be more than zero and at most a year"),
             ));
+        }
+        if !(1..=10_000).contains(&self.batch.max_events) {
+            return Err(Error::config("batch.max_events", "must be 1 to 10,000"));
+        }
+        if self.batch.max_bytes < 1024 {
+            return Err(Error::config("batch.max_bytes", "must be at least 1 KiB"));
+        }
+        if self.batch.linger > MAX_DURATION {
+            return Err(Error::config("batch.linger", "is longer than a year"));
+        }
+        if !(1..=64).contains(&self.max_in_flight) {
+            return Err(Error::config("max_in_flight", "must be 1 to 64"));
         }
         self.secrets.iter().map(|s| s.parse::<Secret>()).collect()
     }

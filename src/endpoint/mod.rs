@@ -14,7 +14,7 @@
 
 mod config;
 
-pub use config::{EndpointConfig, RetryConfig};
+pub use config::{BatchConfig, EndpointConfig, RetryConfig};
 
 use std::borrow::Cow;
 use std::sync::Arc;
