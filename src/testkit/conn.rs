@@ -10,9 +10,9 @@
 //! anything but the socket and the receiver's stop signal, so shutdown ends it.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
+use super::tls::Stream;
 use crate::http::{WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
 use crate::policy::Wakeup;
 
@@ -43,8 +43,17 @@ pub(super) enum Incoming {
     Refuse(u16),
 }
 
+/// How an answer is framed and whether the connection ends after it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Framing {
+    /// `Transfer-Encoding: chunked` instead of `Content-Length`.
+    pub chunked: bool,
+    /// Send `Connection: close` and end the connection.
+    pub close: bool,
+}
+
 pub(super) struct Conn<'a> {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     slow: Option<(usize, Duration)>,
     max_body: usize,
@@ -53,13 +62,13 @@ pub(super) struct Conn<'a> {
 
 impl<'a> Conn<'a> {
     pub(super) fn new(
-        stream: TcpStream,
+        stream: Stream,
         slow: Option<(usize, Duration)>,
         max_body: usize,
         stop: &'a Wakeup,
     ) -> Self {
         // Answers are small and written whole; Nagle would only add latency.
-        let _ = stream.set_nodelay(true);
+        let _ = stream.tcp().set_nodelay(true);
         Conn {
             stream,
             buf: Vec::with_capacity(READ_CHUNK),
@@ -124,41 +133,57 @@ impl<'a> Conn<'a> {
         self.buf.drain(..req.head_len + req.body_len);
     }
 
-    /// Writes an answer with `body_len` filler bytes as its body.
+    /// Writes an answer with `body_len` filler bytes as its body, framed as `framing` says
+    /// (chunked answers come in chunks of at most 4 KiB).
     pub(super) fn respond(
         &mut self,
         status: u16,
         retry_after: Option<&str>,
         body_len: usize,
-        close: bool,
+        framing: Framing,
     ) -> io::Result<()> {
-        let mut head = format!(
-            "HTTP/1.1 {status} {}\r\ncontent-length: {body_len}\r\n",
-            reason(status)
-        );
+        let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+        if framing.chunked {
+            head.push_str("transfer-encoding: chunked\r\n");
+        } else {
+            head.push_str(&format!("content-length: {body_len}\r\n"));
+        }
         if let Some(v) = retry_after {
             head.push_str("retry-after: ");
             head.push_str(v);
             head.push_str("\r\n");
         }
-        if close {
+        if framing.close {
             head.push_str("connection: close\r\n");
         }
         head.push_str("\r\n");
         self.stream.write_all(head.as_bytes())?;
         const FILLER: [u8; 8192] = [b'x'; 8192];
+        let max = if framing.chunked { 4096 } else { FILLER.len() };
         let mut left = body_len;
         while left > 0 {
-            let n = left.min(FILLER.len());
+            let n = left.min(max);
+            if framing.chunked {
+                self.stream.write_all(format!("{n:x}\r\n").as_bytes())?;
+            }
             self.stream.write_all(&FILLER[..n])?;
+            if framing.chunked {
+                self.stream.write_all(b"\r\n")?;
+            }
             left -= n;
+        }
+        if framing.chunked {
+            self.stream.write_all(b"0\r\n\r\n")?;
+        }
+        if framing.close {
+            self.stream.close_notify();
         }
         self.stream.flush()
     }
 
     /// Closes the connection without a word (the `drop_connection` fault).
     pub(super) fn abort(&self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        let _ = self.stream.tcp().shutdown(std::net::Shutdown::Both);
     }
 }
 

@@ -3,6 +3,7 @@
 mod conn;
 mod plan;
 mod receiver;
+mod tls;
 
 pub use plan::{ReceiverConfig, Reply};
 pub use receiver::*;

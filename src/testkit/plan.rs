@@ -6,7 +6,8 @@
 //! zero slow-read chunk is refused with `InvalidInput`). The receiver applies it per request,
 //! in this order: a hang or dropped connection if configured; else the next scripted
 //! [`Reply`]; else the `fail_for` status while its window (from the first request) lasts;
-//! else 200. `delay` is added before every answer.
+//! else 200. `delay` is added before every answer. A receiver given a certificate and key
+//! ([`ReceiverConfig::tls`]) serves HTTPS instead of HTTP.
 
 use std::io;
 use std::time::Duration;
@@ -22,6 +23,11 @@ pub struct Reply {
     pub retry_after: Option<String>,
     /// How long to wait before answering (on top of [`ReceiverConfig::delay`]).
     pub delay: Duration,
+    /// Frame the answer with `Transfer-Encoding: chunked` (its body is
+    /// [`ReceiverConfig::response_body`] bytes, in chunks of at most 4 KiB).
+    pub chunked: bool,
+    /// Answer with `Connection: close` and close the connection after the answer.
+    pub close: bool,
 }
 
 impl Reply {
@@ -31,6 +37,8 @@ impl Reply {
             status,
             retry_after: None,
             delay: Duration::ZERO,
+            chunked: false,
+            close: false,
         }
     }
 
@@ -43,6 +51,18 @@ impl Reply {
     /// Waits `d` before answering.
     pub fn delay(mut self, d: Duration) -> Self {
         self.delay = d;
+        self
+    }
+
+    /// Sends the answer with `Transfer-Encoding: chunked`.
+    pub fn chunked(mut self) -> Self {
+        self.chunked = true;
+        self
+    }
+
+    /// Sends `Connection: close` and closes the connection after answering.
+    pub fn close(mut self) -> Self {
+        self.close = true;
         self
     }
 }
@@ -73,6 +93,8 @@ pub struct ReceiverConfig {
     pub(super) delay: Duration,
     pub(super) max_body: usize,
     pub(super) response_body: usize,
+    /// PEM certificate chain and private key, when serving HTTPS.
+    pub(super) tls: Option<(String, String)>,
 }
 
 impl Default for ReceiverConfig {
@@ -87,6 +109,7 @@ impl Default for ReceiverConfig {
             delay: Duration::ZERO,
             max_body: 16 << 20,
             response_body: 0,
+            tls: None,
         }
     }
 }
@@ -157,6 +180,14 @@ impl ReceiverConfig {
     /// response-size bounds.
     pub fn response_body(mut self, n: usize) -> Self {
         self.response_body = n;
+        self
+    }
+
+    /// Serves HTTPS with this PEM certificate chain (leaf first) and PEM private key (PKCS#8,
+    /// PKCS#1 or SEC1); [`Receiver::url`](crate::testkit::Receiver::url) then says `https`.
+    /// A chain or key that does not parse makes `start` fail with `InvalidInput`.
+    pub fn tls(mut self, cert_chain_pem: impl Into<String>, key_pem: impl Into<String>) -> Self {
+        self.tls = Some((cert_chain_pem.into(), key_pem.into()));
         self
     }
 

@@ -22,8 +22,9 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::{Condvar, Mutex};
 use serde::Deserialize;
 
-use super::conn::{Conn, Incoming, Request};
+use super::conn::{Conn, Framing, Incoming, Request};
 use super::plan::{Fault, ReceiverConfig, Reply};
+use super::tls::{Stream, server_config};
 use crate::http::{decode_envelope, verify};
 use crate::policy::Wakeup;
 
@@ -71,6 +72,8 @@ struct Conns {
 
 struct Shared {
     config: ReceiverConfig,
+    /// Set when serving HTTPS.
+    tls: Option<Arc<rustls::ServerConfig>>,
     state: Mutex<State>,
     changed: Condvar,
     stop: Wakeup,
@@ -103,9 +106,14 @@ impl std::fmt::Debug for Receiver {
 
 impl Receiver {
     /// Binds `127.0.0.1:0` and starts serving. Fails if the config is invalid (a status
-    /// outside 100..=599, a zero slow-read chunk) or the socket cannot be bound.
+    /// outside 100..=599, a zero slow-read chunk, a TLS certificate or key that does not
+    /// parse) or the socket cannot be bound.
     pub fn start(config: ReceiverConfig) -> io::Result<Receiver> {
         config.validate()?;
+        let tls = match &config.tls {
+            Some((chain, key)) => Some(server_config(chain, key)?),
+            None => None,
+        };
         let listener = TcpListener::bind(("127.0.0.1", 0))?;
         let addr = listener.local_addr()?;
         let state = State {
@@ -114,6 +122,7 @@ impl Receiver {
         };
         let shared = Arc::new(Shared {
             config,
+            tls,
             state: Mutex::new(state),
             changed: Condvar::new(),
             stop: Wakeup::new(),
@@ -130,9 +139,14 @@ impl Receiver {
         })
     }
 
-    /// The URL to post to: `http://127.0.0.1:PORT/`.
+    /// The URL to post to: `http://127.0.0.1:PORT/`, or `https://` when serving TLS.
     pub fn url(&self) -> String {
-        format!("http://{}/", self.addr)
+        let scheme = if self.shared.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}/", self.addr)
     }
 
     /// The address it listens on.
@@ -241,13 +255,16 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
 
 /// What the fault plan decided for one request.
 enum Answer {
-    Status(u16, Option<String>, Duration),
+    Status(u16, Option<String>, Duration, Framing),
     Hang,
     Drop,
 }
 
 fn serve(stream: TcpStream, shared: &Shared) {
     let cfg = &shared.config;
+    let Ok(stream) = Stream::new(stream, shared.tls.as_ref()) else {
+        return;
+    };
     let mut conn = Conn::new(stream, cfg.slow_read, cfg.max_body, &shared.stop);
     loop {
         let req = match conn.read_request() {
@@ -255,7 +272,11 @@ fn serve(stream: TcpStream, shared: &Shared) {
             Incoming::Closed => return,
             Incoming::Refuse(status) => {
                 shared.record_refusal(status);
-                let _ = conn.respond(status, None, 0, true);
+                let close = Framing {
+                    chunked: false,
+                    close: true,
+                };
+                let _ = conn.respond(status, None, 0, close);
                 return;
             }
         };
@@ -269,15 +290,15 @@ fn serve(stream: TcpStream, shared: &Shared) {
                 conn.abort();
                 return;
             }
-            Answer::Status(status, retry_after, delay) => {
+            Answer::Status(status, retry_after, delay, mut framing) => {
                 if !delay.is_zero() && shared.stop.wait_for(delay) {
                     return;
                 }
                 shared.record_answer(status, ids);
-                let close = req.close;
+                framing.close |= req.close;
                 conn.consume(&req);
-                let sent = conn.respond(status, retry_after.as_deref(), cfg.response_body, close);
-                if sent.is_err() || close {
+                let sent = conn.respond(status, retry_after.as_deref(), cfg.response_body, framing);
+                if sent.is_err() || framing.close {
                     return;
                 }
             }
@@ -326,7 +347,10 @@ impl Shared {
         let mut st = self.state.lock();
         st.stats.requests += 1;
         let first = *st.first_request.get_or_insert(now);
-        let refuse = |status| (Answer::Status(status, None, self.config.delay), Vec::new());
+        let refuse = |status| {
+            let answer = Answer::Status(status, None, self.config.delay, Framing::default());
+            (answer, Vec::new())
+        };
 
         let Ok(events) = decode_envelope(body) else {
             return refuse(400);
@@ -365,15 +389,18 @@ impl Shared {
             }
             Fault::None => {}
         }
-        let (status, retry_after, delay) = if let Some(r) = st.script.pop_front() {
-            (r.status, r.retry_after, r.delay)
+        let (status, retry_after, delay, framing) = if let Some(r) = st.script.pop_front() {
+            let framing = Framing {
+                chunked: r.chunked,
+                close: r.close,
+            };
+            (r.status, r.retry_after, r.delay, framing)
         } else {
-            match self.config.fail_for {
-                Some((d, status)) if now.duration_since(first) < d => {
-                    (status, None, Duration::ZERO)
-                }
-                _ => (200, None, Duration::ZERO),
-            }
+            let status = match self.config.fail_for {
+                Some((d, status)) if now.duration_since(first) < d => status,
+                _ => 200,
+            };
+            (status, None, Duration::ZERO, Framing::default())
         };
         let ids = if (200..300).contains(&status) {
             let wid = req.webhook_id.as_deref();
@@ -387,7 +414,7 @@ impl Shared {
             Vec::new()
         };
         let delay = self.config.delay.saturating_add(delay);
-        (Answer::Status(status, retry_after, delay), ids)
+        (Answer::Status(status, retry_after, delay, framing), ids)
     }
 
     /// Records an answer about to be sent; a 2xx receives `ids`.
@@ -714,12 +741,55 @@ mod tests {
     }
 
     #[test]
+    fn chunked_and_closing_replies() {
+        let script = vec![Reply::status(200).chunked(), Reply::status(202).close()];
+        let r =
+            Receiver::start(ReceiverConfig::new().statuses(script).response_body(5000)).unwrap();
+        let mut c = connect(&r);
+        send(&mut c, r#"{"events":[{"id":"a"}]}"#, "");
+        let mut raw = Vec::new();
+        let mut byte = [0u8; 1];
+        while !raw.ends_with(b"\r\n0\r\n\r\n") {
+            assert_eq!(c.read(&mut byte).unwrap(), 1, "closed mid-answer");
+            raw.push(byte[0]);
+        }
+        let text = String::from_utf8(raw).unwrap();
+        let (head, mut rest) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked") && !head.contains("content-length"));
+        let mut total = 0;
+        loop {
+            let (size, after) = rest.split_once("\r\n").unwrap();
+            let size = usize::from_str_radix(size, 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            assert!(size <= 4096);
+            assert!(after[..size].bytes().all(|b| b == b'x'));
+            assert_eq!(&after[size..size + 2], "\r\n");
+            total += size;
+            rest = &after[size + 2..];
+        }
+        assert_eq!(total, 5000);
+
+        // Same connection: the chunked answer kept it. This one closes it.
+        send(&mut c, r#"{"events":[{"id":"b"}]}"#, "");
+        let (code, headers) = answer(&mut c).unwrap();
+        assert_eq!((code, headers["connection"].as_str()), (202, "close"));
+        assert!(answer(&mut c).is_none(), "closed after the answer");
+        assert_eq!(r.stats().connections, 1);
+        assert_eq!(r.ids(), ["a", "b"]);
+    }
+
+    #[test]
     fn invalid_configs_are_refused() {
         for cfg in [
             ReceiverConfig::new().statuses(vec![Reply::status(99)]),
             ReceiverConfig::new().fail_for(Duration::from_secs(1), 600),
             ReceiverConfig::new().statuses(vec![Reply::status(503).retry_after("1\r\nx: y")]),
             ReceiverConfig::new().slow_read(0, Duration::ZERO),
+            ReceiverConfig::new().tls("not pem", "not pem"),
+            ReceiverConfig::new().tls("", ""),
         ] {
             let err = Receiver::start(cfg).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput);

@@ -1,0 +1,680 @@
+//! `Conn` driven by a tiny mio loop against the test-kit receiver (plain and TLS) and against
+//! scripted raw servers for byte-exact cases. Every wait is bounded.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::thread;
+
+use mio::{Events, Poll};
+
+use super::*;
+use crate::http::TlsOptions;
+use crate::testkit::{Receiver, ReceiverConfig, Reply};
+
+/// A safety net: every test ends far sooner unless something is broken.
+const SAFETY: Duration = Duration::from_secs(5);
+const TOKEN: Token = Token(7);
+
+fn timeouts() -> Timeouts {
+    Timeouts {
+        connect: Duration::from_secs(2),
+        request: Duration::from_secs(3),
+        idle: Duration::from_secs(30),
+    }
+}
+
+fn body(id: &str) -> Vec<u8> {
+    format!(r#"{{"events":[{{"id":"{id}"}}]}}"#).into_bytes()
+}
+
+const JSON: [(&str, &str); 1] = [("content-type", "application/json")];
+
+/// One endpoint's worth of event loop.
+struct Lp {
+    poll: Poll,
+    events: Events,
+}
+
+impl Lp {
+    fn new() -> Self {
+        Lp {
+            poll: Poll::new().unwrap(),
+            events: Events::with_capacity(16),
+        }
+    }
+
+    fn connect(&self, target: &Target, timeouts: Timeouts) -> Conn {
+        Conn::connect(
+            target,
+            self.poll.registry(),
+            TOKEN,
+            timeouts,
+            Instant::now(),
+        )
+        .unwrap()
+    }
+
+    /// Waits for one event or the conn's deadline (bounded by `until`), then drives it.
+    fn turn(&mut self, conn: &mut Conn, until: Instant) -> Progress {
+        let now = Instant::now();
+        assert!(
+            now < until,
+            "no outcome before the safety deadline: {conn:?}"
+        );
+        let wait = conn.deadline().map_or(until, |d| d.min(until)) - now.min(until);
+        self.poll.poll(&mut self.events, Some(wait)).unwrap();
+        let now = Instant::now();
+        if self.events.iter().any(|e| e.token() == TOKEN) {
+            conn.on_event(self.poll.registry(), now)
+        } else if conn.deadline().is_some_and(|d| now >= d) {
+            conn.on_timer(now)
+        } else {
+            Progress::Pending
+        }
+    }
+
+    /// Drives `conn` (a request was just started) until it is no longer pending.
+    fn run(&mut self, conn: &mut Conn) -> Progress {
+        let until = Instant::now() + SAFETY;
+        let mut p = conn.on_event(self.poll.registry(), Instant::now());
+        while matches!(p, Progress::Pending) {
+            p = self.turn(conn, until);
+        }
+        p
+    }
+
+    /// Drives `conn` until `done(conn)`.
+    fn until(&mut self, conn: &mut Conn, done: impl Fn(&Conn) -> bool) {
+        let until = Instant::now() + SAFETY;
+        conn.on_event(self.poll.registry(), Instant::now());
+        while !done(conn) {
+            self.turn(conn, until);
+        }
+    }
+
+    fn post(&mut self, conn: &mut Conn, id: &str) -> Progress {
+        conn.start(&JSON, body(id), Instant::now()).unwrap();
+        self.run(conn)
+    }
+}
+
+fn done(p: Progress) -> Response {
+    match p {
+        Progress::Done(r) => r,
+        other => panic!("expected a response, got {other:?}"),
+    }
+}
+
+fn failed(p: Progress) -> Error {
+    match p {
+        Progress::Failed(e) => e,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+fn target(url: &str) -> Target {
+    Target::parse(url, &TlsOptions::default()).unwrap()
+}
+
+#[test]
+fn posts_and_reuses_one_connection() {
+    let r = Receiver::start(ReceiverConfig::new()).unwrap();
+    let mut lp = Lp::new();
+    let mut conn = lp.connect(&target(&r.url()), timeouts());
+    // Queued while still connecting: it goes out once connected.
+    for i in 0..3 {
+        let resp = done(lp.post(&mut conn, &format!("e{i}")));
+        assert_eq!(
+            resp,
+            Response {
+                status: 200,
+                retry_after: None,
+                keep_alive: true
+            }
+        );
+        assert!(conn.is_idle() && !conn.is_dead());
+    }
+    let st = r.stats();
+    assert_eq!((st.connections, st.requests), (1, 3));
+    assert_eq!(r.ids(), ["e0", "e1", "e2"]);
+    conn.close(lp.poll.registry());
+}
+
+/// A request body larger than the socket buffers, so sending meets `WouldBlock`.
+fn big_body(id: &str) -> Vec<u8> {
+    format!(
+        r#"{{"events":[{{"id":"{id}","pad":"{}"}}]}}"#,
+        "p".repeat(4 << 20)
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_large_request_body_is_sent_whole() {
+    let r = Receiver::start(ReceiverConfig::new()).unwrap();
+    let mut lp = Lp::new();
+    let mut conn = lp.connect(&target(&r.url()), timeouts());
+    conn.start(&JSON, big_body("big"), Instant::now()).unwrap();
+    assert!(done(lp.run(&mut conn)).keep_alive);
+    assert_eq!(done(lp.post(&mut conn, "small")).status, 200);
+    assert_eq!(r.ids(), ["big", "small"]);
+}
+
+#[test]
+fn chunked_response_keeps_the_connection() {
+    let script = vec![Reply::status(202).chunked(), Reply::status(200).chunked()];
+    let r = Receiver::start(ReceiverConfig::new().statuses(script).response_body(10_000)).unwrap();
+    let mut lp = Lp::new();
+    let mut conn = lp.connect(&target(&r.url()), timeouts());
+    let resp = done(lp.post(&mut conn, "a"));
+    assert_eq!((resp.status, resp.keep_alive), (202, true));
+    let resp = done(lp.post(&mut conn, "b"));
+    assert_eq!((resp.status, resp.keep_alive), (200, true));
+    assert_eq!(r.stats().connections, 1);
+}
+
+#[test]
+fn a_large_body_reports_the_status_and_costs_the_connection() {
+    for (chunked, len) in [
+        (false, 100_000),
+        (true, 100_000),
+        (false, MAX_RESPONSE_BODY),
+    ] {
+        let reply = if chunked {
+            Reply::status(201).chunked()
+        } else {
+            Reply::status(201)
+        };
+        let cfg = ReceiverConfig::new()
+            .statuses(vec![reply])
+            .response_body(len);
+        let r = Receiver::start(cfg).unwrap();
+        let mut lp = Lp::new();
+        let mut conn = lp.connect(&target(&r.url()), timeouts());
+        let resp = done(lp.post(&mut conn, "a"));
+        let fits = len <= MAX_RESPONSE_BODY;
+        assert_eq!(
+            (resp.status, resp.keep_alive),
+            (201, fits),
+            "{chunked} {len}"
+        );
+        assert_eq!((conn.is_dead(), conn.is_idle()), (!fits, fits));
+    }
+}
+
+#[test]
+fn retry_after_is_returned_verbatim() {
+    let script = vec![Reply::status(503).retry_after("7")];
+    let r = Receiver::start(ReceiverConfig::new().statuses(script)).unwrap();
+    let mut lp = Lp::new();
+    let mut conn = lp.connect(&target(&r.url()), timeouts());
+    let resp = done(lp.post(&mut conn, "a"));
+    assert_eq!((resp.status, resp.retry_after.as_deref()), (503, Some("7")));
+    assert!(resp.keep_alive);
+}
+
+#[test]
+fn connection_close_from_the_server_means_a_new_connection() {
+    let script = vec![Reply::status(200).close()];
+    let r = Receiver::start(ReceiverConfig::new().statuses(script)).unwrap();
+    let mut lp = Lp::new();
+    let t = target(&r.url());
+    let mut conn = lp.connect(&t, timeouts());
+    let resp = done(lp.post(&mut conn, "a"));
+    assert_eq!((resp.status, resp.keep_alive), (200, false));
+    assert!(conn.is_dead() && !conn.is_idle());
+    assert_eq!(conn.deadline(), None);
+    let err = conn.start(&JSON, body("b"), Instant::now()).unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Io {
+            kind: io::ErrorKind::NotConnected,
+            ..
+        }
+    ));
+    conn.close(lp.poll.registry());
+
+    let mut conn = lp.connect(&t, timeouts());
+    assert_eq!(done(lp.post(&mut conn, "b")).status, 200);
+    assert_eq!(r.stats().connections, 2);
+}
+
+#[test]
+fn hanging_server_times_out_at_the_request_deadline() {
+    let r = Receiver::start(ReceiverConfig::new().hang()).unwrap();
+    let mut lp = Lp::new();
+    let request = Duration::from_millis(200);
+    let mut conn = lp.connect(
+        &target(&r.url()),
+        Timeouts {
+            request,
+            ..timeouts()
+        },
+    );
+    let started = Instant::now();
+    conn.start(&JSON, body("a"), started).unwrap();
+    assert_eq!(conn.deadline(), Some(started + request));
+    let err = failed(lp.run(&mut conn));
+    let took = started.elapsed();
+    assert!(
+        matches!(err, Error::Timeout { waiting_for: "response", after } if after == request),
+        "{err:?}"
+    );
+    assert!(took >= request && took < SAFETY, "{took:?}");
+    assert!(conn.is_dead() && !conn.failed_stale());
+}
+
+#[test]
+fn timers_follow_the_injected_clock() {
+    let r = Receiver::start(ReceiverConfig::new().hang()).unwrap();
+    let mut lp = Lp::new();
+    let t = Timeouts {
+        connect: Duration::from_secs(1),
+        request: Duration::from_millis(200),
+        idle: Duration::from_secs(10),
+    };
+    let before = Instant::now();
+    let mut conn = lp.connect(&target(&r.url()), t);
+    let connecting = conn.deadline().unwrap();
+    assert!(connecting >= before + t.connect && connecting <= Instant::now() + t.connect);
+    lp.until(&mut conn, Conn::is_idle);
+
+    // Idle: the idle deadline; before it nothing happens, at it the connection is dead.
+    let idle = conn.deadline().unwrap();
+    assert!(idle >= before + t.idle);
+    assert!(matches!(
+        conn.on_timer(idle - Duration::from_millis(1)),
+        Progress::Pending
+    ));
+    assert!(conn.is_idle());
+
+    // A request replaces it with the request deadline, from the request's start.
+    let t0 = Instant::now();
+    conn.start(&JSON, body("a"), t0).unwrap();
+    assert_eq!(conn.deadline(), Some(t0 + t.request));
+    assert!(!conn.is_idle());
+    let busy = conn.start(&JSON, body("b"), t0).unwrap_err();
+    assert!(matches!(
+        busy,
+        Error::Io {
+            kind: io::ErrorKind::ResourceBusy,
+            ..
+        }
+    ));
+    assert!(matches!(
+        conn.on_timer(t0 + Duration::from_millis(199)),
+        Progress::Pending
+    ));
+    let err = failed(conn.on_timer(t0 + t.request));
+    assert!(matches!(
+        err,
+        Error::Timeout {
+            waiting_for: "response",
+            ..
+        }
+    ));
+    assert!(conn.is_dead() && conn.deadline().is_none());
+    assert!(matches!(conn.on_timer(t0 + t.connect), Progress::Pending));
+
+    // An idle connection past its idle deadline is dead, without a failure to report.
+    let mut conn = lp.connect(&target(&r.url()), t);
+    lp.until(&mut conn, Conn::is_idle);
+    let idle = conn.deadline().unwrap();
+    assert!(matches!(conn.on_timer(idle), Progress::Pending));
+    assert!(conn.is_dead());
+}
+
+#[test]
+fn connect_timeout_while_connecting() {
+    // Never driven, the connection stays "connecting" whatever the kernel did.
+    let r = Receiver::start(ReceiverConfig::new()).unwrap();
+    let lp = Lp::new();
+    let now = Instant::now();
+    let t = timeouts();
+    let mut conn = Conn::connect(&target(&r.url()), lp.poll.registry(), TOKEN, t, now).unwrap();
+    conn.start(&JSON, body("a"), now).unwrap();
+    assert_eq!(conn.deadline(), Some(now + t.connect));
+    let err = failed(conn.on_timer(now + t.connect));
+    assert!(matches!(err, Error::Timeout { waiting_for: "connect", after } if after == t.connect));
+}
+
+/// A loopback port nothing listens on.
+fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+#[test]
+fn refused_connections_fail_promptly_with_an_io_error() {
+    let addr = free_port();
+    let mut lp = Lp::new();
+    let started = Instant::now();
+    let t = target(&format!("http://{addr}/"));
+    let err = match Conn::connect(&t, lp.poll.registry(), TOKEN, timeouts(), started) {
+        Err(e) => e,
+        Ok(mut conn) => {
+            conn.start(&JSON, body("a"), started).unwrap();
+            let e = failed(lp.run(&mut conn));
+            assert!(conn.is_dead() && !conn.failed_stale());
+            e
+        }
+    };
+    assert!(
+        matches!(
+            err,
+            Error::Io {
+                kind: io::ErrorKind::ConnectionRefused,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn a_refused_address_gives_way_to_the_next() {
+    let r = Receiver::start(ReceiverConfig::new()).unwrap();
+    let mut t = target(&r.url());
+    t.addrs.insert(0, free_port());
+    let mut lp = Lp::new();
+    let mut conn = lp.connect(&t, timeouts());
+    assert_eq!(done(lp.post(&mut conn, "a")).status, 200);
+}
+
+/// A server that serves one connection after another from a script: for each connection,
+/// the answers to write, one per request read; after them it waits for `hold` (if given)
+/// and closes. Each request read (head and body) is sent on the returned channel.
+fn raw_server(
+    script: Vec<Vec<&'static str>>,
+    hold: Option<mpsc::Receiver<()>>,
+) -> (SocketAddr, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for answers in script {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            s.set_read_timeout(Some(SAFETY)).unwrap();
+            for answer in answers {
+                let Some(req) = read_request(&mut s) else {
+                    return;
+                };
+                let _ = tx.send(req);
+                let _ = s.write_all(answer.as_bytes());
+            }
+            if let Some(hold) = &hold {
+                let _ = hold.recv_timeout(SAFETY);
+            }
+        }
+    });
+    (addr, rx)
+}
+
+fn read_request(s: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf.clone()).ok()?;
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0; len];
+    s.read_exact(&mut body).ok()?;
+    buf.extend_from_slice(&body);
+    String::from_utf8(buf).ok()
+}
+
+const OK: &str = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+
+#[test]
+fn the_request_is_framed_from_the_target_and_the_callers_headers() {
+    let (addr, requests) = raw_server(vec![vec![OK]], None);
+    let t = target(&format!("http://user:pw@{addr}/hooks/a?x=1"));
+    let mut lp = Lp::new();
+    let mut conn = lp.connect(&t, timeouts());
+    let headers = [("content-type", "application/json"), ("webhook-id", "m1")];
+    conn.start(&headers, b"{}".to_vec(), Instant::now())
+        .unwrap();
+    assert_eq!(done(lp.run(&mut conn)).status, 200);
+    let req = requests.recv_timeout(SAFETY).unwrap();
+    assert_eq!(
+        req,
+        format!(
+            "POST /hooks/a?x=1 HTTP/1.1\r\nhost: {addr}\r\nauthorization: Basic dXNlcjpwdw==\r\n\
+             content-type: application/json\r\nwebhook-id: m1\r\ncontent-length: 2\r\n\r\n{{}}"
+        )
+    );
+}
+
+#[test]
+fn headers_the_connection_owns_or_that_are_invalid_are_refused() {
+    let (addr, _) = raw_server(vec![], None);
+    let lp = Lp::new();
+    let mut conn = lp.connect(&target(&format!("http://{addr}/")), timeouts());
+    for headers in [
+        [("Host", "evil")],
+        [("content-length", "1")],
+        [("Transfer-Encoding", "chunked")],
+        [("bad name", "x")],
+        [("x-ok", "bad\r\nvalue")],
+    ] {
+        let err = conn.start(&headers, vec![], Instant::now()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Config {
+                    field: "headers",
+                    ..
+                }
+            ),
+            "{headers:?}"
+        );
+    }
+    // Nothing was queued by the refusals.
+    assert!(conn.start(&JSON, vec![], Instant::now()).is_ok());
+}
+
+#[test]
+fn http10_close_delimited_and_informational_answers() {
+    let script = vec![
+        // 1xx answers are skipped; HTTP/1.0 without keep-alive is not reused.
+        vec!["HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 204 No Content\r\n\r\n"],
+        // A body delimited by the server closing.
+        vec!["HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nhello"],
+        // HTTP/1.0 asking for keep-alive is reused.
+        vec![
+            "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+        ],
+    ];
+    let (addr, _) = raw_server(script, None);
+    let t = target(&format!("http://{addr}/"));
+    let mut lp = Lp::new();
+
+    let mut conn = lp.connect(&t, timeouts());
+    let resp = done(lp.post(&mut conn, "a"));
+    assert_eq!((resp.status, resp.keep_alive), (204, false));
+    conn.close(lp.poll.registry());
+
+    let mut conn = lp.connect(&t, timeouts());
+    let resp = done(lp.post(&mut conn, "b"));
+    assert_eq!((resp.status, resp.keep_alive), (200, false));
+    conn.close(lp.poll.registry());
+
+    let mut conn = lp.connect(&t, timeouts());
+    assert!(done(lp.post(&mut conn, "c")).keep_alive);
+    // (The server closes right after this one, so whether it stays reusable is a race.)
+    assert_eq!(done(lp.post(&mut conn, "d")).status, 200);
+}
+
+#[test]
+fn garbage_and_oversized_heads_are_protocol_errors() {
+    let huge: &'static str = format!(
+        "HTTP/1.1 200 OK\r\nx: {}\r\n\r\n",
+        "y".repeat(MAX_HEAD + 10)
+    )
+    .leak();
+    let script = vec![vec!["SMTP ready\r\n\r\n"], vec![huge]];
+    let (addr, _) = raw_server(script, None);
+    let t = target(&format!("http://{addr}/"));
+    let mut lp = Lp::new();
+    for _ in 0..2 {
+        let mut conn = lp.connect(&t, timeouts());
+        let err = failed(lp.post(&mut conn, "a"));
+        assert!(
+            matches!(
+                err,
+                Error::Io {
+                    kind: io::ErrorKind::InvalidData,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(conn.is_dead());
+        conn.close(lp.poll.registry());
+    }
+}
+
+#[test]
+fn a_peer_closing_an_idle_connection_is_noticed() {
+    let (release, hold) = mpsc::channel();
+    let (addr, _) = raw_server(vec![vec![OK], vec![OK]], Some(hold));
+    let t = target(&format!("http://{addr}/"));
+    let mut lp = Lp::new();
+    let mut conn = lp.connect(&t, timeouts());
+    assert!(done(lp.post(&mut conn, "a")).keep_alive);
+    assert!(conn.is_idle());
+    release.send(()).unwrap(); // the server closes the idle connection
+    lp.until(&mut conn, Conn::is_dead);
+    assert!(!conn.failed_stale());
+    conn.close(lp.poll.registry());
+    // The next request goes on a fresh connection.
+    let mut conn = lp.connect(&t, timeouts());
+    assert_eq!(done(lp.post(&mut conn, "b")).status, 200);
+}
+
+#[test]
+fn a_request_on_a_connection_closed_unnoticed_fails_stale() {
+    let (release, hold) = mpsc::channel();
+    let (addr, _) = raw_server(vec![vec![OK]], Some(hold));
+    let mut lp = Lp::new();
+    let mut conn = lp.connect(&target(&format!("http://{addr}/")), timeouts());
+    assert!(done(lp.post(&mut conn, "a")).keep_alive);
+    release.send(()).unwrap();
+    // Wait for the close to reach the socket without letting the conn see it.
+    let until = Instant::now() + SAFETY;
+    loop {
+        assert!(Instant::now() < until);
+        lp.poll.poll(&mut lp.events, Some(SAFETY)).unwrap();
+        if lp
+            .events
+            .iter()
+            .any(|e| e.token() == TOKEN && e.is_read_closed())
+        {
+            break;
+        }
+    }
+    assert!(conn.is_idle(), "not driven, so not noticed");
+    let err = failed(lp.post(&mut conn, "b"));
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(conn.failed_stale() && conn.is_dead());
+}
+
+#[test]
+fn bytes_after_the_response_cost_the_connection() {
+    let script = vec![vec![
+        "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\nHTTP/1.1 408 x\r\n\r\n",
+    ]];
+    let (addr, _) = raw_server(script, None);
+    let mut lp = Lp::new();
+    let mut conn = lp.connect(&target(&format!("http://{addr}/")), timeouts());
+    let resp = done(lp.post(&mut conn, "a"));
+    assert_eq!((resp.status, resp.keep_alive), (200, false));
+    assert!(conn.is_dead());
+}
+
+/// A CA, and a server certificate it signed for localhost and 127.0.0.1: (CA PEM, chain PEM,
+/// key PEM).
+fn test_pki() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "hookwire test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca_cert.pem(), leaf.pem(), key.serialize_pem())
+}
+
+#[test]
+fn tls_with_a_private_ca_without_it_and_insecure() {
+    let (ca, chain, key) = test_pki();
+    let script = vec![Reply::status(200), Reply::status(200).chunked()];
+    let cfg = ReceiverConfig::new()
+        .tls(chain, key)
+        .statuses(script)
+        .response_body(20_000);
+    let r = Receiver::start(cfg).unwrap();
+    let url = r.url();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let mut lp = Lp::new();
+
+    let trusted = TlsOptions {
+        ca_pem: Some(ca),
+        insecure: false,
+    };
+    let mut conn = lp.connect(&Target::parse(&url, &trusted).unwrap(), timeouts());
+    for id in ["a", "b", "c"] {
+        let resp = done(lp.post(&mut conn, id));
+        assert_eq!((resp.status, resp.keep_alive), (200, true));
+    }
+    conn.start(&JSON, big_body("big"), Instant::now()).unwrap();
+    assert!(done(lp.run(&mut conn)).keep_alive);
+    assert_eq!(r.stats().connections, 1);
+    assert_eq!(r.ids(), ["a", "b", "c", "big"]);
+    conn.close(lp.poll.registry());
+
+    // The name, not only the address, is verified (SNI "localhost").
+    let by_name = url.replace("127.0.0.1", "localhost");
+    let mut conn = lp.connect(&Target::parse(&by_name, &trusted).unwrap(), timeouts());
+    assert_eq!(done(lp.post(&mut conn, "d")).status, 200);
+    conn.close(lp.poll.registry());
+
+    // Without the CA: a typed failure, before anything reached the receiver.
+    let requests = r.stats().requests;
+    let mut conn = lp.connect(&target(&url), timeouts());
+    let err = failed(lp.post(&mut conn, "e"));
+    match &err {
+        Error::Io {
+            kind: io::ErrorKind::InvalidData,
+            message,
+        } => assert!(message.contains("certificate"), "{message}"),
+        other => panic!("expected a TLS failure, got {other:?}"),
+    }
+    assert!(conn.is_dead() && !conn.failed_stale());
+    assert_eq!(r.stats().requests, requests);
+
+    let insecure = TlsOptions {
+        ca_pem: None,
+        insecure: true,
+    };
+    let mut conn = lp.connect(&Target::parse(&url, &insecure).unwrap(), timeouts());
+    assert_eq!(done(lp.post(&mut conn, "f")).status, 200);
+    assert_eq!(r.stats().requests, requests + 1);
+}

@@ -1,0 +1,210 @@
+//! TLS settings for one endpoint, and the rustls client configuration built from them.
+//!
+//! The engine's connections speak TLS through `rustls::ClientConnection` (see `conn.rs`); this
+//! module only decides whom they trust. The crypto provider is `ring`, the one ureq 3.5 uses
+//! here, passed explicitly so nothing depends on a process-wide default provider. Trust is the
+//! webpki roots (Mozilla's list, as ureq's), plus any private CA an endpoint names, or nothing
+//! at all when an endpoint opts out of verification.
+
+use std::sync::{Arc, OnceLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::Error;
+
+/// Per-endpoint TLS settings, used when the endpoint's URL is `https://`.
+///
+/// The default trusts the webpki roots (Mozilla's CA list) and verifies every certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// Extra trust anchors in PEM (a private CA): one or more `CERTIFICATE` blocks. They are
+    /// trusted **in addition to** the webpki roots, so an endpoint with a private CA can still
+    /// be moved to a public certificate without a config change. A value with no certificate
+    /// in it, or one that does not parse, is refused (`Error::Config` naming `tls.ca_pem`).
+    pub ca_pem: Option<String>,
+    /// Skip certificate verification entirely: any certificate, for any name, from any issuer
+    /// is accepted (the handshake's signatures are still checked against the certificate the
+    /// server sent). Dangerous: anyone on the path can read and forge deliveries. For tests and
+    /// private networks only. When set, `ca_pem` is ignored.
+    pub insecure: bool,
+}
+
+/// The crypto provider every hookwire TLS connection uses.
+fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// Builds the rustls client configuration for `opts`.
+///
+/// The default options share one configuration (the webpki roots are parsed once per
+/// process); others build their own. Connections advertise ALPN `http/1.1`.
+pub(crate) fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, Error> {
+    static DEFAULT: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    if *opts == TlsOptions::default() {
+        if let Some(config) = DEFAULT.get() {
+            return Ok(config.clone());
+        }
+        let config = build(opts)?;
+        return Ok(DEFAULT.get_or_init(|| config).clone());
+    }
+    build(opts)
+}
+
+fn build(opts: &TlsOptions) -> Result<Arc<ClientConfig>, Error> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::config("tls", format!("the TLS provider is unusable: {e}")))?;
+    let mut config = if opts.insecure {
+        let verifier = NoVerification {
+            algorithms: provider.signature_verification_algorithms,
+        };
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth()
+    } else {
+        builder
+            .with_root_certificates(roots(opts.ca_pem.as_deref())?)
+            .with_no_client_auth()
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The webpki roots plus the certificates in `ca_pem`.
+fn roots(ca_pem: Option<&str>) -> Result<RootCertStore, Error> {
+    let mut store = RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let Some(pem) = ca_pem else {
+        return Ok(store);
+    };
+    let mut added = 0usize;
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert =
+            cert.map_err(|e| Error::config("tls.ca_pem", format!("is not valid PEM: {e}")))?;
+        store.add(cert).map_err(|e| {
+            Error::config(
+                "tls.ca_pem",
+                format!("holds a certificate that cannot be a trust anchor: {e}"),
+            )
+        })?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(Error::config(
+            "tls.ca_pem",
+            "holds no PEM CERTIFICATE block",
+        ));
+    }
+    Ok(store)
+}
+
+/// A verifier that accepts every certificate (`TlsOptions::insecure`). It still checks that
+/// the handshake was signed by the key in the certificate presented, so the connection is at
+/// least with whoever holds that key.
+#[derive(Debug)]
+struct NoVerification {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(e: Error) -> &'static str {
+        match e {
+            Error::Config { field, .. } => field,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_is_shared_and_verifies() {
+        let a = client_config(&TlsOptions::default()).unwrap();
+        let b = client_config(&TlsOptions::default()).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.alpn_protocols, [b"http/1.1".to_vec()]);
+        let insecure = client_config(&TlsOptions {
+            insecure: true,
+            ..TlsOptions::default()
+        })
+        .unwrap();
+        assert!(!Arc::ptr_eq(&a, &insecure));
+    }
+
+    #[test]
+    fn bad_ca_pem_is_a_config_error() {
+        for pem in [
+            "",
+            "not pem at all",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ] {
+            let opts = TlsOptions {
+                ca_pem: Some(pem.into()),
+                insecure: false,
+            };
+            assert_eq!(
+                field(client_config(&opts).unwrap_err()),
+                "tls.ca_pem",
+                "{pem:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_real_ca_is_accepted() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        let opts = TlsOptions {
+            ca_pem: Some(ca.pem()),
+            insecure: false,
+        };
+        assert!(client_config(&opts).is_ok());
+    }
+}
