@@ -1,0 +1,182 @@
+//! The scenarios: ids, what each measures, and the keys each reports (the Go peer's keys, in
+//! its order, for the scenarios both have).
+
+/// One reported figure of a scenario, and how the table shows it.
+#[derive(Debug)]
+pub(crate) struct Metric {
+    /// The JSON key after `<id>.`.
+    pub(crate) key: &'static str,
+    /// The table's label.
+    pub(crate) label: &'static str,
+    /// Decimals in the table.
+    pub(crate) prec: usize,
+}
+
+const fn m(key: &'static str, label: &'static str, prec: usize) -> Metric {
+    Metric { key, label, prec }
+}
+
+/// A scenario: its id, what it measures, and its keys (the peer's, in the peer's order).
+#[derive(Debug)]
+pub(crate) struct Spec {
+    /// The id, also the JSON key prefix.
+    pub(crate) id: &'static str,
+    /// What it measures, in a few words.
+    pub(crate) desc: &'static str,
+    /// What it reports.
+    pub(crate) metrics: &'static [Metric],
+}
+
+const RSS: Metric = m("peak_rss_kb", "peak RSS kB (VmHWM of its process)", 0);
+const FANOUT: &[Metric] = &[
+    m(
+        "writes_per_s",
+        "writes/s (until every consumer counted all)",
+        0,
+    ),
+    m("deliveries_per_s", "deliveries/s", 0),
+    RSS,
+];
+const HTTP_1: &[Metric] = &[
+    m(
+        "delivered_per_s",
+        "delivered/s (until the receiver counted all)",
+        0,
+    ),
+    m("lost", "lost", 0),
+    m("duplicates", "duplicates", 0),
+    m("connections", "TCP connections opened", 0),
+    m("body_bytes", "body bytes", 0),
+    m("receiver_cpu_s", "receiver CPU s (--target only)", 2),
+    RSS,
+];
+const DEAD: &[Metric] = &[
+    RSS,
+    m("queued", "events held (sum over endpoints)", 0),
+    m("write_phase_s", "write phase s", 2),
+];
+const CEILING: &[Metric] = &[
+    m("req_per_s", "requests/s", 0),
+    m("connections", "TCP connections", 0),
+    m("receiver_cpu_s", "receiver CPU s (--target only)", 2),
+];
+
+/// Every scenario, in the peer's order, then hookwire's own.
+pub(crate) const SPECS: &[Spec] = &[
+    Spec {
+        id: "fanout_N1",
+        desc: "Dispatcher -> 1 counting consumer, 1 producer (2M)",
+        metrics: FANOUT,
+    },
+    Spec {
+        id: "fanout_N4",
+        desc: "Dispatcher -> 4 counting consumers, 1 producer (1M)",
+        metrics: FANOUT,
+    },
+    Spec {
+        id: "fanout_N16",
+        desc: "Dispatcher -> 16 counting consumers, 1 producer (400k)",
+        metrics: FANOUT,
+    },
+    Spec {
+        id: "fanout_N4_P2",
+        desc: "Dispatcher -> 4 counting consumers, 2 producers (1M)",
+        metrics: FANOUT,
+    },
+    Spec {
+        id: "publish_latency_N4",
+        desc: "publish_raw latency, 4 consumers draining (1M calls)",
+        metrics: &[
+            m("p50_ns", "p50 ns", 0),
+            m("p99_ns", "p99 ns", 0),
+            m("p999_ns", "p99.9 ns", 0),
+            m("max_ns", "max ns", 0),
+            m("mean_ns", "mean ns", 0),
+            m(
+                "timer_overhead_ns",
+                "Instant::now pair overhead ns (included)",
+                0,
+            ),
+            m(
+                "encode_ns",
+                "serde_json encode, caller's thread, median ns (not included)",
+                0,
+            ),
+        ],
+    },
+    Spec {
+        id: "http_1",
+        desc: "1 endpoint, defaults (1 event/request, 1 in flight) (50k)",
+        metrics: HTTP_1,
+    },
+    Spec {
+        id: "http_outage",
+        desc: "same, receiver answers 500 for the first 1 s (50k)",
+        metrics: &[
+            m("delivered_per_s", "delivered/s overall (incl. outage)", 0),
+            m(
+                "first_success_after_outage_ms",
+                "first success after outage end, ms",
+                1,
+            ),
+            m("answered_non2xx", "requests answered 500", 0),
+            m("lost", "lost", 0),
+            m("duplicates", "duplicates", 0),
+            m("total_s", "total s", 2),
+        ],
+    },
+    Spec {
+        id: "http_batch",
+        desc: "1 endpoint, 100 events per request (500k)",
+        metrics: &[
+            m("delivered_per_s", "delivered events/s", 0),
+            m("requests", "requests", 0),
+            m("lost", "lost", 0),
+            m("duplicates", "duplicates", 0),
+            RSS,
+        ],
+    },
+    Spec {
+        id: "isolation",
+        desc: "healthy endpoint beside a hanging one on 1 worker, vs alone (20k)",
+        metrics: &[
+            m("solo_per_s", "healthy alone, delivered/s", 0),
+            m(
+                "beside_hanging_per_s",
+                "healthy beside a hanging one, delivered/s",
+                0,
+            ),
+            m("ratio", "beside / alone", 3),
+        ],
+    },
+    Spec {
+        id: "dead_endpoint_rss_N1",
+        desc: "1 hanging endpoint, cap 10k DropOldest, 1M published",
+        metrics: DEAD,
+    },
+    Spec {
+        id: "dead_endpoint_rss_N4",
+        desc: "4 hanging endpoints, cap 10k DropOldest, 1M published",
+        metrics: DEAD,
+    },
+    Spec {
+        id: "dead_endpoint_rss_N16",
+        desc: "16 hanging endpoints, cap 10k DropOldest, 1M published",
+        metrics: DEAD,
+    },
+    Spec {
+        id: "rss_baseline",
+        desc: "same process, 1 event, 1 endpoint",
+        metrics: &[RSS],
+    },
+    Spec {
+        id: "loopback_ceiling_c1",
+        desc: "raw keep-alive client, 1 thread (50k)",
+        metrics: CEILING,
+    },
+    Spec {
+        id: "loopback_ceiling_c16",
+        desc: "raw keep-alive client, 16 threads (100k)",
+        metrics: CEILING,
+    },
+];

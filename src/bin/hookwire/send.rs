@@ -1,0 +1,228 @@
+//! `hookwire send`: NDJSON events from stdin to webhook endpoints, then a JSON summary.
+//!
+//! Options are checked first (`options.rs`), then the engine is started, stdin is read line by
+//! line and each event published as it is read, and finally `send` waits (until `--timeout`)
+//! for every event's fate, shuts the engine down and prints the summary (`summary.rs`).
+
+use std::io::{self, BufRead, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use hookwire::engine::Dispatcher;
+use hookwire::http::MediaType;
+use hookwire::sink::Overflow;
+use hookwire::{Error, RawEvent};
+
+use crate::ndjson::{Line, Lines, MAX_LINE};
+use crate::options::{
+    endpoint_configs, flagged, header_arg, media_type_arg, overflow_arg, secret_arg,
+};
+use crate::summary::{Pumped, Summary};
+
+/// Options of `hookwire send`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "\
+Input: one JSON object per line on stdin, each with an \"id\" (a string or a number); blank
+lines are skipped; bad lines are reported on stderr as `line N: <reason>` and counted.
+Output: one JSON summary on stdout (accepted, delivered, dropped, dead_lettered, pending,
+malformed, elapsed_ms and every endpoint's counters).
+Exit code: 0 if every event was delivered to every endpoint and no line was bad; 1 otherwise;
+2 for a bad option.
+
+Example:
+  printf '{\"id\":\"e1\",\"action\":\"push\"}\\n' | \\
+    hookwire send --endpoint http://127.0.0.1:8080/hook --secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
+pub(crate) struct SendArgs {
+    /// Webhook URL to deliver to. Repeat for more endpoints: every event goes to each.
+    #[arg(long = "endpoint", value_name = "URL", required = true)]
+    pub(crate) endpoints: Vec<String>,
+    /// Name of the endpoint given at the same position (default: host:port of its URL;
+    /// names are made unique with #2, #3...).
+    #[arg(long = "name", value_name = "NAME")]
+    pub(crate) names: Vec<String>,
+    /// Standard Webhooks signing secret (whsec_...). Repeat to sign with several (rotation).
+    #[arg(long = "secret", value_name = "whsec_...", value_parser = secret_arg)]
+    pub(crate) secrets: Vec<String>,
+    /// Extra request header, as NAME:VALUE. Repeatable.
+    #[arg(long = "header", value_name = "NAME:VALUE", value_parser = header_arg)]
+    pub(crate) headers: Vec<(String, String)>,
+    /// Most events per request [default: 1].
+    #[arg(long, value_name = "N")]
+    pub(crate) batch: Option<usize>,
+    /// How long a partial batch may wait for more events, in ms [default: 0].
+    #[arg(long, value_name = "MS")]
+    pub(crate) linger: Option<u64>,
+    /// Time allowed for one request, in ms [default: 1000].
+    #[arg(long = "request-timeout", value_name = "MS")]
+    pub(crate) request_timeout: Option<u64>,
+    /// Time allowed to connect, in ms [default: the request timeout].
+    #[arg(long = "connect-timeout", value_name = "MS")]
+    pub(crate) connect_timeout: Option<u64>,
+    /// Events each endpoint may hold [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub(crate) capacity: Option<usize>,
+    /// What to do when an endpoint holds --capacity events: block (wait, at most --timeout),
+    /// block:MS (wait at most MS), drop-newest, drop-oldest, reject [default: block].
+    #[arg(long, value_name = "POLICY", value_parser = overflow_arg)]
+    pub(crate) overflow: Option<Overflow>,
+    /// Give an event up after this many attempts [default: no limit].
+    #[arg(long = "max-attempts", value_name = "N")]
+    pub(crate) max_attempts: Option<u32>,
+    /// Give an event up once it has been retried for this long, in seconds [default: 24 h].
+    #[arg(long = "max-age", value_name = "S")]
+    pub(crate) max_age: Option<u64>,
+    /// Requests in flight per endpoint; more than 1 gives up strict order [default: 1].
+    #[arg(long = "max-in-flight", value_name = "N")]
+    pub(crate) max_in_flight: Option<usize>,
+    /// Envelope media type: v1 or v2 [default: v2].
+    #[arg(long = "media-type", value_name = "v1|v2", value_parser = media_type_arg)]
+    pub(crate) media_type: Option<MediaType>,
+    /// Stop waiting for deliveries after this many seconds (what is left is reported).
+    #[arg(long, value_name = "S", default_value_t = 30)]
+    pub(crate) timeout: u64,
+    /// Worker threads [default: one per core].
+    #[arg(long, value_name = "N")]
+    pub(crate) workers: Option<usize>,
+}
+
+/// Reads `input` and publishes every event until the input ends or `now()` passes
+/// `deadline`. Bad lines and failed publishes are reported on `err` as `line N: ...`.
+pub(crate) fn pump<R: BufRead>(
+    input: R,
+    deadline: Instant,
+    now: &mut dyn FnMut() -> Instant,
+    err: &mut dyn Write,
+    mut publish: impl FnMut(RawEvent) -> Result<(), Error>,
+) -> io::Result<Pumped> {
+    let mut p = Pumped::default();
+    let mut lines = Lines::new(input, MAX_LINE);
+    while let Some((n, line)) = lines.next_line()? {
+        if now() >= deadline {
+            writeln!(err, "line {n}: not read: --timeout passed first")?;
+            p.unread_from_line = Some(n);
+            break;
+        }
+        match line {
+            Line::Blank => {}
+            Line::Malformed(why) => {
+                p.malformed += 1;
+                writeln!(err, "line {n}: {why}")?;
+            }
+            Line::Event(ev) => match publish(ev) {
+                Ok(()) => p.accepted += 1,
+                Err(e) => {
+                    p.publish_errors += 1;
+                    writeln!(err, "line {n}: not published: {e}")?;
+                }
+            },
+        }
+    }
+    Ok(p)
+}
+
+/// `hookwire send`.
+pub(crate) fn main(args: &SendArgs) -> Result<ExitCode, Error> {
+    let configs = endpoint_configs(args)?;
+    let timeout = Duration::from_secs(args.timeout);
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let mut builder = Dispatcher::builder().publish_timeout(timeout.min(Duration::from_secs(1)));
+    if let Some(w) = args.workers {
+        builder = builder.workers(w);
+    }
+    let d = builder.build().map_err(flagged)?;
+    for c in configs {
+        d.add_endpoint(c).map_err(flagged)?;
+    }
+    let pumped = pump(
+        io::stdin().lock(),
+        deadline,
+        &mut Instant::now,
+        &mut io::stderr().lock(),
+        |ev| d.publish_raw(ev),
+    )?;
+    let idle = d.wait_idle(deadline.saturating_duration_since(Instant::now()));
+    // Idle: nothing left to flush. Otherwise the deadline has passed: give what is in flight
+    // a moment to finish, and report the rest.
+    let report = d.shutdown(Duration::from_secs(1));
+    let summary = Summary::new(
+        &pumped,
+        idle && report.drained,
+        start.elapsed(),
+        report.endpoints,
+    );
+    let mut out = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &summary)?;
+    writeln!(out)?;
+    Ok(if summary.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pump_publishes_counts_and_reports_by_line() {
+        let input = "{\"id\":\"a\"}\n\nnope\n{\"id\":\"b\"}\n{\"id\":\"full\"}\n{\"no\":1}\n";
+        let mut err = Vec::new();
+        let mut got = Vec::new();
+        let far = Instant::now() + Duration::from_secs(3600);
+        let p = pump(input.as_bytes(), far, &mut Instant::now, &mut err, |ev| {
+            use hookwire::Event;
+            if ev.id() == "full" {
+                return Err(Error::Full { capacity: 1 });
+            }
+            got.push(ev.id().into_owned());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, ["a", "b"]);
+        assert_eq!(
+            p,
+            Pumped {
+                accepted: 2,
+                malformed: 2,
+                publish_errors: 1,
+                unread_from_line: None
+            }
+        );
+        let err = String::from_utf8(err).unwrap();
+        let lines: Vec<_> = err.lines().collect();
+        assert_eq!(lines.len(), 3, "{err}");
+        assert_eq!(lines[0], "line 3: not a JSON object");
+        assert!(
+            lines[1].starts_with("line 5: not published: queue is full"),
+            "{err}"
+        );
+        assert!(lines[2].starts_with("line 6: no \"id\""), "{err}");
+    }
+
+    #[test]
+    fn pump_stops_at_the_deadline() {
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_secs(10);
+        // A clock that moves 4 s per line read: lines 1-3 are read, line 4 is not.
+        let mut ticks = 0u32;
+        let mut clock = || {
+            ticks += 1;
+            t0 + Duration::from_secs(4) * (ticks - 1)
+        };
+        let input = "{\"id\":1}\n{\"id\":2}\n{\"id\":3}\n{\"id\":4}\n{\"id\":5}\n";
+        let mut err = Vec::new();
+        let mut n = 0;
+        let p = pump(input.as_bytes(), deadline, &mut clock, &mut err, |_| {
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((p.accepted, p.unread_from_line, n), (3, Some(4), 3));
+        assert_eq!(
+            String::from_utf8(err).unwrap(),
+            "line 4: not read: --timeout passed first\n"
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! `hookwire bench` smoke runs (`--quick`): the JSON has the peer's keys and nothing was lost.
+//! They need the engine (`Dispatcher`), whose bodies are `todo!()` on this branch until it
+//! lands. Each run is killed after a deadline.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Runs `hookwire bench ARGS` and returns its exit code and stdout; kills it after 300 s.
+fn bench(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookwire"))
+        .arg("bench")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start hookwire");
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hookwire bench did not finish within 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status.code(), reader.join().unwrap())
+}
+
+fn json(args: &[&str]) -> Value {
+    let (code, out) = bench(args);
+    assert_eq!(
+        code,
+        Some(0),
+        "hookwire bench {args:?} failed; stdout: {out}"
+    );
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+fn number(v: &Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} is missing or not a number in {v}"))
+}
+
+#[test]
+fn fanout_smoke_has_the_peers_keys() {
+    let v = json(&[
+        "--scenario",
+        "fanout_N4",
+        "--quick",
+        "--json",
+        "--limit",
+        "240",
+    ]);
+    for k in ["hookwire", "date", "nproc", "kernel", "reps"] {
+        assert!(v["meta"][k].is_string(), "meta.{k} missing: {v}");
+    }
+    assert_eq!(number(&v, "fanout_N4.runs_ok"), 1.0);
+    assert!(number(&v, "fanout_N4.writes_per_s") > 0.0);
+    let deliveries = number(&v, "fanout_N4.deliveries_per_s");
+    let writes = number(&v, "fanout_N4.writes_per_s");
+    assert!(
+        (deliveries / writes - 4.0).abs() < 0.01,
+        "4 deliveries per write: {v}"
+    );
+    assert!(number(&v, "fanout_N4.peak_rss_kb") > 0.0);
+}
+
+#[test]
+fn http_1_smoke_loses_nothing() {
+    let v = json(&[
+        "--scenario",
+        "http_1",
+        "--quick",
+        "--json",
+        "--limit",
+        "240",
+    ]);
+    assert_eq!(number(&v, "http_1.runs_ok"), 1.0);
+    assert!(number(&v, "http_1.delivered_per_s") > 0.0);
+    assert_eq!(number(&v, "http_1.lost"), 0.0);
+    assert_eq!(number(&v, "http_1.duplicates"), 0.0);
+    assert!(number(&v, "http_1.connections") >= 1.0);
+    assert_eq!(number(&v, "http_1.body_bytes"), 1158.0);
+    assert!(number(&v, "http_1.peak_rss_kb") > 0.0);
+    assert!(v["meta"]["receiver"].as_str().unwrap().contains("testkit"));
+}
+
+#[test]
+fn the_ceiling_runs_without_the_engine() {
+    let v = json(&[
+        "--scenario",
+        "loopback_ceiling_c1",
+        "--quick",
+        "--json",
+        "--limit",
+        "240",
+    ]);
+    assert_eq!(number(&v, "loopback_ceiling_c1.runs_ok"), 1.0);
+    assert!(number(&v, "loopback_ceiling_c1.req_per_s") > 0.0);
+    assert_eq!(number(&v, "loopback_ceiling_c1.connections"), 1.0);
+}
+
+#[test]
+fn a_bad_scenario_is_a_usage_error() {
+    let (code, out) = bench(&["--scenario", "no_such_thing"]);
+    assert_eq!(code, Some(2));
+    assert!(out.is_empty());
+    let (code, out) = bench(&["--list", "--scenario", "^dead"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.lines().count(), 3, "{out}");
+}

@@ -1,0 +1,243 @@
+//! `hookwire send` as a user runs it: the binary, NDJSON on stdin, the test kit receiver in
+//! this process. Every run is killed after a deadline, so no test can hang.
+//!
+//! The usage tests pass today; the delivery tests need the engine (`Dispatcher`), whose
+//! bodies are `todo!()` on this branch until it lands.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hookwire::testkit::{Receiver, ReceiverConfig};
+use serde_json::Value;
+
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `hookwire send ARGS` with `input` on stdin; kills it after 60 s.
+fn send(args: &[&str], input: String) -> Out {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookwire"))
+        .arg("send")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hookwire");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes()); // the child may exit before reading it all
+    });
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let reader_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let reader_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hookwire send did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    writer.join().unwrap();
+    Out {
+        code: status.code(),
+        stdout: reader_out.join().unwrap(),
+        stderr: reader_err.join().unwrap(),
+    }
+}
+
+fn summary(out: &Out) -> Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON summary ({e}): {}\nstderr: {}",
+            out.stdout, out.stderr
+        )
+    })
+}
+
+fn events(ids: impl IntoIterator<Item = String>) -> String {
+    ids.into_iter()
+        .map(|id| format!("{{\"id\":\"{id}\",\"action\":\"push\",\"n\":1}}\n"))
+        .collect()
+}
+
+#[test]
+fn a_clean_run_delivers_everything_and_exits_0() {
+    let rx = Receiver::start(ReceiverConfig::default()).unwrap();
+    let ids: Vec<String> = (0..100).map(|i| format!("evt-{i}")).collect();
+    let out = send(
+        &["--endpoint", &rx.url(), "--timeout", "20"],
+        events(ids.clone()),
+    );
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let s = summary(&out);
+    assert_eq!(s["accepted"], 100);
+    assert_eq!(s["delivered"], 100);
+    assert_eq!(s["malformed"], 0);
+    assert_eq!(s["dead_lettered"], 0);
+    assert_eq!(s["pending"], 0);
+    assert!(
+        s["dropped"].as_object().unwrap().values().all(|v| v == 0),
+        "{s}"
+    );
+    assert!(s["elapsed_ms"].is_u64());
+    let ep = &s["endpoints"][0];
+    assert_eq!(ep["name"], format!("{}", rx.addr()));
+    assert_eq!(ep["metrics"]["delivered"], 100);
+    let mut got = rx.ids();
+    got.sort();
+    let mut want = ids;
+    want.sort();
+    assert_eq!(got, want, "the receiver got every id exactly once");
+    assert_eq!(rx.stats().duplicates, 0);
+}
+
+#[test]
+fn malformed_lines_are_reported_by_number_and_fail_the_run() {
+    let rx = Receiver::start(ReceiverConfig::default()).unwrap();
+    let input = [
+        r#"{"id":"good-1"}"#,
+        "{not json",
+        "",
+        r#"{"no_id":true}"#,
+        r#"{"id":"good-2"}"#,
+        r#"[1,2,3]"#,
+        r#"{"id":"good-3"}"#,
+    ]
+    .join("\n");
+    let out = send(&["--endpoint", &rx.url(), "--timeout", "20"], input);
+    assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
+    for n in [2, 4, 6] {
+        assert!(
+            out.stderr.contains(&format!("line {n}: ")),
+            "line {n} not reported: {}",
+            out.stderr
+        );
+    }
+    assert!(
+        !out.stderr.contains("line 3:"),
+        "a blank line is not malformed: {}",
+        out.stderr
+    );
+    let s = summary(&out);
+    assert_eq!(s["malformed"], 3);
+    assert_eq!(s["accepted"], 3);
+    assert_eq!(s["delivered"], 3);
+    let mut got = rx.ids();
+    got.sort();
+    assert_eq!(got, ["good-1", "good-2", "good-3"]);
+}
+
+#[test]
+fn a_receiver_refusing_everything_dead_letters_and_exits_1() {
+    // 400 is a permanent failure: no retries, straight to the dead letters.
+    let rx = Receiver::start(ReceiverConfig::default().fail_for(Duration::from_secs(3600), 400))
+        .unwrap();
+    let ids: Vec<String> = (0..10).map(|i| format!("r-{i}")).collect();
+    let out = send(&["--endpoint", &rx.url(), "--timeout", "20"], events(ids));
+    assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
+    let s = summary(&out);
+    assert_eq!(s["accepted"], 10);
+    assert_eq!(s["delivered"], 0);
+    assert_eq!(s["dead_lettered"], 10);
+    assert_eq!(s["endpoints"][0]["metrics"]["statuses"]["400"], 10);
+    assert!(rx.ids().is_empty());
+}
+
+#[test]
+fn two_endpoints_each_get_every_event() {
+    let (a, b) = (
+        Receiver::start(ReceiverConfig::default()).unwrap(),
+        Receiver::start(ReceiverConfig::default()).unwrap(),
+    );
+    let ids: Vec<String> = (0..20).map(|i| format!("f-{i}")).collect();
+    let args = [
+        "--endpoint",
+        &a.url(),
+        "--endpoint",
+        &b.url(),
+        "--batch",
+        "5",
+        "--timeout",
+        "20",
+    ];
+    let out = send(&args, events(ids));
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let s = summary(&out);
+    assert_eq!(
+        (s["accepted"].as_u64(), s["delivered"].as_u64()),
+        (Some(20), Some(40))
+    );
+    assert_eq!((a.stats().distinct, b.stats().distinct), (20, 20));
+}
+
+/// Runs `send` with bad options: it must exit 2 with a message naming `flag`, no panic.
+fn rejects(args: &[&str], flag: &str) {
+    let out = send(args, String::new());
+    assert_eq!(out.code, Some(2), "{args:?}: stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains(flag),
+        "{args:?}: the message does not name {flag}: {}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+}
+
+#[test]
+fn bad_flags_exit_2_and_name_the_flag() {
+    let url = "http://127.0.0.1:9/hook";
+    rejects(&[], "--endpoint");
+    rejects(&["--endpoint", url, "--header", "NoColon"], "--header");
+    rejects(&["--endpoint", url, "--overflow", "sideways"], "--overflow");
+    rejects(&["--endpoint", url, "--batch", "lots"], "--batch");
+    rejects(&["--endpoint", url, "--media-type", "v9"], "--media-type");
+    rejects(
+        &["--endpoint", url, "--secret", "whsec_not*base64"],
+        "--secret",
+    );
+    rejects(&["--endpoint", url, "--frobnicate"], "--frobnicate");
+    rejects(&["--endpoint", "ftp://127.0.0.1/"], "--endpoint");
+    rejects(
+        &["--endpoint", url, "--request-timeout", "0"],
+        "--request-timeout",
+    );
+    rejects(&["--endpoint", url, "--name", "a", "--name", "b"], "--name");
+}
+
+#[test]
+fn help_explains_the_options() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hookwire"))
+        .args(["send", "--help"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--endpoint",
+        "--secret",
+        "--header",
+        "--overflow",
+        "--timeout",
+        "Exit code",
+    ] {
+        assert!(help.contains(flag), "help lacks {flag}:\n{help}");
+    }
+}
