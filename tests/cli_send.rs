@@ -112,6 +112,7 @@ fn a_clean_run_delivers_everything_and_exits_0() {
 #[test]
 fn malformed_lines_are_reported_by_number_and_fail_the_run() {
     let rx = Receiver::start(ReceiverConfig::default()).unwrap();
+    let too_long = format!(r#"{{"id":"huge","pad":"{}"}}"#, "x".repeat(1 << 20));
     let input = [
         r#"{"id":"good-1"}"#,
         "{not json",
@@ -119,12 +120,13 @@ fn malformed_lines_are_reported_by_number_and_fail_the_run() {
         r#"{"no_id":true}"#,
         r#"{"id":"good-2"}"#,
         r#"[1,2,3]"#,
+        too_long.as_str(),
         r#"{"id":"good-3"}"#,
     ]
     .join("\n");
     let out = send(&["--endpoint", &rx.url(), "--timeout", "20"], input);
     assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
-    for n in [2, 4, 6] {
+    for n in [2, 4, 6, 7] {
         assert!(
             out.stderr.contains(&format!("line {n}: ")),
             "line {n} not reported: {}",
@@ -137,7 +139,12 @@ fn malformed_lines_are_reported_by_number_and_fail_the_run() {
         out.stderr
     );
     let s = summary(&out);
-    assert_eq!(s["malformed"], 3);
+    assert!(
+        out.stderr.contains("line 7: line is 1048598 bytes"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(s["malformed"], 4);
     assert_eq!(s["accepted"], 3);
     assert_eq!(s["delivered"], 3);
     let mut got = rx.ids();

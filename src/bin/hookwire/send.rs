@@ -20,6 +20,9 @@ use crate::options::{
 };
 use crate::summary::{Pumped, Summary};
 
+/// The longest `--timeout`: a day.
+const MAX_TIMEOUT_S: u64 = 86_400;
+
 /// Options of `hookwire send`.
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "\
@@ -79,27 +82,38 @@ pub(crate) struct SendArgs {
     #[arg(long = "media-type", value_name = "v1|v2", value_parser = media_type_arg)]
     pub(crate) media_type: Option<MediaType>,
     /// Stop waiting for deliveries after this many seconds (what is left is reported).
-    #[arg(long, value_name = "S", default_value_t = 30)]
+    #[arg(long, value_name = "S", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_S))]
     pub(crate) timeout: u64,
     /// Worker threads [default: one per core].
     #[arg(long, value_name = "N")]
     pub(crate) workers: Option<usize>,
 }
 
-/// Reads `input` and publishes every event until the input ends or `now()` passes
-/// `deadline`. Bad lines and failed publishes are reported on `err` as `line N: ...`.
+/// Reads `input` and publishes every event until the input ends, cannot be read, or `now()`
+/// passes `deadline`. Bad lines and failed publishes are reported on `err` as
+/// `line N: ...` (best effort: a closed stderr does not stop the delivery).
 pub(crate) fn pump<R: BufRead>(
     input: R,
     deadline: Instant,
     now: &mut dyn FnMut() -> Instant,
     err: &mut dyn Write,
     mut publish: impl FnMut(RawEvent) -> Result<(), Error>,
-) -> io::Result<Pumped> {
+) -> Pumped {
     let mut p = Pumped::default();
     let mut lines = Lines::new(input, MAX_LINE);
-    while let Some((n, line)) = lines.next_line()? {
+    loop {
+        let (n, line) = match lines.next_line() {
+            Ok(Some(next)) => next,
+            Ok(None) => break,
+            Err(e) => {
+                let _ = writeln!(err, "stdin: {e}");
+                p.input_error = Some(e.to_string());
+                break;
+            }
+        };
         if now() >= deadline {
-            writeln!(err, "line {n}: not read: --timeout passed first")?;
+            let _ = writeln!(err, "line {n}: not read: --timeout passed first");
             p.unread_from_line = Some(n);
             break;
         }
@@ -107,18 +121,18 @@ pub(crate) fn pump<R: BufRead>(
             Line::Blank => {}
             Line::Malformed(why) => {
                 p.malformed += 1;
-                writeln!(err, "line {n}: {why}")?;
+                let _ = writeln!(err, "line {n}: {why}");
             }
             Line::Event(ev) => match publish(ev) {
                 Ok(()) => p.accepted += 1,
                 Err(e) => {
                     p.publish_errors += 1;
-                    writeln!(err, "line {n}: not published: {e}")?;
+                    let _ = writeln!(err, "line {n}: not published: {e}");
                 }
             },
         }
     }
-    Ok(p)
+    p
 }
 
 /// `hookwire send`.
@@ -141,7 +155,7 @@ pub(crate) fn main(args: &SendArgs) -> Result<ExitCode, Error> {
         &mut Instant::now,
         &mut io::stderr().lock(),
         |ev| d.publish_raw(ev),
-    )?;
+    );
     let idle = d.wait_idle(deadline.saturating_duration_since(Instant::now()));
     // Idle: nothing left to flush. Otherwise the deadline has passed: give what is in flight
     // a moment to finish, and report the rest.
@@ -178,8 +192,7 @@ mod tests {
             }
             got.push(ev.id().into_owned());
             Ok(())
-        })
-        .unwrap();
+        });
         assert_eq!(got, ["a", "b"]);
         assert_eq!(
             p,
@@ -187,7 +200,7 @@ mod tests {
                 accepted: 2,
                 malformed: 2,
                 publish_errors: 1,
-                unread_from_line: None
+                ..Pumped::default()
             }
         );
         let err = String::from_utf8(err).unwrap();
@@ -217,12 +230,57 @@ mod tests {
         let p = pump(input.as_bytes(), deadline, &mut clock, &mut err, |_| {
             n += 1;
             Ok(())
-        })
-        .unwrap();
+        });
         assert_eq!((p.accepted, p.unread_from_line, n), (3, Some(4), 3));
         assert_eq!(
             String::from_utf8(err).unwrap(),
             "line 4: not read: --timeout passed first\n"
         );
+    }
+
+    /// Fails after `ok` bytes, as a broken pipe or a bad device would.
+    struct Failing<'a> {
+        data: &'a [u8],
+    }
+
+    impl std::io::Read for Failing<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.data.is_empty() {
+                return Err(std::io::Error::other("device went away"));
+            }
+            let k = buf.len().min(self.data.len());
+            buf[..k].copy_from_slice(&self.data[..k]);
+            self.data = &self.data[k..];
+            Ok(k)
+        }
+    }
+
+    #[test]
+    fn a_read_error_stops_reading_and_is_reported() {
+        let input = std::io::BufReader::new(Failing {
+            data: b"{\"id\":1}\n{\"id\":2}\n{\"id\":3",
+        });
+        let far = Instant::now() + Duration::from_secs(3600);
+        let mut err = Vec::new();
+        let p = pump(input, far, &mut Instant::now, &mut err, |_| Ok(()));
+        assert_eq!(p.accepted, 2);
+        assert_eq!(p.input_error.as_deref(), Some("device went away"));
+        assert_eq!(String::from_utf8(err).unwrap(), "stdin: device went away\n");
+    }
+
+    #[test]
+    fn timeouts_are_bounded() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            send: SendArgs,
+        }
+        let parse = |t: &str| T::try_parse_from(["x", "--endpoint", "http://h/", "--timeout", t]);
+        assert_eq!(parse("86400").unwrap().send.timeout, 86_400);
+        for bad in ["0", "86401", "18446744073709551615"] {
+            let e = parse(bad).err().unwrap();
+            assert!(e.to_string().contains("--timeout"), "{e}");
+        }
     }
 }

@@ -17,6 +17,8 @@ pub(crate) struct Pumped {
     pub(crate) publish_errors: u64,
     /// The first line not read because `--timeout` passed first.
     pub(crate) unread_from_line: Option<u64>,
+    /// Why the input could not be read to its end, if it could not.
+    pub(crate) input_error: Option<String>,
 }
 
 /// The JSON summary on stdout. Counts other than `accepted`, `malformed` and
@@ -41,6 +43,9 @@ pub(crate) struct Summary {
     /// The first input line not read because `--timeout` passed (absent if all were read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) unread_from_line: Option<u64>,
+    /// Why stdin could not be read to its end (absent if it could).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) input_error: Option<String>,
     /// Whether everything accepted had its fate before the deadline.
     pub(crate) drained: bool,
     /// From start to the end of shutdown.
@@ -78,6 +83,7 @@ impl Summary {
             malformed: pumped.malformed,
             publish_errors: pumped.publish_errors,
             unread_from_line: pumped.unread_from_line,
+            input_error: pumped.input_error.clone(),
             drained,
             elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             endpoints,
@@ -90,6 +96,7 @@ impl Summary {
         self.malformed == 0
             && self.publish_errors == 0
             && self.unread_from_line.is_none()
+            && self.input_error.is_none()
             && !self.endpoints.is_empty()
             && self.endpoints.iter().all(|ep| {
                 let m = &ep.metrics;
@@ -197,6 +204,11 @@ mod tests {
             Pumped {
                 accepted: 5,
                 unread_from_line: Some(9),
+                ..Pumped::default()
+            },
+            Pumped {
+                accepted: 5,
+                input_error: Some("gone".into()),
                 ..Pumped::default()
             },
         ] {

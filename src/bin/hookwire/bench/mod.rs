@@ -52,7 +52,8 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     pub(crate) progress: bool,
     /// Kill a scenario run that takes longer than this many seconds.
-    #[arg(long, value_name = "S", default_value_t = 600)]
+    #[arg(long, value_name = "S", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub(crate) limit: u64,
     /// List the scenarios and exit.
     #[arg(long)]
@@ -219,7 +220,7 @@ pub(crate) fn main(args: &BenchArgs) -> Result<ExitCode, Error> {
     }
     let exe = std::env::current_exe()?;
     let progress = args.progress || std::io::stderr().is_terminal();
-    let limit = Duration::from_secs(args.limit.max(1));
+    let limit = Duration::from_secs(args.limit);
     let mut runs: Vec<Vec<Option<report::Run>>> = vec![Vec::new(); selected.len()];
     for rep in 0..args.reps {
         for (i, spec) in selected.iter().enumerate() {

@@ -248,6 +248,70 @@ mod tests {
         assert!(e.to_string().contains("--target"), "{e}");
     }
 
+    /// A stand-in for the Go receiver's control paths: answers `n` requests, one connection
+    /// each, and returns the request lines it saw.
+    fn fake_go_receiver(n: usize) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for _ in 0..n {
+                let (mut s, _) = listener.accept().unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                let mut h = String::new();
+                while r.read_line(&mut h).unwrap() > 2 {
+                    h.clear();
+                }
+                let body = if line.starts_with("GET /stats ") {
+                    r#"{"requests":3,"accepted_requests":2,"rejected_requests":1,"parse_errors":0,"unique_ids":2,"duplicates":0,"connections":1,"fail_first_ms":1000,"first_2xx_after_outage_ms":12.5,"cpu_user_s":0.5,"cpu_sys_s":0.25}"#
+                } else {
+                    r#"{"reset":true}"#
+                };
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(resp.as_bytes()).unwrap();
+                seen.push(line.trim().to_owned());
+            }
+            seen
+        });
+        (base, server)
+    }
+
+    #[test]
+    fn a_remote_target_is_reset_then_read() {
+        let (base, server) = fake_go_receiver(2);
+        let t = Target::open(Some(&format!("{base}/")), ReceiverConfig::default()).unwrap();
+        assert_eq!(t.delivery_url(), format!("{base}/events"));
+        let c = t.counted(None).unwrap();
+        assert_eq!((c.unique, c.non2xx, c.fail_first_ms), (2, 1, 1000.0));
+        assert_eq!(c.first_2xx_after_outage_ms, Some(12.5));
+        assert_eq!(c.cpu_s, Some(0.75));
+        let seen = server.join().unwrap();
+        assert_eq!(seen, ["POST /reset HTTP/1.1", "GET /stats HTTP/1.1"]);
+    }
+
+    #[test]
+    fn an_unreachable_target_is_an_error_not_a_hang() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = Target::open(
+            Some(&format!("http://127.0.0.1:{port}")),
+            ReceiverConfig::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("/reset"), "{e}");
+    }
+
     #[test]
     fn local_target_counts_nothing_at_first() {
         let t = Target::open(None, ReceiverConfig::default()).unwrap();
