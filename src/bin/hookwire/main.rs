@@ -90,10 +90,14 @@ mod tests {
             panic!("not bench")
         };
         assert_eq!(
-            (b.scenario.as_str(), b.json, b.quick, b.reps),
-            ("^http", true, true, 1)
+            (b.scenario.as_deref(), b.json, b.quick, b.reps),
+            (Some("^http"), true, true, 1)
         );
-        let e = Cli::try_parse_from(["hookwire", "bench", "--reps", "0"]).unwrap_err();
+        let e = Cli::try_parse_from(["hookwire", "bench"]).unwrap_err();
+        assert!(e.to_string().contains("--scenario"), "{e}");
+        assert!(Cli::try_parse_from(["hookwire", "bench", "--list"]).is_ok());
+        let e = Cli::try_parse_from(["hookwire", "bench", "--scenario", "x", "--reps", "0"])
+            .unwrap_err();
         assert!(e.to_string().contains("--reps"), "{e}");
         let cli = Cli::try_parse_from(["hookwire", "bench-child", "--scenario", "http_1"]).unwrap();
         assert!(matches!(cli.command, Command::BenchChild(_)));

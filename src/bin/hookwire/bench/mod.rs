@@ -32,9 +32,9 @@ pub(crate) use specs::{SPECS, Spec};
 #[derive(Debug, Clone, Args)]
 pub(crate) struct BenchArgs {
     /// Which scenarios: an id (`fanout_N4`), a regular expression (`^(http|loopback)`), or
-    /// `all`. See --list.
-    #[arg(long, value_name = "ID|REGEX|all", default_value = "all")]
-    pub(crate) scenario: String,
+    /// `all` (every scenario: several minutes). See --list.
+    #[arg(long, value_name = "ID|REGEX|all", required_unless_present = "list")]
+    pub(crate) scenario: Option<String>,
     /// Print one JSON object (`meta` plus flat `<id>.<key>` medians) instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
@@ -211,7 +211,7 @@ pub(crate) fn child_main(args: &ChildArgs) -> Result<ExitCode, Error> {
 /// `hookwire bench`: runs the selected scenarios, `--reps` times each, one child process per
 /// run, and prints the medians.
 pub(crate) fn main(args: &BenchArgs) -> Result<ExitCode, Error> {
-    let selected = select(&args.scenario)?;
+    let selected = select(args.scenario.as_deref().unwrap_or("all"))?;
     if args.list {
         for s in &selected {
             println!("{:<24} {}", s.id, s.desc);

@@ -350,7 +350,7 @@ mod tests {
     #[test]
     fn meta_names_the_machine() {
         let args = BenchArgs {
-            scenario: "all".into(),
+            scenario: Some("all".into()),
             json: true,
             target: None,
             reps: 3,
