@@ -174,6 +174,24 @@ impl RawEvent {
         })))
     }
 
+    /// Encodes `event` (serde_json, once) into a `RawEvent` that keeps its metadata.
+    pub(crate) fn encode<E: Event + ?Sized>(event: &E) -> Result<Self, Error> {
+        let id = event.id();
+        if id.is_empty() {
+            return Err(Error::Encode {
+                message: "event id is empty".into(),
+            });
+        }
+        let json = serde_json::value::to_raw_value(event)?;
+        Ok(RawEvent(Arc::new(RawInner {
+            id: id.into_owned(),
+            kind: event.kind().map(str::to_owned),
+            action: event.action().map(str::to_owned),
+            media_type: event.media_type().map(str::to_owned),
+            json,
+        })))
+    }
+
     /// The payload, as the JSON text it was given.
     pub fn json(&self) -> &str {
         self.0.json.get()

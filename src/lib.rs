@@ -59,6 +59,7 @@ mod error;
 mod event;
 
 pub mod endpoint;
+pub mod engine;
 pub mod http;
 pub mod policy;
 pub mod sink;

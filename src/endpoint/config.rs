@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use crate::Error;
-use crate::http::{MediaType, Secret};
+use crate::http::{MediaType, Secret, TlsOptions};
 use crate::policy::{Backoff, BreakerConfig};
 use crate::sink::Overflow;
 use crate::stats::ConfigView;
@@ -96,6 +96,9 @@ pub struct EndpointConfig {
     /// Requests in flight at once (engine only). Default 1, which keeps strict FIFO order; more
     /// than one trades order for throughput.
     pub max_in_flight: usize,
+    /// TLS settings for `https://` URLs (engine only): a private CA, or no verification at
+    /// all. Default: the webpki roots.
+    pub tls: TlsOptions,
 }
 
 /// How the engine groups an endpoint's events into one request.
@@ -158,6 +161,7 @@ impl EndpointConfig {
             close_timeout: Duration::from_secs(5),
             batch: BatchConfig::default(),
             max_in_flight: 1,
+            tls: TlsOptions::default(),
         }
     }
 

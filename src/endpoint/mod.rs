@@ -14,6 +14,7 @@
 
 mod config;
 
+pub(crate) use config::MAX_DURATION;
 pub use config::{BatchConfig, EndpointConfig, RetryConfig};
 
 use std::borrow::Cow;
@@ -193,7 +194,8 @@ impl<E: Event + Clone + 'static> EndpointBuilder<E> {
             lag: lag.clone(),
             clock: self.clock.clone(),
         };
-        let mut retry = RetryingSink::new(deliver, strategy::<E>(&cfg)?).clock(self.clock.clone());
+        let mut retry =
+            RetryingSink::new(deliver, strategy::<Timed<E>>(&cfg)?).clock(self.clock.clone());
         if let Some(dl) = self.dead_letter {
             retry = retry.dead_letter(Arc::new(Unwrap(dl)));
         }
@@ -232,9 +234,9 @@ impl<E: Event + Clone + 'static> EndpointBuilder<E> {
 }
 
 /// The retry strategy the configuration asks for, with its limits applied.
-fn strategy<E: Event + Clone + 'static>(
+pub(crate) fn strategy<E: 'static>(
     cfg: &EndpointConfig,
-) -> Result<Box<dyn RetryStrategy<Timed<E>>>, Error> {
+) -> Result<Box<dyn RetryStrategy<E>>, Error> {
     macro_rules! limited {
         ($s:expr) => {{
             let mut s = $s;
@@ -244,7 +246,7 @@ fn strategy<E: Event + Clone + 'static>(
             if let Some(d) = cfg.max_age {
                 s = s.max_age(d)?;
             }
-            Box::new(s) as Box<dyn RetryStrategy<Timed<E>>>
+            Box::new(s) as Box<dyn RetryStrategy<E>>
         }};
     }
     Ok(match &cfg.retry {
@@ -336,6 +338,7 @@ impl<E: Event + Clone + 'static> Endpoint<E> {
             pending,
             queued: queued as u64,
             in_flight,
+            unread: 0,
             delivered,
             dropped,
             dead_lettered,
@@ -360,7 +363,7 @@ impl<E: Event + Clone + 'static> Endpoint<E> {
 
 /// The URL as a dump may show it: credentials in the userinfo and the query string (where
 /// webhook tokens often live) are replaced by `<redacted>`.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((b, _)) => (b, "?<redacted>"),
         None => (url, ""),

@@ -191,6 +191,17 @@ impl LatencyHistogram {
         self.0.lock().saturating_record(us);
     }
 
+    /// Records several latencies under one lock.
+    pub fn record_all(&self, ds: impl IntoIterator<Item = Duration>) {
+        let mut h = self.0.lock();
+        for d in ds {
+            let us = u64::try_from(d.as_micros())
+                .unwrap_or(u64::MAX)
+                .clamp(1, HIST_MAX_US);
+            h.saturating_record(us);
+        }
+    }
+
     /// Count, mean and percentiles of what was recorded so far.
     pub fn summary(&self) -> LatencySummary {
         let h = self.0.lock();

@@ -69,6 +69,7 @@ fn expvar_endpoint(e: &EndpointSnapshot) -> Value {
                 "config": c,
                 "queued": m.queued,
                 "in_flight": m.in_flight,
+                "unread": m.unread,
                 "delivered": m.delivered,
                 "dropped": m.dropped,
                 "dead_lettered": m.dead_lettered,
@@ -118,7 +119,7 @@ pub fn render_prometheus(endpoints: &[EndpointSnapshot]) -> String {
     let mut out = String::new();
     let ep = |e: &EndpointSnapshot| format!("endpoint=\"{}\"", label(&e.name));
     type Get = fn(&EndpointSnapshot) -> u64;
-    let simple: [(&str, &str, &str, Get); 10] = [
+    let simple: [(&str, &str, &str, Get); 11] = [
         (
             "hookwire_events_total",
             "counter",
@@ -172,6 +173,12 @@ pub fn render_prometheus(endpoints: &[EndpointSnapshot]) -> String {
             "gauge",
             "Events being delivered.",
             |e| e.metrics.in_flight,
+        ),
+        (
+            "hookwire_unread",
+            "gauge",
+            "Ring positions the endpoint has not read yet (engine).",
+            |e| e.metrics.unread,
         ),
         (
             "hookwire_disabled",

@@ -65,6 +65,10 @@ pub struct Metrics {
     pub queued: u64,
     /// Events taken from the queue and not yet finished (0 or 1 for layer 1).
     pub in_flight: u64,
+    /// Engine only: ring positions this endpoint has not read yet. An upper bound on events
+    /// published for it that it has not taken, and so not yet counted in `events` (they are
+    /// counted once taken; `Dispatcher::wait_idle` and shutdown take them all). 0 for layer 1.
+    pub unread: u64,
     /// Events delivered (answered 2xx).
     pub delivered: u64,
     /// Events dropped, by reason (every reason listed, zeros included).

@@ -1,0 +1,703 @@
+//! The dispatcher's public face: builder, handle, publish, endpoints, shutdown.
+//!
+//! `publish` runs on the host's thread and does only this: read the routing table (no lock),
+//! compute the routing mask, apply the overflow policy of any endpoint that is full (one atomic
+//! load when none is), claim a ring slot and write the event into it, and wake a worker only if
+//! it sleeps and wants events. Everything else happens in the workers.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::endpoint::EndpointConfig;
+use crate::sink::Overflow;
+use crate::stats::{Counter, DropReason, EndpointSnapshot};
+use crate::{Error, Event, RawEvent, Sink};
+
+use super::ring::{Full, Ring};
+use super::routes::{Ignore, Route, Routes};
+use super::shared::Shared;
+use super::wake::Wake;
+use super::worker::{self, Command, Published, Task};
+
+/// Identifies an endpoint within its [`Dispatcher`]. Ids are never reused by one dispatcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct EndpointId(pub(crate) u64);
+
+impl fmt::Display for EndpointId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "endpoint#{}", self.0)
+    }
+}
+
+/// Builds a [`Dispatcher`].
+#[derive(Debug, Clone)]
+pub struct DispatcherBuilder {
+    workers: usize,
+    ring_capacity: usize,
+    publish_timeout: Duration,
+    shutdown_timeout: Duration,
+}
+
+impl Default for DispatcherBuilder {
+    fn default() -> Self {
+        DispatcherBuilder {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ring_capacity: 4096,
+            publish_timeout: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl DispatcherBuilder {
+    /// Worker threads (each one `mio` loop). Default: the available cores. 1 to 256.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// Slots in the multicast ring (a power of two, 64 to 2^24). Default 4096.
+    pub fn ring_capacity(mut self, n: usize) -> Self {
+        self.ring_capacity = n;
+        self
+    }
+
+    /// How long `publish` may wait when the workers are behind by a whole ring (CPU
+    /// back-pressure, not a slow endpoint). Default 1 s; then it returns [`Error::Timeout`].
+    pub fn publish_timeout(mut self, d: Duration) -> Self {
+        self.publish_timeout = d;
+        self
+    }
+
+    /// The deadline used by [`Sink::close`] and by `Drop`. Default 5 s.
+    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
+        self.shutdown_timeout = d;
+        self
+    }
+
+    /// Starts the workers. Fails with [`Error::Config`] for a bad setting, or
+    /// [`Error::Io`] if the OS refuses a thread or a poller.
+    pub fn build(self) -> Result<Dispatcher, Error> {
+        if !(1..=256).contains(&self.workers) {
+            return Err(Error::config("workers", "must be 1 to 256"));
+        }
+        if !self.ring_capacity.is_power_of_two() || !(64..=1 << 24).contains(&self.ring_capacity) {
+            return Err(Error::config(
+                "ring_capacity",
+                "must be a power of two from 64 to 16,777,216",
+            ));
+        }
+        for (field, d) in [
+            ("publish_timeout", self.publish_timeout),
+            ("shutdown_timeout", self.shutdown_timeout),
+        ] {
+            if d > crate::endpoint::MAX_DURATION {
+                return Err(Error::config(field, "is longer than a year"));
+            }
+        }
+        let ring = Arc::new(Ring::new(self.ring_capacity));
+        let full = Arc::new(AtomicU64::new(0));
+        let mut workers = Vec::with_capacity(self.workers);
+        for index in 0..self.workers {
+            workers.push(worker::spawn(index, ring.clone(), full.clone())?);
+        }
+        Ok(Dispatcher {
+            inner: Arc::new(Inner {
+                ring,
+                routes: ArcSwap::from_pointee(Routes::empty(self.workers)),
+                full,
+                workers,
+                admin: Mutex::new(Admin {
+                    next_id: 1,
+                    free_bits: u64::MAX,
+                    endpoints: BTreeMap::new(),
+                    load: vec![0; self.workers],
+                }),
+                closed: AtomicBool::new(false),
+                report: Mutex::new(None),
+                published: Counter::default(),
+                unrouted: Counter::default(),
+                ring_timeouts: Counter::default(),
+                publish_timeout: self.publish_timeout,
+                shutdown_timeout: self.shutdown_timeout,
+            }),
+        })
+    }
+}
+
+/// Dispatcher-wide counters.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DispatcherStats {
+    /// Events written into the ring (routed to at least one endpoint).
+    pub published: u64,
+    /// Events no endpoint wanted (no endpoint, or every filter said no).
+    pub unrouted: u64,
+    /// Publishes that timed out waiting for ring space.
+    pub ring_timeouts: u64,
+    /// Times a producer woke a sleeping worker.
+    pub wakeups: u64,
+}
+
+/// What [`Dispatcher::shutdown`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShutdownReport {
+    /// Whether everything accepted was delivered, dropped or dead-lettered before the deadline.
+    pub drained: bool,
+    /// Events that were still pending at the deadline (now counted as dropped, reason
+    /// `shutdown`).
+    pub undelivered: u64,
+    /// Every endpoint's final snapshot.
+    pub endpoints: Vec<EndpointSnapshot>,
+}
+
+/// A worker as the dispatcher sees it.
+pub(crate) struct WorkerHandle {
+    /// How producers wake it.
+    pub wake: Arc<Wake>,
+    /// Commands (add, remove, disable, shutdown).
+    pub commands: Sender<Command>,
+    /// The thread, until shutdown joins it.
+    pub thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Admin {
+    next_id: u64,
+    /// Mask bits not in use.
+    free_bits: u64,
+    endpoints: BTreeMap<EndpointId, Arc<Shared>>,
+    /// Endpoints per worker, to place new ones on the least loaded.
+    load: Vec<usize>,
+}
+
+struct Inner {
+    ring: Arc<Ring<Published>>,
+    routes: ArcSwap<Routes>,
+    /// Bits of endpoints whose worker-side backlog is at capacity (set and cleared by workers).
+    full: Arc<AtomicU64>,
+    workers: Vec<WorkerHandle>,
+    admin: Mutex<Admin>,
+    closed: AtomicBool,
+    report: Mutex<Option<ShutdownReport>>,
+    published: Counter,
+    unrouted: Counter,
+    ring_timeouts: Counter,
+    publish_timeout: Duration,
+    shutdown_timeout: Duration,
+}
+
+/// Delivers events to webhook endpoints from per-core worker threads.
+///
+/// Cheap to share (`Arc<Dispatcher>` or `&Dispatcher`); every method takes `&self`. Dropping it
+/// shuts it down with the builder's `shutdown_timeout`.
+///
+/// ```
+/// use hookwire::engine::Dispatcher;
+/// use hookwire::endpoint::EndpointConfig;
+/// use hookwire::testkit::{Receiver, ReceiverConfig};
+/// use hookwire::RawEvent;
+/// use std::time::Duration;
+///
+/// # fn main() -> Result<(), hookwire::Error> {
+/// let receiver = Receiver::start(ReceiverConfig::default()).expect("bind a loopback port");
+/// let dispatcher = Dispatcher::builder().workers(1).build()?;
+/// dispatcher.add_endpoint(EndpointConfig::new("audit", receiver.url()))?;
+/// for i in 0..10 {
+///     dispatcher.publish_raw(RawEvent::parse(format!(r#"{{"id":"e{i}"}}"#))?)?;
+/// }
+/// let report = dispatcher.shutdown(Duration::from_secs(5));
+/// assert!(report.drained);
+/// assert_eq!(report.endpoints[0].metrics.delivered, 10);
+/// assert_eq!(receiver.stats().distinct, 10);
+/// # Ok(()) }
+/// ```
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("workers", &self.inner.workers.len())
+            .field("ring_capacity", &self.inner.ring.capacity())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Dispatcher {
+    /// A builder with the defaults.
+    pub fn builder() -> DispatcherBuilder {
+        DispatcherBuilder::default()
+    }
+
+    /// Adds a webhook endpoint; it receives events published from now on. Fails with
+    /// [`Error::Config`] naming the bad field (the URL is parsed and its host resolved here,
+    /// on the caller's thread), or [`Error::Full`] when 64 endpoints are already in use.
+    pub fn add_endpoint(&self, config: EndpointConfig) -> Result<EndpointId, Error> {
+        let secrets = config.validate()?;
+        let prepared = super::http_ep::Prepared::new(&config, secrets)?;
+        let url = crate::endpoint::redact_url(&config.url);
+        let ignore = Ignore {
+            actions: config.ignored_actions.clone().into(),
+            media_types: config.ignored_media_types.clone().into(),
+        };
+        self.add(config, url, ignore, |shared, consumer, since| {
+            Task::http(shared, consumer, since, prepared)
+        })
+    }
+
+    /// Adds an in-process consumer: `f` runs on the owning worker's thread for each event, in
+    /// publish order, and must not block. The event is lent in place (no copy, no clone). A
+    /// panic in `f` is caught and counted as a drop (`sink_error`).
+    pub fn add_consumer<F>(&self, name: &str, f: F) -> Result<EndpointId, Error>
+    where
+        F: FnMut(&RawEvent) + Send + 'static,
+    {
+        let mut config = EndpointConfig::new(name, format!("local:{name}"));
+        config.overflow = Overflow::Block { timeout: None };
+        config.validate()?;
+        let url = config.url.clone();
+        let f: Box<dyn FnMut(&RawEvent) + Send> = Box::new(f);
+        self.add(config, url, Ignore::default(), |shared, consumer, since| {
+            Task::local(shared, consumer, since, f)
+        })
+    }
+
+    fn add(
+        &self,
+        config: EndpointConfig,
+        url: String,
+        ignore: Ignore,
+        task: impl FnOnce(Arc<Shared>, super::ring::Consumer<Published>, u64) -> Task,
+    ) -> Result<EndpointId, Error> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let mut admin = inner.admin.lock();
+        if admin.endpoints.values().any(|s| s.name == config.name) {
+            return Err(Error::config(
+                "name",
+                format!("{:?} is already in use", config.name),
+            ));
+        }
+        if admin.free_bits == 0 {
+            return Err(Error::Full { capacity: 64 });
+        }
+        let bit = admin.free_bits.trailing_zeros();
+        let worker = (0..admin.load.len())
+            .min_by_key(|&w| admin.load[w])
+            .unwrap_or(0);
+        let id = EndpointId(admin.next_id);
+        let shared = Arc::new(Shared::new(id, bit, worker, &config, url));
+        let consumer = Ring::register(&inner.ring, bit as usize)?;
+        let routes = inner.routes.load_full();
+        let since = routes.version + 1;
+        // The worker must own the endpoint before producers route to it.
+        inner.workers[worker]
+            .commands
+            .send(Command::Add(Box::new(task(
+                shared.clone(),
+                consumer,
+                since,
+            ))))
+            .map_err(|_| Error::Closed)?;
+        inner.workers[worker].wake.wake();
+        inner.routes.store(Arc::new(routes.with(Route {
+            shared: shared.clone(),
+            ignore,
+        })));
+        admin.next_id += 1;
+        admin.free_bits &= !(1 << bit);
+        admin.load[worker] += 1;
+        admin.endpoints.insert(id, shared);
+        Ok(id)
+    }
+
+    /// Removes an endpoint: it takes no new events, delivers what it holds within `timeout`
+    /// (the rest is counted as dropped, `shutdown`), and returns its final snapshot. An event
+    /// published while the endpoint is being removed may or may not reach it.
+    pub fn remove_endpoint(
+        &self,
+        id: EndpointId,
+        timeout: Duration,
+    ) -> Result<EndpointSnapshot, Error> {
+        let inner = &self.inner;
+        let mut admin = inner.admin.lock();
+        let shared = admin
+            .endpoints
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::config("id", format!("no {id} in this dispatcher")))?;
+        let routes = inner.routes.load_full();
+        inner.routes.store(Arc::new(routes.without(shared.bit)));
+        inner.full.fetch_and(!(1 << shared.bit), Ordering::AcqRel);
+        let (done, wait) = crossbeam_channel::bounded(1);
+        let deadline = Instant::now() + timeout.min(crate::endpoint::MAX_DURATION);
+        let w = &inner.workers[shared.worker];
+        if w.commands
+            .send(Command::Remove { id, deadline, done })
+            .is_ok()
+        {
+            w.wake.wake();
+            // The worker answers by the deadline (plus a margin for one loop turn).
+            let _ = wait.recv_timeout(timeout + Duration::from_secs(1));
+        }
+        admin.free_bits |= 1 << shared.bit;
+        admin.load[shared.worker] -= 1;
+        admin.endpoints.remove(&id);
+        Ok(shared.snapshot(0))
+    }
+
+    /// Pauses delivery to an endpoint; events keep queueing (within its capacity).
+    pub fn disable(&self, id: EndpointId) -> Result<(), Error> {
+        self.set_disabled(id, true)
+    }
+
+    /// Resumes delivery to an endpoint (also after a 410 Gone, or after it was disabled for
+    /// failing too long). The first request is a probe.
+    pub fn enable(&self, id: EndpointId) -> Result<(), Error> {
+        self.set_disabled(id, false)
+    }
+
+    fn set_disabled(&self, id: EndpointId, disabled: bool) -> Result<(), Error> {
+        let admin = self.inner.admin.lock();
+        let shared = admin
+            .endpoints
+            .get(&id)
+            .ok_or_else(|| Error::config("id", format!("no {id} in this dispatcher")))?;
+        let w = &self.inner.workers[shared.worker];
+        w.commands
+            .send(Command::SetDisabled { id, disabled })
+            .map_err(|_| Error::Closed)?;
+        w.wake.wake();
+        Ok(())
+    }
+
+    /// Encodes `event` once (`serde_json`, on this thread) and publishes it. See
+    /// [`publish_raw`](Self::publish_raw) for what can go wrong.
+    pub fn publish<E: Event>(&self, event: &E) -> Result<(), Error> {
+        self.publish_raw(RawEvent::encode(event)?)
+    }
+
+    /// Publishes an already-encoded event; its bytes are shared by every endpoint it reaches.
+    ///
+    /// Errors: [`Error::Closed`] after shutdown; [`Error::Full`] when every endpoint that
+    /// wanted it is full with policy `Reject`; [`Error::Timeout`] when the wait for a `Block`
+    /// endpoint, or for ring space, ran out; [`Error::Broadcast`] when some endpoints took it
+    /// and others refused. Each refusal is counted by its endpoint.
+    pub fn publish_raw(&self, event: RawEvent) -> Result<(), Error> {
+        let inner = &*self.inner;
+        if inner.closed.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
+        let routes = inner.routes.load();
+        let mut mask = routes.mask_for(&event);
+        if mask == 0 {
+            inner.unrouted.inc();
+            return Ok(());
+        }
+        let wanted = mask;
+        let mut first_refusal = None;
+        let full = inner.full.load(Ordering::Acquire) & mask;
+        if full != 0 {
+            mask &= !self.overflow(&routes, full, &mut first_refusal);
+        }
+        if mask != 0 {
+            let entry = Published {
+                event,
+                at: Instant::now(),
+                version: routes.version,
+            };
+            self.claim(entry, mask, &routes)?;
+            inner.published.inc();
+            // Wake the workers that sleep and want events (Dekker with their SeqCst stores).
+            fence(Ordering::SeqCst);
+            for (w, bits) in routes.worker_bits.iter().enumerate() {
+                if bits & mask != 0 {
+                    inner.workers[w].wake.notify_if_wants(mask);
+                }
+            }
+        }
+        match first_refusal {
+            None => Ok(()),
+            Some(e) if mask == 0 => Err(e),
+            Some(e) => Err(Error::Broadcast {
+                failed: (wanted & !mask).count_ones() as usize,
+                total: wanted.count_ones() as usize,
+                first: Box::new(e),
+            }),
+        }
+    }
+
+    /// Applies the overflow policy of the full endpoints in `full`; returns the bits that
+    /// refused the event (each counted by its endpoint).
+    fn overflow(&self, routes: &Routes, full: u64, first: &mut Option<Error>) -> u64 {
+        let mut refused = 0;
+        let mut bits = full;
+        while bits != 0 {
+            let bit = bits.trailing_zeros();
+            bits &= bits - 1;
+            let Some(shared) = routes.shared(bit) else {
+                continue;
+            };
+            let reason = match shared.overflow {
+                Overflow::DropOldest => continue,
+                Overflow::DropNewest => DropReason::Newest,
+                Overflow::Reject => {
+                    first.get_or_insert(Error::Full {
+                        capacity: shared.view.capacity,
+                    });
+                    DropReason::Rejected
+                }
+                Overflow::Block { timeout } => {
+                    let limit = timeout.unwrap_or(self.inner.publish_timeout);
+                    if self.wait_not_full(bit, limit) {
+                        continue;
+                    }
+                    first.get_or_insert(Error::Timeout {
+                        waiting_for: "room in a full endpoint",
+                        after: limit,
+                    });
+                    DropReason::BlockTimeout
+                }
+            };
+            shared.dropped.inc(reason);
+            refused |= 1 << bit;
+        }
+        refused
+    }
+
+    fn wait_not_full(&self, bit: u32, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut spins = 0u32;
+        while self.inner.full.load(Ordering::Acquire) & (1 << bit) != 0 {
+            if self.inner.closed.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                return false;
+            }
+            spins += 1;
+            if spins < 64 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+        true
+    }
+
+    /// Writes `entry` into the ring, waiting (up to `publish_timeout`) while a worker is a
+    /// whole ring behind; wakes that worker.
+    fn claim(&self, mut entry: Published, mask: u64, routes: &Routes) -> Result<(), Error> {
+        let inner = &*self.inner;
+        let mut deadline = None;
+        let mut spins = 0u32;
+        loop {
+            match inner.ring.try_publish(entry, mask) {
+                Ok(pos) => {
+                    // Every eighth of a ring, look for an endpoint lagging more than half a
+                    // ring behind and wake its worker, so it copies that backlog out before
+                    // the ring fills up and producers have to wait.
+                    let step = (inner.ring.capacity() as u64 / 8).max(1);
+                    if pos % step == 0 {
+                        self.wake_laggard(routes, inner.ring.capacity() as u64 / 2);
+                    }
+                    return Ok(());
+                }
+                Err(Full { value, gating }) => {
+                    if inner.closed.load(Ordering::Relaxed) {
+                        return Err(Error::Closed);
+                    }
+                    entry = value;
+                    if let Some(s) = routes.shared(gating as u32) {
+                        inner.workers[s.worker].wake.wake();
+                    } else {
+                        for w in &inner.workers {
+                            w.wake.wake();
+                        }
+                    }
+                    let now = Instant::now();
+                    let until = *deadline.get_or_insert(now + inner.publish_timeout);
+                    if now >= until {
+                        inner.ring_timeouts.inc();
+                        return Err(Error::Timeout {
+                            waiting_for: "ring space (the workers are behind)",
+                            after: inner.publish_timeout,
+                        });
+                    }
+                    spins += 1;
+                    if spins < 64 {
+                        std::hint::spin_loop();
+                    } else if spins < 128 {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(Duration::from_micros(20));
+                    }
+                }
+            }
+        }
+    }
+
+    fn wake_laggard(&self, routes: &Routes, limit: u64) {
+        let inner = &*self.inner;
+        if let Some((pos, index)) = inner.ring.min_position()
+            && inner.ring.head().saturating_sub(pos) > limit
+            && let Some(s) = routes.shared(index as u32)
+        {
+            inner.workers[s.worker].wake.wake();
+        }
+    }
+
+    /// A snapshot of every endpoint, in the order they were added.
+    pub fn snapshot(&self) -> Vec<EndpointSnapshot> {
+        let admin = self.inner.admin.lock();
+        admin.endpoints.values().map(|s| self.snap(s)).collect()
+    }
+
+    /// A snapshot of one endpoint.
+    pub fn endpoint_snapshot(&self, id: EndpointId) -> Option<EndpointSnapshot> {
+        self.inner
+            .admin
+            .lock()
+            .endpoints
+            .get(&id)
+            .map(|s| self.snap(s))
+    }
+
+    fn snap(&self, s: &Shared) -> EndpointSnapshot {
+        let ring = &self.inner.ring;
+        let unread = ring
+            .position_of(s.bit as usize)
+            .map_or(0, |p| ring.head().saturating_sub(p));
+        s.snapshot(unread)
+    }
+
+    /// Dispatcher-wide counters.
+    pub fn stats(&self) -> DispatcherStats {
+        let inner = &self.inner;
+        DispatcherStats {
+            published: inner.published.get(),
+            unrouted: inner.unrouted.get(),
+            ring_timeouts: inner.ring_timeouts.get(),
+            wakeups: inner.workers.iter().map(|w| w.wake.wakes()).sum(),
+        }
+    }
+
+    /// Waits until every event published before the call has its fate (taken by its
+    /// endpoints, and nothing pending anywhere), or `timeout` passes. Returns whether it got
+    /// there.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout.min(crate::endpoint::MAX_DURATION);
+        let head = self.inner.ring.head();
+        let mut pause = Duration::from_micros(50);
+        loop {
+            if self.is_idle(head) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+    }
+
+    fn is_idle(&self, head: u64) -> bool {
+        let ring_done = self
+            .inner
+            .ring
+            .min_position()
+            .is_none_or(|(pos, _)| pos >= head);
+        ring_done
+            && self
+                .inner
+                .admin
+                .lock()
+                .endpoints
+                .values()
+                .all(|s| s.pending() == 0)
+    }
+
+    /// Stops taking events, delivers what it can within `timeout`, then stops the workers.
+    /// What is still pending at the deadline (requests on the wire included) is counted as
+    /// dropped (`shutdown`) and reported. Never hangs; idempotent (a second call returns the
+    /// first call's report).
+    pub fn shutdown(&self, timeout: Duration) -> ShutdownReport {
+        let inner = &*self.inner;
+        let mut report = inner.report.lock();
+        if let Some(r) = report.as_ref() {
+            return r.clone();
+        }
+        let timeout = timeout.min(crate::endpoint::MAX_DURATION);
+        inner.closed.store(true, Ordering::SeqCst);
+        // No claim succeeds after the seal, so the workers can drain the ring to its end.
+        let end = inner.ring.seal();
+        let before: u64 = self.shutdown_drops();
+        let drained = self.wait_idle(timeout);
+        for w in &inner.workers {
+            if w.commands.send(Command::Shutdown { end }).is_ok() {
+                w.wake.wake();
+            }
+        }
+        for w in &inner.workers {
+            if let Some(t) = w.thread.lock().take() {
+                // A worker exits promptly after Shutdown (it only counts what is left); it
+                // cannot block, so joining it cannot hang.
+                let _ = t.join();
+            }
+        }
+        let endpoints = self.snapshot();
+        let undelivered = self.shutdown_drops() - before;
+        let r = ShutdownReport {
+            drained: drained && undelivered == 0,
+            undelivered,
+            endpoints,
+        };
+        *report = Some(r.clone());
+        r
+    }
+
+    fn shutdown_drops(&self) -> u64 {
+        let admin = self.inner.admin.lock();
+        admin
+            .endpoints
+            .values()
+            .map(|s| s.dropped.get(DropReason::Shutdown))
+            .sum()
+    }
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        self.shutdown(self.inner.shutdown_timeout);
+    }
+}
+
+impl<E: Event> Sink<E> for Dispatcher {
+    fn write(&self, event: E) -> Result<(), Error> {
+        self.publish(&event)
+    }
+
+    fn close(&self) -> Result<(), Error> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let report = self.shutdown(self.inner.shutdown_timeout);
+        if report.undelivered == 0 {
+            Ok(())
+        } else {
+            Err(Error::Undelivered {
+                count: report.undelivered,
+            })
+        }
+    }
+}

@@ -1,0 +1,651 @@
+//! A webhook endpoint inside its worker: backlog, batches, connections, retries, breaker.
+//!
+//! Events flow: ring (read in place) -> the open batch (the envelope is written straight from
+//! the ring's bytes, so a healthy endpoint copies each event once, into its request body) ->
+//! `ready` (formed batches; a batch that failed goes back to the front, so order holds) ->
+//! a request on one of at most `max_in_flight` keep-alive connections -> delivered,
+//! retried, or dead-lettered. An endpoint that cannot keep up copies its oldest events out
+//! of the ring into `backlog` (one `Arc` clone each) once it lags half a ring, so it never
+//! holds the ring back; its capacity bounds that backlog, with its overflow policy.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::endpoint::{BatchConfig, EndpointConfig, MAX_DURATION};
+use crate::http::conn::{Conn, Progress, Response, Timeouts};
+use crate::http::target::Target;
+use crate::http::{Secret, Signer, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
+use crate::policy::{Attempt, parse_retry_after};
+use crate::sink::{Overflow, RetryStrategy, Verdict};
+use crate::stats::DropReason;
+use crate::{Error, Event, RawEvent};
+
+use super::shared::Shared;
+use super::worker::{Io, Source};
+
+/// How long an unused keep-alive connection is kept.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Headers the endpoint sets itself; a configured header may not replace them.
+const RESERVED: [&str; 8] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "upgrade",
+];
+
+/// An endpoint's configuration, checked and resolved on the caller's thread.
+pub(crate) struct Prepared {
+    target: Target,
+    headers: Vec<(String, String)>,
+    signer: Option<Signer>,
+    batch: BatchConfig,
+    max_in_flight: usize,
+    timeouts: Timeouts,
+    strategy: Box<dyn RetryStrategy<()>>,
+    capacity: usize,
+    overflow: Overflow,
+}
+
+impl Prepared {
+    /// Checks what `validate` does not, parses the URL and resolves its host (blocking DNS,
+    /// which is why this runs in `add_endpoint` and never in a worker).
+    pub fn new(config: &EndpointConfig, secrets: Vec<Secret>) -> Result<Self, Error> {
+        for (field, d) in [
+            ("timeout", Some(config.timeout)),
+            ("connect_timeout", config.connect_timeout),
+        ] {
+            if let Some(d) = d
+                && (d.is_zero() || d > MAX_DURATION)
+            {
+                return Err(Error::config(
+                    field,
+                    format!("{d:?} must be more than zero and at most a year"),
+                ));
+            }
+        }
+        if config.capacity == 0 {
+            return Err(Error::config("capacity", "must be at least 1"));
+        }
+        let target = Target::parse(&config.url, &config.tls)?;
+        let mut headers = vec![(
+            "User-Agent".to_string(),
+            concat!("hookwire/", env!("CARGO_PKG_VERSION")).to_string(),
+        )];
+        if !config
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            headers.push(("Content-Type".into(), config.media_type.as_str().into()));
+        }
+        for (name, value) in &config.headers {
+            let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
+            if name.is_empty() || !name.bytes().all(token) {
+                return Err(Error::config(
+                    "headers",
+                    format!("{name:?} is not a valid header name"),
+                ));
+            }
+            if RESERVED.iter().any(|r| name.eq_ignore_ascii_case(r)) {
+                return Err(Error::config(
+                    "headers",
+                    format!("{name} is set by hookwire itself"),
+                ));
+            }
+            if value.bytes().any(|c| c == b'\r' || c == b'\n' || c == 0) {
+                return Err(Error::config(
+                    "headers",
+                    format!("the value of {name} is not a valid header value"),
+                ));
+            }
+            headers.push((name.clone(), value.clone()));
+        }
+        let signer = if secrets.is_empty() {
+            None
+        } else {
+            Some(Signer::new(secrets)?)
+        };
+        Ok(Prepared {
+            target,
+            headers,
+            signer,
+            batch: config.batch,
+            max_in_flight: config.max_in_flight,
+            timeouts: Timeouts {
+                connect: config.connect_timeout.unwrap_or(config.timeout),
+                request: config.timeout,
+                idle: IDLE,
+            },
+            strategy: crate::endpoint::strategy::<()>(config)?,
+            capacity: config.capacity,
+            overflow: config.overflow,
+        })
+    }
+}
+
+/// An event copied out of the ring.
+struct Held {
+    event: RawEvent,
+    at: Instant,
+}
+
+/// One request's worth of events, as the envelope that carries them.
+struct Batch {
+    body: Vec<u8>,
+    first_id: String,
+    msg_id: String,
+    /// When each event was published (for the lag histogram).
+    ats: Vec<Instant>,
+    /// The attempt last made (None before the first).
+    attempt: Option<Attempt>,
+    /// Whether it was already resent once after a stale keep-alive connection failed.
+    stale_retried: bool,
+}
+
+const HEAD: &[u8] = br#"{"events":["#;
+const TAIL: &[u8] = b"]}";
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            body: HEAD.to_vec(),
+            first_id: String::new(),
+            msg_id: String::new(),
+            ats: Vec::new(),
+            attempt: None,
+            stale_retried: false,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.ats.len() as u64
+    }
+
+    /// Whether an event of `n` bytes still fits under `max_bytes` (an empty batch takes
+    /// anything: an oversized event goes alone).
+    fn fits(&self, n: usize, max_bytes: usize) -> bool {
+        self.ats.is_empty() || self.body.len() + n + 1 + TAIL.len() <= max_bytes
+    }
+
+    fn push(&mut self, event: &RawEvent, at: Instant) {
+        if self.ats.is_empty() {
+            self.first_id = event.id().into_owned();
+        } else {
+            self.body.push(b',');
+        }
+        self.body.extend_from_slice(event.json().as_bytes());
+        self.ats.push(at);
+    }
+
+    /// Closes the envelope and names the message (`webhook-id`): the event's id, or
+    /// `{first}+{n}` for a batch, stable across retries.
+    fn seal(&mut self) {
+        self.body.extend_from_slice(TAIL);
+        self.msg_id = if self.ats.len() == 1 {
+            std::mem::take(&mut self.first_id)
+        } else {
+            format!("{}+{}", self.first_id, self.ats.len())
+        };
+    }
+}
+
+struct Flight {
+    batch: Batch,
+    conn: usize,
+    started: Instant,
+}
+
+/// The worker-side state of one webhook endpoint.
+pub(crate) struct HttpEp {
+    p: Prepared,
+    shared: Arc<Shared>,
+    backlog: VecDeque<Held>,
+    open: Option<Batch>,
+    ready: VecDeque<Batch>,
+    flights: Vec<Flight>,
+    conns: Vec<Option<Conn>>,
+    disabled: bool,
+    not_before: Option<Instant>,
+    full: bool,
+}
+
+impl HttpEp {
+    /// A fresh endpoint.
+    pub fn new(p: Prepared, shared: Arc<Shared>) -> HttpEp {
+        HttpEp {
+            p,
+            shared,
+            backlog: VecDeque::new(),
+            open: None,
+            ready: VecDeque::new(),
+            flights: Vec::new(),
+            conns: Vec::new(),
+            disabled: false,
+            not_before: None,
+            full: false,
+        }
+    }
+
+    /// Whether it would take an event from the ring right now.
+    pub fn wants_events(&self) -> bool {
+        !self.disabled
+            && self.not_before.is_none()
+            && self.ready.is_empty()
+            && self.flights.len() < self.p.max_in_flight
+    }
+
+    /// Whether it holds any event (backlog, batches, requests).
+    pub fn holds_events(&self) -> bool {
+        !self.backlog.is_empty()
+            || self.open.as_ref().is_some_and(|b| !b.ats.is_empty())
+            || !self.ready.is_empty()
+            || !self.flights.is_empty()
+    }
+
+    /// The next moment something is due: a connection's timeout, the end of a backoff, a
+    /// lingering batch.
+    pub fn deadline(&self) -> Option<Instant> {
+        let linger = self
+            .open
+            .as_ref()
+            .filter(|b| !b.ats.is_empty() && !self.p.batch.linger.is_zero())
+            .and_then(|b| b.ats[0].checked_add(self.p.batch.linger));
+        let conns = self.conns.iter().flatten().filter_map(Conn::deadline);
+        conns.chain(self.not_before).chain(linger).min()
+    }
+
+    /// Takes events, forms batches, starts requests. Returns whether anything moved.
+    pub fn pump(&mut self, src: &mut Source, io: &mut Io<'_>) -> bool {
+        let mut progress = self.relieve(src, io);
+        if let Some(t) = self.not_before
+            && io.now >= t
+        {
+            self.not_before = None;
+        }
+        while !self.disabled
+            && self.not_before.is_none()
+            && self.flights.len() < self.p.max_in_flight
+        {
+            if self.ready.is_empty() {
+                progress |= self.fill(src, io.now);
+                if !self.close_open(io.now) {
+                    break;
+                }
+            }
+            let attempt = self.ready[0]
+                .attempt
+                .unwrap_or_else(|| Attempt::first(io.now));
+            let wait = self.p.strategy.proceed(&(), &attempt, io.now);
+            if !wait.is_zero() {
+                self.not_before = io.now.checked_add(wait);
+                break;
+            }
+            let batch = self.ready.pop_front().expect("checked above");
+            self.send(batch, io);
+            progress = true;
+        }
+        self.gauges(io);
+        progress
+    }
+
+    /// Copies the oldest events out of the ring once the endpoint lags half a ring, and
+    /// applies the overflow policy to that backlog.
+    fn relieve(&mut self, src: &mut Source, io: &mut Io<'_>) -> bool {
+        let lag = src.lag();
+        if lag <= io.ring_capacity / 2 {
+            return false;
+        }
+        let want = (lag - io.ring_capacity / 4) as usize;
+        let backlog = &mut self.backlog;
+        let n = src.take(want, |p| {
+            backlog.push_back(Held {
+                event: p.event.clone(),
+                at: p.at,
+            });
+            true
+        }) as u64;
+        self.shared.taken.add(n);
+        if self.p.overflow == Overflow::DropOldest {
+            let over = self.backlog.len().saturating_sub(self.p.capacity);
+            if over > 0 {
+                self.backlog.drain(..over);
+                self.shared.dropped.add(DropReason::Oldest, over as u64);
+            }
+        }
+        n > 0
+    }
+
+    /// Adds events to the open batch: the backlog first (older), then the ring.
+    fn fill(&mut self, src: &mut Source, now: Instant) -> bool {
+        let max_events = self.p.batch.max_events;
+        let max_bytes = self.p.batch.max_bytes;
+        let batch = self.open.get_or_insert_with(Batch::new);
+        let before = batch.ats.len();
+        while batch.ats.len() < max_events {
+            let Some(h) = self.backlog.front() else {
+                break;
+            };
+            if !batch.fits(h.event.json().len(), max_bytes) {
+                return true;
+            }
+            let h = self.backlog.pop_front().expect("checked above");
+            batch.push(&h.event, h.at);
+        }
+        let from_backlog = batch.ats.len() - before;
+        let room = max_events - batch.ats.len();
+        let n = if room > 0 && self.backlog.is_empty() {
+            src.take(room, |p| {
+                if batch.fits(p.event.json().len(), max_bytes) {
+                    batch.push(&p.event, p.at);
+                    true
+                } else {
+                    false
+                }
+            })
+        } else {
+            0
+        };
+        self.shared.taken.add(n as u64);
+        let _ = now;
+        from_backlog + n > 0
+    }
+
+    /// Moves the open batch to `ready` if it is full or its linger is over. Returns whether a
+    /// batch is ready.
+    fn close_open(&mut self, now: Instant) -> bool {
+        let Some(b) = self.open.as_ref() else {
+            return false;
+        };
+        if b.ats.is_empty() {
+            return false;
+        }
+        let cfg = self.p.batch;
+        let due = b.ats.len() >= cfg.max_events
+            || b.body.len() + TAIL.len() >= cfg.max_bytes
+            || cfg.linger.is_zero()
+            || b.ats[0].checked_add(cfg.linger).is_none_or(|t| now >= t);
+        if !due {
+            return false;
+        }
+        let mut b = self.open.take().expect("checked above");
+        b.seal();
+        self.ready.push_back(b);
+        true
+    }
+
+    /// Sends `batch` on an idle connection, or a new one.
+    fn send(&mut self, mut batch: Batch, io: &mut Io<'_>) {
+        let now = io.now;
+        let attempt = match batch.attempt {
+            None => Attempt::first(now),
+            Some(a) => a.next(),
+        };
+        batch.attempt = Some(attempt);
+        if attempt.number > 1 {
+            self.shared.retries.inc();
+        }
+        let conn = match self.conn(io) {
+            Ok(c) => c,
+            Err(e) => {
+                self.shared.errors.inc();
+                return self.failed(batch, e, io);
+            }
+        };
+        let signature;
+        let ts;
+        let mut headers: Vec<(&str, &str)> = self
+            .p
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if let Some(signer) = &self.p.signer {
+            if batch.msg_id.bytes().any(|c| !(0x20..0x7f).contains(&c)) {
+                let e = Error::Encode {
+                    message: format!(
+                        "event id {:?} cannot be sent as a webhook-id header",
+                        batch.msg_id
+                    ),
+                };
+                return self.failed(batch, e, io);
+            }
+            let secs = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            ts = secs.to_string();
+            signature = signer.sign(&batch.msg_id, secs, &batch.body);
+            headers.push((WEBHOOK_ID, batch.msg_id.as_str()));
+            headers.push((WEBHOOK_TIMESTAMP, ts.as_str()));
+            headers.push((WEBHOOK_SIGNATURE, signature.as_str()));
+        }
+        let c = self.conns[conn]
+            .as_mut()
+            .expect("conn() returns a live slot");
+        if let Err(e) = c.start(&headers, batch.body.clone(), now) {
+            self.shared.errors.inc();
+            self.close_conn(conn, io);
+            return self.failed(batch, e, io);
+        }
+        self.flights.push(Flight {
+            batch,
+            conn,
+            started: now,
+        });
+        // `start` does no I/O, and an edge-triggered socket that is already writable will not
+        // say so again: drive it now.
+        self.on_io(conn, io);
+    }
+
+    /// An idle keep-alive connection, or a new one.
+    fn conn(&mut self, io: &mut Io<'_>) -> Result<usize, Error> {
+        for i in 0..self.conns.len() {
+            if self.conns[i].as_ref().is_some_and(Conn::is_dead) {
+                self.close_conn(i, io);
+            }
+        }
+        let busy = |i: usize| self.flights.iter().any(|f| f.conn == i);
+        if let Some(i) = (0..self.conns.len())
+            .find(|&i| !busy(i) && self.conns[i].as_ref().is_some_and(Conn::is_idle))
+        {
+            return Ok(i);
+        }
+        let i = match self.conns.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        // Tokens are `slot << 8 | connection`; max_in_flight (<= 64) keeps `i` below 255.
+        let token = mio::Token(io.slot << 8 | i);
+        self.conns[i] = Some(Conn::connect(
+            &self.p.target,
+            io.registry,
+            token,
+            self.p.timeouts,
+            io.now,
+        )?);
+        Ok(i)
+    }
+
+    fn close_conn(&mut self, i: usize, io: &mut Io<'_>) {
+        if let Some(c) = self.conns.get_mut(i).and_then(Option::take) {
+            c.close(io.registry);
+        }
+    }
+
+    /// A socket event for connection `i`.
+    pub fn on_io(&mut self, i: usize, io: &mut Io<'_>) {
+        let Some(Some(c)) = self.conns.get_mut(i) else {
+            return;
+        };
+        let progress = c.on_event(io.registry, io.now);
+        self.settle(i, progress, io);
+    }
+
+    /// A timer fired: time out what is overdue.
+    pub fn on_timer(&mut self, io: &mut Io<'_>) {
+        for i in 0..self.conns.len() {
+            let Some(c) = self.conns[i].as_mut() else {
+                continue;
+            };
+            if c.deadline().is_some_and(|d| d <= io.now) {
+                let progress = c.on_timer(io.now);
+                self.settle(i, progress, io);
+            }
+        }
+    }
+
+    fn settle(&mut self, i: usize, progress: Progress, io: &mut Io<'_>) {
+        match progress {
+            Progress::Pending => {}
+            Progress::Done(resp) => self.finish(i, Ok(resp), io),
+            Progress::Failed(e) => self.finish(i, Err(e), io),
+        }
+        let busy = self.flights.iter().any(|f| f.conn == i);
+        if !busy && self.conns[i].as_ref().is_some_and(Conn::is_dead) {
+            self.close_conn(i, io);
+        }
+    }
+
+    /// A request on connection `i` ended.
+    fn finish(&mut self, i: usize, result: Result<Response, Error>, io: &mut Io<'_>) {
+        let Some(at) = self.flights.iter().position(|f| f.conn == i) else {
+            return;
+        };
+        let Flight {
+            mut batch, started, ..
+        } = self.flights.swap_remove(at);
+        let now = io.now;
+        match result {
+            Ok(resp) => {
+                self.shared.statuses.record(resp.status);
+                self.shared
+                    .rtt
+                    .record(now.saturating_duration_since(started));
+                if !resp.keep_alive {
+                    self.close_conn(i, io);
+                }
+                if (200..300).contains(&resp.status) {
+                    self.shared.successes.inc();
+                    self.p.strategy.success(&(), now);
+                    self.shared
+                        .lag
+                        .record_all(batch.ats.iter().map(|t| now.saturating_duration_since(*t)));
+                    self.shared.delivered.add(batch.len());
+                } else {
+                    self.shared.failures.inc();
+                    let retry_after = resp
+                        .retry_after
+                        .as_deref()
+                        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                    let e = Error::Status {
+                        code: resp.status,
+                        retry_after,
+                    };
+                    self.failed(batch, e, io);
+                }
+            }
+            Err(e) => {
+                self.shared.errors.inc();
+                let stale = self.conns[i].as_ref().is_some_and(Conn::failed_stale);
+                self.close_conn(i, io);
+                if stale && !batch.stale_retried {
+                    // The server closed a keep-alive connection we had not noticed yet: the
+                    // request never reached it. Resend once, on a fresh connection, as the
+                    // same attempt.
+                    batch.stale_retried = true;
+                    batch.attempt = batch.attempt.map(|a| Attempt {
+                        number: a.number.saturating_sub(1),
+                        ..a
+                    });
+                    self.ready.push_front(batch);
+                    return;
+                }
+                self.failed(batch, e, io);
+            }
+        }
+    }
+
+    /// An attempt failed with `err`: retry (at the front, keeping order), give up, or disable.
+    fn failed(&mut self, batch: Batch, err: Error, io: &mut Io<'_>) {
+        let now = io.now;
+        let attempt = batch.attempt.unwrap_or_else(|| Attempt::first(now));
+        match self.p.strategy.failure(&(), &attempt, &err, now) {
+            Verdict::Retry => self.ready.push_front(batch),
+            Verdict::GiveUp(reason) => {
+                log::warn!(
+                    "{}: gave up on {} event(s) ({}): {reason}; last error: {err}",
+                    self.shared.name,
+                    batch.len(),
+                    batch.msg_id
+                );
+                self.shared.dead_lettered.add(batch.len());
+            }
+            Verdict::Disable(reason) => {
+                // The batch is kept (first in line) and goes out when the endpoint is enabled.
+                self.ready.push_front(batch);
+                log::warn!("{}: disabled: {reason}", self.shared.name);
+                self.disabled = true;
+                self.shared.set_disabled(Some(reason.to_string()));
+            }
+        }
+    }
+
+    /// Pauses or resumes delivery (a command from the dispatcher).
+    pub fn set_disabled(&mut self, disabled: bool, io: &mut Io<'_>) {
+        if disabled {
+            self.disabled = true;
+            self.shared
+                .set_disabled(Some("disabled by the host".into()));
+        } else if self.disabled {
+            self.disabled = false;
+            self.not_before = None;
+            self.p.strategy.enable(io.now);
+            self.shared.set_disabled(None);
+        }
+    }
+
+    /// Publishes the queue gauges and the "full" bit.
+    fn gauges(&mut self, io: &mut Io<'_>) {
+        let open = self.open.as_ref().map_or(0, Batch::len);
+        let queued =
+            self.backlog.len() as u64 + open + self.ready.iter().map(Batch::len).sum::<u64>();
+        let in_flight = self.flights.iter().map(|f| f.batch.len()).sum::<u64>();
+        self.shared.queued.store(queued, Ordering::Release);
+        self.shared.in_flight.store(in_flight, Ordering::Release);
+        let full = self.p.overflow != Overflow::DropOldest && self.backlog.len() >= self.p.capacity;
+        if full != self.full {
+            self.full = full;
+            let bit = 1u64 << self.shared.bit;
+            if full {
+                io.full.fetch_or(bit, Ordering::AcqRel);
+            } else {
+                io.full.fetch_and(!bit, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Counts everything held as dropped (`shutdown`), requests on the wire included, and
+    /// closes every connection.
+    pub fn abandon(&mut self, io: &mut Io<'_>) {
+        let mut n = self.backlog.len() as u64;
+        n += self.open.take().map_or(0, |b| b.len());
+        n += self.ready.drain(..).map(|b| b.len()).sum::<u64>();
+        n += self.flights.drain(..).map(|f| f.batch.len()).sum::<u64>();
+        self.backlog.clear();
+        self.shared.dropped.add(DropReason::Shutdown, n);
+        for i in 0..self.conns.len() {
+            self.close_conn(i, io);
+        }
+        self.p.capacity = usize::MAX;
+        self.gauges(io);
+    }
+}

@@ -1,0 +1,18 @@
+//! Layer 2: the engine. A [`Dispatcher`] delivers events to many webhook endpoints from a fixed
+//! pool of worker threads, one `mio` event loop per core, without blocking the host.
+//!
+//! The host's `publish` writes each event once into a bounded multicast ring; each endpoint
+//! reads it in place at its own cursor, inside the one worker that owns the endpoint. Delivery
+//! (batching, keep-alive HTTP/1.1, TLS, retries, the breaker, timers) happens in that worker,
+//! so a slow or dead endpoint costs its neighbours nothing but its share of CPU. See
+//! `docs/engine.md` for the design and its invariants.
+
+mod dispatcher;
+mod http_ep;
+pub(crate) mod ring;
+mod routes;
+mod shared;
+pub(crate) mod wake;
+mod worker;
+
+pub use dispatcher::{Dispatcher, DispatcherBuilder, DispatcherStats, EndpointId, ShutdownReport};

@@ -1,0 +1,165 @@
+//! What every thread may read of an endpoint: its identity and its counters.
+//!
+//! The worker that owns the endpoint writes almost all of these; host threads write only the
+//! drops they decide at `publish` (`newest`, `rejected`, `block_timeout`) and `filtered`.
+//! `snapshot` reads fates before arrivals, so `pending` is never negative (see
+//! [`crate::stats`]).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::endpoint::EndpointConfig;
+use crate::sink::Overflow;
+use crate::stats::{
+    ConfigView, Counter, DropCounts, DropReason, EndpointSnapshot, LatencyHistogram, Metrics,
+    StatusCounts,
+};
+
+use super::EndpointId;
+
+/// One endpoint's shared half.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The endpoint's id.
+    pub id: EndpointId,
+    /// Its bit in the ring's routing mask (0..64).
+    pub bit: u32,
+    /// The worker that owns it.
+    pub worker: usize,
+    /// Its name.
+    pub name: String,
+    /// Its URL as dumps show it (credentials redacted); `local:NAME` for in-process consumers.
+    pub url: String,
+    /// Its configuration as dumps show it.
+    pub view: ConfigView,
+    /// What `publish` does when the endpoint is full.
+    pub overflow: Overflow,
+    /// Events the worker took from the ring for this endpoint.
+    pub taken: Counter,
+    /// Events delivered.
+    pub delivered: Counter,
+    /// Events given up on.
+    pub dead_lettered: Counter,
+    /// Events dropped, by reason (host threads and the worker both count here).
+    pub dropped: DropCounts,
+    /// Events the filter did not want.
+    pub filtered: Counter,
+    /// Requests answered 2xx.
+    pub successes: Counter,
+    /// Requests answered otherwise.
+    pub failures: Counter,
+    /// Requests with no answer.
+    pub errors: Counter,
+    /// Attempts after the first.
+    pub retries: Counter,
+    /// Answers by status.
+    pub statuses: StatusCounts,
+    /// Events held by the worker waiting to be sent (backlog and formed batches).
+    pub queued: AtomicU64,
+    /// Events in requests on the wire.
+    pub in_flight: AtomicU64,
+    /// Whether delivery is paused (410, failing too long, or by hand).
+    pub disabled: AtomicBool,
+    /// Why it was disabled, if it is.
+    pub disabled_reason: Mutex<Option<String>>,
+    /// Request round trips.
+    pub rtt: LatencyHistogram,
+    /// Publish to delivery.
+    pub lag: LatencyHistogram,
+}
+
+impl Shared {
+    /// The shared half of an endpoint built from `config`.
+    pub fn new(
+        id: EndpointId,
+        bit: u32,
+        worker: usize,
+        config: &EndpointConfig,
+        url: String,
+    ) -> Self {
+        Shared {
+            id,
+            bit,
+            worker,
+            name: config.name.clone(),
+            url,
+            view: config.view(),
+            overflow: config.overflow,
+            taken: Counter::default(),
+            delivered: Counter::default(),
+            dead_lettered: Counter::default(),
+            dropped: DropCounts::default(),
+            filtered: Counter::default(),
+            successes: Counter::default(),
+            failures: Counter::default(),
+            errors: Counter::default(),
+            retries: Counter::default(),
+            statuses: StatusCounts::default(),
+            queued: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            disabled: AtomicBool::new(false),
+            disabled_reason: Mutex::new(None),
+            rtt: LatencyHistogram::default(),
+            lag: LatencyHistogram::default(),
+        }
+    }
+
+    /// Events accepted: taken by the worker, plus those host threads dropped at publish.
+    fn events(&self) -> u64 {
+        self.taken.get()
+            + self.dropped.get(DropReason::Newest)
+            + self.dropped.get(DropReason::Rejected)
+            + self.dropped.get(DropReason::BlockTimeout)
+    }
+
+    /// Events accepted and not yet finished (delivered, dropped or dead-lettered).
+    pub fn pending(&self) -> u64 {
+        let finished = self.delivered.get() + self.dead_lettered.get() + self.dropped.total();
+        self.events().saturating_sub(finished)
+    }
+
+    /// Marks the endpoint disabled (with a reason for dumps) or enabled (`None`).
+    pub fn set_disabled(&self, reason: Option<String>) {
+        self.disabled.store(reason.is_some(), Ordering::Release);
+        *self.disabled_reason.lock() = reason;
+    }
+
+    /// The endpoint's counters, now. `events = delivered + dropped + dead_lettered + pending`.
+    /// `unread` is how far its ring cursor is behind the head.
+    pub fn snapshot(&self, unread: u64) -> EndpointSnapshot {
+        // Fates first, arrivals last.
+        let delivered = self.delivered.get();
+        let dead_lettered = self.dead_lettered.get();
+        let dropped: std::collections::BTreeMap<_, _> = self.dropped.iter().collect();
+        let in_flight = self.in_flight.load(Ordering::Acquire);
+        let queued = self.queued.load(Ordering::Acquire);
+        let events = self.events();
+        let finished = delivered + dead_lettered + dropped.values().sum::<u64>();
+        let metrics = Metrics {
+            events,
+            pending: events.saturating_sub(finished),
+            queued,
+            in_flight,
+            unread,
+            delivered,
+            dropped,
+            dead_lettered,
+            filtered: self.filtered.get(),
+            successes: self.successes.get(),
+            failures: self.failures.get(),
+            errors: self.errors.get(),
+            retries: self.retries.get(),
+            statuses: self.statuses.iter().collect(),
+            disabled: self.disabled.load(Ordering::Acquire),
+            rtt: self.rtt.summary(),
+            delivery_lag: self.lag.summary(),
+        };
+        EndpointSnapshot {
+            name: self.name.clone(),
+            url: self.url.clone(),
+            config: self.view.clone(),
+            metrics,
+        }
+    }
+}

@@ -1,0 +1,444 @@
+//! The engine (`Dispatcher`) against the loopback receiver, under faults. Every test ends by
+//! checking the accounting identity against what the receiver itself counted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hookwire::endpoint::{BatchConfig, EndpointConfig};
+use hookwire::engine::Dispatcher;
+use hookwire::sink::Overflow;
+use hookwire::stats::{DropReason, Metrics};
+use hookwire::testkit::{Receiver, ReceiverConfig, Reply};
+use hookwire::{Error, RawEvent, Sink};
+
+fn event(i: usize) -> RawEvent {
+    RawEvent::parse(format!(r#"{{"id":"e{i}","action":"push","n":{i}}}"#)).unwrap()
+}
+
+fn ids(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("e{i}")).collect()
+}
+
+/// Polls `f` until it holds; fails the test after 10 s (a safety net, not a timing assertion).
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn assert_quiet_and_balanced(m: &Metrics) {
+    assert!(m.balanced(), "identity broken: {m:?}");
+    assert_eq!(m.pending, m.queued + m.in_flight, "{m:?}");
+}
+
+/// Fast retries so fault tests finish quickly: back off 20 ms after 3 failures in a row.
+fn quick(name: &str, url: String) -> EndpointConfig {
+    let mut cfg = EndpointConfig::new(name, url);
+    cfg.threshold = 3;
+    cfg.backoff = Duration::from_millis(20);
+    cfg.timeout = Duration::from_millis(500);
+    cfg
+}
+
+#[test]
+fn delivers_everything_in_order_over_keep_alive() {
+    let rx = Receiver::start(ReceiverConfig::default()).unwrap();
+    let d = Dispatcher::builder().workers(2).build().unwrap();
+    d.add_endpoint(quick("a", rx.url())).unwrap();
+    let n = 500;
+    for i in 0..n {
+        d.publish_raw(event(i)).unwrap();
+    }
+    assert!(d.wait_idle(Duration::from_secs(10)));
+    let m = d.snapshot().remove(0).metrics;
+    assert_eq!(m.delivered, n as u64);
+    assert_eq!(rx.ids(), ids(n));
+    assert_eq!(rx.stats().duplicates, 0);
+    assert_eq!(rx.stats().connections, 1, "one keep-alive connection");
+    assert_eq!(m.statuses.get(&200), Some(&(n as u64)));
+    assert_eq!(m.delivery_lag.count, n as u64);
+    assert_quiet_and_balanced(&m);
+    let report = d.shutdown(Duration::from_secs(1));
+    assert!(report.drained);
+    assert_eq!(report.undelivered, 0);
+}
+
+#[test]
+fn outage_of_500s_loses_nothing_duplicates_nothing_keeps_order() {
+    let script: Vec<Reply> = (0..25).map(|_| Reply::status(500)).collect();
+    let rx = Receiver::start(ReceiverConfig::default().statuses(script)).unwrap();
+    let d = Dispatcher::builder().workers(1).build().unwrap();
+    d.add_endpoint(quick("outage", rx.url())).unwrap();
+    let n = 200;
+    for i in 0..n {
+        d.publish_raw(event(i)).unwrap();
+        if i % 10 == 0 {
+            let m = d.snapshot().remove(0).metrics;
+            assert!(m.balanced(), "{m:?}");
+            assert!(rx.stats().events >= m.delivered, "{m:?}");
+        }
+    }
+    assert!(d.wait_idle(Duration::from_secs(10)));
+    let m = d.snapshot().remove(0).metrics;
+    let r = rx.stats();
+    assert_eq!(r.distinct, n as u64);
+    assert_eq!(r.duplicates, 0);
+    assert_eq!(rx.ids(), ids(n), "delivered in order");
+    assert_eq!(m.delivered, n as u64);
+    assert_eq!(m.dropped_total() + m.dead_lettered, 0);
+    assert_eq!(m.statuses.get(&500), Some(&25));
+    assert_eq!((m.failures, m.retries), (25, 25));
+    assert_quiet_and_balanced(&m);
+}
+
+#[test]
+fn batches_carry_many_events_per_request() {
+    let rx = Receiver::start(ReceiverConfig::default()).unwrap();
+    let d = Dispatcher::builder().workers(1).build().unwrap();
+    let mut cfg = quick("batch", rx.url());
+    cfg.batch = BatchConfig::events(50);
+    cfg.batch.linger = Duration::from_millis(20);
+    d.add_endpoint(cfg).unwrap();
+    let n = 1000;
+    for i in 0..n {
+        d.publish_raw(event(i)).unwrap();
+    }
+    assert!(d.wait_idle(Duration::from_secs(10)));
+    let r = rx.stats();
+    assert_eq!(rx.ids(), ids(n));
+    assert!(r.requests <= 40, "{} requests for {n} events", r.requests);
+    let m = d.snapshot().remove(0).metrics;
+    assert_eq!(m.delivered, n as u64);
+    assert_quiet_and_balanced(&m);
+}
+
+#[test]
+fn a_hanging_neighbour_does_not_hold_up_a_healthy_endpoint() {
+    let healthy = Receiver::start(ReceiverConfig::default()).unwrap();
+    let hanging = Receiver::start(ReceiverConfig::default().hang()).unwrap();
+    // One worker owns both: isolation must come from non-blocking I/O, not from threads.
+    let d = Dispatcher::builder().workers(1).build().unwrap();
+    let mut stuck = quick("stuck", hanging.url());
+    stuck.timeout = Duration::from_secs(30);
+    d.add_endpoint(stuck).unwrap();
+    d.add_endpoint(quick("healthy", healthy.url())).unwrap();
+    let n = 300;
+    for i in 0..n {
+        d.publish_raw(event(i)).unwrap();
+    }
+    assert!(healthy.wait_for_distinct(n as u64, Duration::from_secs(10)));
+    assert_eq!(healthy.ids(), ids(n));
+    // The receiver counts a request before the endpoint reads its answer.
+    eventually("healthy delivered", || {
+        d.snapshot()[1].metrics.delivered == n as u64
+    });
+    let snaps = d.snapshot();
+    let (stuck, ok) = (&snaps[0].metrics, &snaps[1].metrics);
+    assert_eq!(ok.delivered, n as u64);
+    assert_eq!(stuck.delivered, 0);
+    assert_eq!(stuck.in_flight, 1, "one request hangs, the rest wait");
+    assert!(stuck.balanced() && ok.balanced());
+    // Shutdown keeps its deadline although a request hangs, and counts what it gives up.
+    let t = Instant::now();
+    let report = d.shutdown(Duration::from_millis(200));
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+    assert!(!report.drained);
+    assert_eq!(report.undelivered, n as u64, "{report:?}");
+    let stuck = &report.endpoints[0].metrics;
+    assert_eq!(stuck.dropped[&DropReason::Shutdown], n as u64);
+    assert_quiet_and_balanced(stuck);
+    assert_eq!(stuck.pending, 0);
+}
+
+#[test]
+fn gone_disables_the_endpoint_until_enabled_and_keeps_its_events() {
+    let rx = Receiver::start(ReceiverConfig::default().statuses(vec![Reply::status(410)])).unwrap();
+    let d = Dispatcher::builder().workers(1).build().unwrap();
+    let id = d.add_endpoint(quick("gone", rx.url())).unwrap();
+    for i in 0..5 {
+        d.publish_raw(event(i)).unwrap();
+    }
+    eventually("disabled", || {
+        d.endpoint_snapshot(id).unwrap().metrics.disabled
+    });
+    let m = d.endpoint_snapshot(id).unwrap().metrics;
+    assert_eq!(m.delivered, 0);
+    assert_eq!(m.pending + m.unread, 5, "kept, not dropped: {m:?}");
+    assert_eq!(rx.stats().requests, 1, "nothing is sent while disabled");
+    d.enable(id).unwrap();
+    assert!(d.wait_idle(Duration::from_secs(10)));
+    assert_eq!(rx.ids(), ids(5));
+    let m = d.endpoint_snapshot(id).unwrap().metrics;
+    assert!(!m.disabled);
+    assert_eq!(m.delivered, 5);
+    assert_quiet_and_balanced(&m);
+}
+
+#[test]
+fn retry_after_is_respected() {
+    let rx = Receiver::start(
+        ReceiverConfig::default().statuses(vec![Reply::status(503).retry_after("1")]),
+    )
+    .unwrap();
+    let d = Dispatcher::builder().workers(1).build().unwrap();
+    let id = d.add_endpoint(quick("throttled", rx.url())).unwrap();
+    let t = Instant::now();
+    d.publish_raw(event(0)).unwrap();
+    assert!(d.wait_idle(Duration::from_secs(10)));
+    // The receiver asked for one second; the retry waited at least that (a lower bound, so
+    // a slow machine cannot make this fail).
+    assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+    let m = d.endpoint_snapshot(id).unwrap().metrics;
+    assert_eq!((m.delivered, m.retries, m.failures), (1, 1, 1));
+    assert_eq!(m.statuses.get(&503), Some(&1));
+    assert_quiet_and_balanced(&m);
+}
+
+#[test]
+fn a_permanent_4xx_is_dead_lettered() {
+    let rx = Receiver::start(ReceiverConfig::default().statuses(vec![Reply::status(400)])).unwrap();
+    let d = Dispatcher::builder().workers(1).build().unwrap();
+    let id = d.add_endpoint(quick("bad", rx.url())).unwrap();
+    for i in 0..3 {
+        d.publish_raw(event(i)).unwrap();
+    }
+    assert!(d.wait_idle(Duration::from_secs(10)));
+    let m = d.endpoint_snapshot(id).unwrap().metrics;
+    assert_eq!((m.dead_lettered, m.delivered), (1, 2));
+    assert_eq!(rx.ids(), ["e1", "e2"]);
+    assert_quiet_and_balanced(&m);
+}
+
+#[test]
+fn overflow_policies_are_counted() {
+    // A receiver that hangs keeps every event queued; a tiny ring makes the endpoints copy
+    // their backlog out early, so capacity is reached quickly.
+    let rx = Receiver::start(ReceiverConfig::default().hang()).unwrap();
+    let d = Dispatcher::builder()
+        .workers(1)
+        .ring_capacity(64)
+        .publish_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let policies = [
+        ("reject", Overflow::Reject),
+        ("newest", Overflow::DropNewest),
+        ("oldest", Overflow::DropOldest),
+        (
+            "block",
+            Overflow::Block {
+                timeout: Some(Duration::from_millis(5)),
+            },
+        ),
+    ];
+    for (name, overflow) in policies {
+        let mut cfg = quick(name, rx.url());
+        cfg.timeout = Duration::from_secs(30);
+        cfg.capacity = 100;
+        cfg.overflow = overflow;
+        d.add_endpoint(cfg).unwrap();
+    }
+    let n = 2000;
+    let mut errors = 0;
+    for i in 0..n {
+        match d.publish_raw(event(i)) {
+            Ok(()) => {}
+            Err(Error::Broadcast { .. } | Error::Full { .. } | Error::Timeout { .. }) => {
+                errors += 1
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(errors > 0);
+    let snaps = d.snapshot();
+    let by = |name: &str| {
+        snaps
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .metrics
+            .clone()
+    };
+    for (name, reason) in [
+        ("reject", DropReason::Rejected),
+        ("newest", DropReason::Newest),
+        ("oldest", DropReason::Oldest),
+        ("block", DropReason::BlockTimeout),
+    ] {
+        let m = by(name);
+        assert!(m.dropped[&reason] > 0, "{name}: {m:?}");
+        assert!(m.balanced(), "{name}: {m:?}");
+        // Bounded: capacity plus at most one ring of events in flight to the worker.
+        assert!(m.pending <= 100 + 64 + 1, "{name}: {m:?}");
+        // Every publish is counted, or still unread in the ring.
+        assert!(
+            m.events <= n as u64 && m.events + m.unread >= n as u64,
+            "{name}: {m:?}"
+        );
+    }
+    let report = d.shutdown(Duration::from_millis(100));
+    for s in &report.endpoints {
+        assert_eq!(s.metrics.pending, 0, "{s:?}");
+        assert!(s.metrics.balanced(), "{s:?}");
+    }
+}
+
+#[test]
+fn identity_holds_under_mixed_faults_and_many_producers() {
+    let flaky =
+        Receiver::start(ReceiverConfig::default().fail_for(Duration::from_millis(100), 500))
+            .unwrap();
+    let dropper = Receiver::start(ReceiverConfig::default().drop_connection()).unwrap();
+    let fine = Receiver::start(ReceiverConfig::default()).unwrap();
+    let d = Arc::new(Dispatcher::builder().workers(2).build().unwrap());
+    d.add_endpoint(quick("flaky", flaky.url())).unwrap();
+    let mut drop_cfg = quick("dropper", dropper.url());
+    drop_cfg.max_attempts = Some(2);
+    d.add_endpoint(drop_cfg).unwrap();
+    let mut fine_cfg = quick("fine", fine.url());
+    fine_cfg.batch = BatchConfig::events(10);
+    d.add_endpoint(fine_cfg).unwrap();
+    let next = Arc::new(AtomicU64::new(0));
+    let producers: Vec<_> = (0..4)
+        .map(|_| {
+            let (d, next) = (d.clone(), next.clone());
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    d.publish_raw(event(i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    assert!(d.wait_idle(Duration::from_secs(20)));
+    for s in d.snapshot() {
+        assert_eq!(s.metrics.events, 400, "{s:?}");
+        assert_quiet_and_balanced(&s.metrics);
+    }
+    assert_eq!(fine.stats().distinct, 400);
+    assert_eq!(flaky.stats().distinct, 400);
+    assert_eq!(flaky.stats().duplicates, 0);
+    let dropped = d.snapshot()[1].metrics.clone();
+    assert_eq!(dropped.dead_lettered, 400, "{dropped:?}");
+}
+
+#[test]
+fn in_process_consumers_see_every_event_in_order() {
+    let d = Dispatcher::builder().workers(2).build().unwrap();
+    let seen: Vec<Arc<parking_lot::Mutex<Vec<String>>>> =
+        (0..3).map(|_| Default::default()).collect();
+    for (k, s) in seen.iter().enumerate() {
+        let s = s.clone();
+        d.add_consumer(&format!("c{k}"), move |e| {
+            s.lock().push(e.json().to_string())
+        })
+        .unwrap();
+    }
+    let n = 20_000;
+    for i in 0..n {
+        d.publish_raw(event(i)).unwrap();
+    }
+    assert!(d.wait_idle(Duration::from_secs(10)));
+    for s in &seen {
+        let got = s.lock();
+        assert_eq!(got.len(), n);
+        assert!(
+            got.iter()
+                .enumerate()
+                .all(|(i, j)| j.contains(&format!("\"e{i}\"")))
+        );
+    }
+    for s in d.snapshot() {
+        assert_eq!(s.metrics.delivered, n as u64);
+        assert_quiet_and_balanced(&s.metrics);
+    }
+}
+
+#[test]
+fn filters_route_on_the_host_and_count_what_they_skip() {
+    let d = Dispatcher::builder().workers(1).build().unwrap();
+    let rx = Receiver::start(ReceiverConfig::default()).unwrap();
+    let mut cfg = quick("no-pulls", rx.url());
+    cfg.ignored_actions = vec!["pull".into()];
+    d.add_endpoint(cfg).unwrap();
+    for i in 0..10 {
+        let action = if i % 2 == 0 { "push" } else { "pull" };
+        d.publish_raw(RawEvent::parse(format!(r#"{{"id":"e{i}","action":"{action}"}}"#)).unwrap())
+            .unwrap();
+    }
+    assert!(d.wait_idle(Duration::from_secs(10)));
+    assert_eq!(rx.ids(), ["e0", "e2", "e4", "e6", "e8"]);
+    let m = d.snapshot().remove(0).metrics;
+    assert_eq!((m.events, m.filtered), (5, 5));
+    assert_quiet_and_balanced(&m);
+}
+
+#[test]
+fn endpoints_come_and_go_at_run_time() {
+    let d = Dispatcher::builder().workers(2).build().unwrap();
+    let a = Receiver::start(ReceiverConfig::default()).unwrap();
+    let b = Receiver::start(ReceiverConfig::default()).unwrap();
+    let ida = d.add_endpoint(quick("a", a.url())).unwrap();
+    d.publish_raw(event(0)).unwrap();
+    let idb = d.add_endpoint(quick("b", b.url())).unwrap();
+    d.publish_raw(event(1)).unwrap();
+    let last = d.remove_endpoint(ida, Duration::from_secs(5)).unwrap();
+    assert_eq!(last.metrics.delivered, 2);
+    d.publish_raw(event(2)).unwrap();
+    assert!(d.wait_idle(Duration::from_secs(10)));
+    assert_eq!(a.ids(), ["e0", "e1"]);
+    assert_eq!(b.ids(), ["e1", "e2"]);
+    assert!(d.endpoint_snapshot(ida).is_none());
+    assert_eq!(d.endpoint_snapshot(idb).unwrap().metrics.delivered, 2);
+    // The name is free again, and the bit is reused without seeing old events.
+    d.add_endpoint(quick("a", a.url())).unwrap();
+    assert!(d.wait_idle(Duration::from_secs(1)));
+    assert_eq!(a.ids(), ["e0", "e1"]);
+}
+
+#[test]
+fn bad_config_and_closed_dispatcher_are_typed_errors() {
+    let field = |r: Result<Dispatcher, Error>| match r {
+        Err(Error::Config { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(field(Dispatcher::builder().workers(0).build()), "workers");
+    assert_eq!(
+        field(Dispatcher::builder().ring_capacity(1000).build()),
+        "ring_capacity"
+    );
+    let d = Dispatcher::builder().workers(1).build().unwrap();
+    let cfg_field = |cfg: EndpointConfig| match d.add_endpoint(cfg) {
+        Err(Error::Config { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(cfg_field(EndpointConfig::new("x", "ftp://h/")), "url");
+    let mut cfg = EndpointConfig::new("x", "http://127.0.0.1:1/");
+    cfg.max_in_flight = 0;
+    assert_eq!(cfg_field(cfg), "max_in_flight");
+    let mut cfg = EndpointConfig::new("x", "http://127.0.0.1:1/");
+    cfg.headers = vec![("Content-Length".into(), "1".into())];
+    assert_eq!(cfg_field(cfg), "headers");
+    d.add_endpoint(EndpointConfig::new("dup", "http://127.0.0.1:1/"))
+        .unwrap();
+    assert_eq!(
+        cfg_field(EndpointConfig::new("dup", "http://127.0.0.1:1/")),
+        "name"
+    );
+    Sink::<RawEvent>::close(&d).unwrap();
+    assert!(matches!(d.publish_raw(event(0)), Err(Error::Closed)));
+    assert!(matches!(
+        d.add_endpoint(EndpointConfig::new("late", "http://127.0.0.1:1/")),
+        Err(Error::Closed)
+    ));
+}
