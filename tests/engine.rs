@@ -442,3 +442,51 @@ fn bad_config_and_closed_dispatcher_are_typed_errors() {
         Err(Error::Closed)
     ));
 }
+
+/// A CA, and a server certificate it signed for 127.0.0.1: (CA PEM, chain PEM, key PEM).
+fn test_pki() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "hookwire engine test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca_cert.pem(), leaf.pem(), key.serialize_pem())
+}
+
+#[test]
+fn https_with_a_generated_ca_is_delivered_and_without_it_is_not() {
+    let (ca, chain, key) = test_pki();
+    let rx = Receiver::start(ReceiverConfig::new().tls(chain, key)).unwrap();
+    assert!(rx.url().starts_with("https://"));
+    let d = Dispatcher::builder().workers(1).build().unwrap();
+    let mut trusted = quick("trusted", rx.url());
+    trusted.tls.ca_pem = Some(ca);
+    trusted.batch = BatchConfig::events(7);
+    let trusted = d.add_endpoint(trusted).unwrap();
+    // Without the CA the handshake fails every time: retried, then given up.
+    let mut untrusted = quick("untrusted", rx.url());
+    untrusted.max_attempts = Some(2);
+    let untrusted = d.add_endpoint(untrusted).unwrap();
+    let n = 50;
+    for i in 0..n {
+        d.publish_raw(event(i)).unwrap();
+    }
+    assert!(d.wait_idle(Duration::from_secs(10)));
+    let ok = d.endpoint_snapshot(trusted).unwrap().metrics;
+    assert_eq!(ok.delivered, n as u64);
+    assert_quiet_and_balanced(&ok);
+    let bad = d.endpoint_snapshot(untrusted).unwrap().metrics;
+    assert_eq!((bad.delivered, bad.dead_lettered), (0, n as u64));
+    assert!(bad.errors > 0 && bad.successes == 0, "{bad:?}");
+    assert_quiet_and_balanced(&bad);
+    assert_eq!(rx.ids(), ids(n), "only the trusted endpoint got through");
+    // The trusted endpoint kept one TLS connection; each untrusted attempt was a handshake.
+    assert_eq!(rx.stats().connections, 1 + 2 * n as u64);
+}

@@ -26,7 +26,7 @@ use super::ring::{Full, Ring};
 use super::routes::{Ignore, Route, Routes};
 use super::shared::Shared;
 use super::wake::Wake;
-use super::worker::{self, Command, Published, Task};
+use super::worker::{self, CoarseClock, Command, Published, Task};
 
 /// Identifies an endpoint within its [`Dispatcher`]. Ids are never reused by one dispatcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -106,15 +106,22 @@ impl DispatcherBuilder {
         }
         let ring = Arc::new(Ring::new(self.ring_capacity));
         let full = Arc::new(AtomicU64::new(0));
+        let clock = Arc::new(CoarseClock::new());
         let mut workers = Vec::with_capacity(self.workers);
         for index in 0..self.workers {
-            workers.push(worker::spawn(index, ring.clone(), full.clone())?);
+            workers.push(worker::spawn(
+                index,
+                ring.clone(),
+                full.clone(),
+                clock.clone(),
+            )?);
         }
         Ok(Dispatcher {
             inner: Arc::new(Inner {
                 ring,
                 routes: ArcSwap::from_pointee(Routes::empty(self.workers)),
                 full,
+                clock,
                 workers,
                 admin: Mutex::new(Admin {
                     next_id: 1,
@@ -183,6 +190,8 @@ struct Inner {
     routes: ArcSwap<Routes>,
     /// Bits of endpoints whose worker-side backlog is at capacity (set and cleared by workers).
     full: Arc<AtomicU64>,
+    /// The workers' coarse clock, for publish timestamps.
+    clock: Arc<CoarseClock>,
     workers: Vec<WorkerHandle>,
     admin: Mutex<Admin>,
     closed: AtomicBool,
@@ -415,7 +424,7 @@ impl Dispatcher {
         if mask != 0 {
             let entry = Published {
                 event,
-                at: Instant::now(),
+                at: self.timestamp(&routes, mask),
                 version: routes.version,
             };
             self.claim(entry, mask, &routes)?;
@@ -436,6 +445,23 @@ impl Dispatcher {
                 total: wanted.count_ones() as usize,
                 first: Box::new(e),
             }),
+        }
+    }
+
+    /// When the event was published: the workers' coarse clock if every worker it goes to is
+    /// awake (so the clock is fresh to within a loop turn), else the real clock.
+    #[inline]
+    fn timestamp(&self, routes: &Routes, mask: u64) -> Instant {
+        let inner = &*self.inner;
+        let awake = routes
+            .worker_bits
+            .iter()
+            .zip(&inner.workers)
+            .all(|(bits, w)| bits & mask == 0 || !w.wake.is_sleeping());
+        if awake {
+            inner.clock.now()
+        } else {
+            Instant::now()
         }
     }
 
@@ -507,7 +533,7 @@ impl Dispatcher {
                     // ring behind and wake its worker, so it copies that backlog out before
                     // the ring fills up and producers have to wait.
                     let step = (inner.ring.capacity() as u64 / 8).max(1);
-                    if pos % step == 0 {
+                    if pos.is_multiple_of(step) {
                         self.wake_laggard(routes, inner.ring.capacity() as u64 / 2);
                     }
                     return Ok(());

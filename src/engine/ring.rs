@@ -28,8 +28,9 @@
 //! head again with a read-modify-write, which is the consumer's start. Every later RMW on the
 //! head is in that RMW's release sequence, so a producer whose head load comes after it sees
 //! the cursor; a producer whose head load came before it claims at most that start position,
-//! and so overwrites only positions before it. The loom model `register_while_publishing`
-//! checks this.
+//! and so overwrites only positions before it. The loom models `register_while_publishing`,
+//! `register_beside_a_running_consumer` and `register_while_the_gate_is_recomputed` check this
+//! (each fails if the RMW, the cache lowering or the gate's lock is left out).
 
 use std::fmt;
 
@@ -205,9 +206,13 @@ impl<T> Ring<T> {
                 0
             };
             let slot = self.slot(pos);
-            if slot.stamp.load(Ordering::Acquire) != expected_stamp {
-                // The previous lap's producer has not published yet, or `pos` is stale.
-                sync::spin(&mut spins);
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            if stamp != expected_stamp {
+                if stamp < expected_stamp {
+                    // The previous lap's producer claimed the slot and is still writing it.
+                    sync::spin(&mut spins);
+                }
+                // Otherwise `pos` is stale: another producer has published it already.
                 continue;
             }
             if self
@@ -410,27 +415,27 @@ impl<T> Drop for Consumer<T> {
     }
 }
 
-/// The concurrency primitives the ring and the wake protocol use: std's, or loom's under
-/// `--cfg loom`, so the same code can be model-checked.
+/// The concurrency primitives the ring and the wake protocol use: std's, or loom's in test
+/// builds under `--cfg loom` (loom is a dev-dependency), so the same code can be model-checked.
 pub(crate) mod sync {
-    #[cfg(loom)]
+    #[cfg(all(loom, test))]
     pub(crate) use loom::sync::Arc;
-    #[cfg(loom)]
+    #[cfg(all(loom, test))]
     pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
-    #[cfg(not(loom))]
+    #[cfg(not(all(loom, test)))]
     pub(crate) use std::sync::Arc;
-    #[cfg(not(loom))]
+    #[cfg(not(all(loom, test)))]
     pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 
     /// Waits a little before a retry: a few CPU spin hints, then yielding the thread (loom:
     /// always a yield, so the model can switch threads).
     pub(crate) fn spin(step: &mut u32) {
-        #[cfg(loom)]
+        #[cfg(all(loom, test))]
         {
             let _ = step;
             loom::thread::yield_now();
         }
-        #[cfg(not(loom))]
+        #[cfg(not(all(loom, test)))]
         {
             if *step < 6 {
                 for _ in 0..(1u32 << *step) {
@@ -444,12 +449,12 @@ pub(crate) mod sync {
     }
 
     /// A shared borrow of a slot's value: `&'a T`.
-    #[cfg(not(loom))]
+    #[cfg(not(all(loom, test)))]
     pub(crate) type Ref<'a, T> = &'a T;
 
     /// A shared borrow of a slot's value that keeps loom's read tracking alive while it lives,
     /// so a producer writing the slot meanwhile is reported as a data race.
-    #[cfg(loom)]
+    #[cfg(all(loom, test))]
     pub(crate) struct Ref<'a, T> {
         /// loom's tracked read access to the cell.
         guard: loom::cell::ConstPtr<Option<(u64, T)>>,
@@ -457,7 +462,7 @@ pub(crate) mod sync {
         _borrow: std::marker::PhantomData<&'a T>,
     }
 
-    #[cfg(loom)]
+    #[cfg(all(loom, test))]
     impl<T> std::ops::Deref for Ref<'_, T> {
         type Target = T;
         fn deref(&self) -> &T {
@@ -473,10 +478,10 @@ pub(crate) mod sync {
     /// A slot's mask and value: an `UnsafeCell` (std's or loom's) accessed by the ring's protocol.
     pub(crate) struct ValueCell<T> {
         /// `None` until the slot's first publish.
-        #[cfg(not(loom))]
+        #[cfg(not(all(loom, test)))]
         inner: std::cell::UnsafeCell<Option<(u64, T)>>,
         /// `None` until the slot's first publish.
-        #[cfg(loom)]
+        #[cfg(all(loom, test))]
         inner: loom::cell::UnsafeCell<Option<(u64, T)>>,
     }
 
@@ -493,16 +498,16 @@ pub(crate) mod sync {
         /// # Safety
         /// The caller has exclusive access: no other thread reads or writes the cell meanwhile.
         pub(crate) unsafe fn replace(&self, mask: u64, value: T) -> Option<(u64, T)> {
-            #[cfg(not(loom))]
+            #[cfg(not(all(loom, test)))]
             {
                 // SAFETY: exclusive access, promised by the caller.
                 unsafe { (*self.inner.get()).replace((mask, value)) }
             }
-            #[cfg(loom)]
+            #[cfg(all(loom, test))]
             {
                 // SAFETY: exclusive access, promised by the caller (and checked by loom).
                 self.inner
-                    .with_mut(|p| unsafe { std::mem::replace(&mut *p, Some((mask, value))) })
+                    .with_mut(|p| unsafe { (*p).replace((mask, value)) })
             }
         }
 
@@ -512,13 +517,13 @@ pub(crate) mod sync {
         /// No thread writes the cell while the returned borrow lives, and the last write
         /// happened before this call.
         pub(crate) unsafe fn read(&self) -> Option<(u64, Ref<'_, T>)> {
-            #[cfg(not(loom))]
+            #[cfg(not(all(loom, test)))]
             {
                 // SAFETY: no concurrent writer, promised by the caller.
                 let held = unsafe { &*self.inner.get() };
                 held.as_ref().map(|(mask, value)| (*mask, value))
             }
-            #[cfg(loom)]
+            #[cfg(all(loom, test))]
             {
                 let guard = self.inner.get();
                 // SAFETY: no concurrent writer, promised by the caller (and checked by loom).
@@ -987,6 +992,32 @@ mod loom_models {
             );
             assert_eq!(ring.head(), 2 + claimed.len() as u64);
             assert!(claimed.len() >= 2, "two slots were free");
+        });
+    }
+
+    /// With no consumer, two producers lap a ring of 2: a producer whose slot's previous lap is
+    /// claimed but not yet published waits for it (the stamp check) instead of writing the slot
+    /// at the same time (loom reports that as a data race), and every claim succeeds.
+    #[test]
+    fn producers_lap_an_ungated_ring() {
+        model(None, || {
+            let ring = Arc::new(Ring::new(2));
+            let producers: Vec<_> = (0..2u64)
+                .map(|p| {
+                    let ring = ring.clone();
+                    thread::spawn(move || {
+                        for i in 0..2 {
+                            ring.try_publish(p * 10 + i, 1).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for p in producers {
+                p.join().unwrap();
+            }
+            assert_eq!(ring.head(), 4);
+            let c = Ring::register(&ring, 0).unwrap();
+            assert!(c.get(3).is_none(), "before its start");
         });
     }
 

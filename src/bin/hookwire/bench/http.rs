@@ -29,6 +29,8 @@ struct Plan<'a> {
     n: u64,
     /// Events per request.
     batch: usize,
+    /// Requests in flight at once (1 keeps strict order).
+    max_in_flight: usize,
     /// Worker threads (`None`: the default, one per core).
     workers: Option<usize>,
     /// Endpoints added before the measured one (`isolation`'s hanging neighbour).
@@ -75,6 +77,7 @@ fn deliver(ctx: &Ctx, target: &Target, plan: Plan<'_>) -> Result<Outcome, Error>
     let mut cfg = EndpointConfig::new("bench", target.delivery_url());
     cfg.capacity = usize::try_from(plan.n).unwrap_or(usize::MAX).max(1);
     cfg.batch = BatchConfig::events(plan.batch);
+    cfg.max_in_flight = plan.max_in_flight;
     let ep = d.add_endpoint(cfg)?;
 
     let requests = plan.n.div_ceil(plan.batch as u64);
@@ -134,6 +137,7 @@ pub(crate) fn http_1(ctx: &Ctx) -> Result<Values, Error> {
             id: "http_1",
             n,
             batch: 1,
+            max_in_flight: 1,
             workers: None,
             beside: Vec::new(),
             outage: None,
@@ -167,6 +171,7 @@ pub(crate) fn outage(ctx: &Ctx) -> Result<Values, Error> {
             id: "http_outage",
             n,
             batch: 1,
+            max_in_flight: 1,
             workers: None,
             beside: Vec::new(),
             outage,
@@ -181,17 +186,19 @@ pub(crate) fn outage(ctx: &Ctx) -> Result<Values, Error> {
     Ok(v)
 }
 
-/// `http_batch`: 500,000 events, 100 per request.
-pub(crate) fn batch(ctx: &Ctx) -> Result<Values, Error> {
+/// `http_batch`: 500,000 events, 100 per request, `max_in_flight` requests at once
+/// (`http_batch` is 1, the default; `http_batch_inflight2` is 2).
+pub(crate) fn batch(ctx: &Ctx, id: &'static str, max_in_flight: usize) -> Result<Values, Error> {
     let n = ctx.count(500_000);
     let target = Target::open(ctx.target.as_deref(), ReceiverConfig::default())?;
     let o = deliver(
         ctx,
         &target,
         Plan {
-            id: "http_batch",
+            id,
             n,
             batch: 100,
+            max_in_flight,
             workers: None,
             beside: Vec::new(),
             outage: None,
@@ -215,6 +222,7 @@ pub(crate) fn isolation(ctx: &Ctx) -> Result<Values, Error> {
                 id: "isolation (alone)",
                 n,
                 batch: 1,
+                max_in_flight: 1,
                 workers: Some(1),
                 beside: Vec::new(),
                 outage: None,
@@ -230,6 +238,7 @@ pub(crate) fn isolation(ctx: &Ctx) -> Result<Values, Error> {
             id: "isolation (beside)",
             n,
             batch: 1,
+            max_in_flight: 1,
             workers: Some(1),
             beside: vec![dead],
             outage: None,

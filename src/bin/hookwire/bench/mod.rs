@@ -181,7 +181,8 @@ pub(crate) fn run_scenario(id: &str, ctx: &Ctx) -> Result<Values, Error> {
         "publish_latency_N4" => fanout::latency(ctx, id, 4, 1_000_000),
         "http_1" => http::http_1(ctx),
         "http_outage" => http::outage(ctx),
-        "http_batch" => http::batch(ctx),
+        "http_batch" => http::batch(ctx, "http_batch", 1),
+        "http_batch_inflight2" => http::batch(ctx, "http_batch_inflight2", 2),
         "isolation" => http::isolation(ctx),
         "dead_endpoint_rss_N1" => rss::dead_endpoints(ctx, id, 1, 1_000_000),
         "dead_endpoint_rss_N4" => rss::dead_endpoints(ctx, id, 4, 1_000_000),
@@ -279,6 +280,7 @@ mod tests {
                 "http_1",
                 "http_outage",
                 "http_batch",
+                "http_batch_inflight2",
                 "loopback_ceiling_c1",
                 "loopback_ceiling_c16"
             ]

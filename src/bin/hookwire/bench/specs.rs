@@ -137,6 +137,17 @@ pub(crate) const SPECS: &[Spec] = &[
         ],
     },
     Spec {
+        id: "http_batch_inflight2",
+        desc: "1 endpoint, 100 events per request, 2 requests in flight (500k)",
+        metrics: &[
+            m("delivered_per_s", "delivered events/s", 0),
+            m("requests", "requests", 0),
+            m("lost", "lost", 0),
+            m("duplicates", "duplicates", 0),
+            RSS,
+        ],
+    },
+    Spec {
         id: "isolation",
         desc: "healthy endpoint beside a hanging one on 1 worker, vs alone (20k)",
         metrics: &[
