@@ -22,6 +22,7 @@ use crate::sink::Overflow;
 use crate::stats::{Counter, DropReason, EndpointSnapshot};
 use crate::{Error, Event, RawEvent, Sink};
 
+use super::ring::sync::Arc as RingArc;
 use super::ring::{Full, Ring};
 use super::routes::{Ignore, Route, Routes};
 use super::shared::Shared;
@@ -104,7 +105,7 @@ impl DispatcherBuilder {
                 return Err(Error::config(field, "is longer than a year"));
             }
         }
-        let ring = Arc::new(Ring::new(self.ring_capacity));
+        let ring = RingArc::new(Ring::new(self.ring_capacity));
         let full = Arc::new(AtomicU64::new(0));
         let clock = Arc::new(CoarseClock::new());
         let mut workers = Vec::with_capacity(self.workers);
@@ -186,7 +187,7 @@ struct Admin {
 }
 
 struct Inner {
-    ring: Arc<Ring<Published>>,
+    ring: RingArc<Ring<Published>>,
     routes: ArcSwap<Routes>,
     /// Bits of endpoints whose worker-side backlog is at capacity (set and cleared by workers).
     full: Arc<AtomicU64>,

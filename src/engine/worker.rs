@@ -24,6 +24,7 @@ use crate::{Error, RawEvent};
 use super::EndpointId;
 use super::dispatcher::WorkerHandle;
 use super::http_ep::{HttpEp, Prepared};
+use super::ring::sync::Arc as RingArc;
 use super::ring::{Consumer, Ring};
 use super::shared::Shared;
 use super::wake::Wake;
@@ -118,7 +119,9 @@ impl Source {
                 break;
             };
             if entry.mask & self.bit != 0 && entry.value.version >= self.since {
-                if !f(entry.value) {
+                // `&*` turns loom's read guard into a plain reference (a no-op without loom).
+                #[allow(clippy::borrow_deref_ref)]
+                if !f(&*entry.value) {
                     break;
                 }
                 taken += 1;
@@ -298,7 +301,7 @@ const WAKE: Token = Token(usize::MAX);
 struct Worker {
     index: usize,
     poll: Poll,
-    ring: Arc<Ring<Published>>,
+    ring: RingArc<Ring<Published>>,
     wake: Arc<Wake>,
     commands: Receiver<Command>,
     tasks: Vec<Option<Task>>,
@@ -310,7 +313,7 @@ struct Worker {
 /// Starts worker `index`.
 pub(crate) fn spawn(
     index: usize,
-    ring: Arc<Ring<Published>>,
+    ring: RingArc<Ring<Published>>,
     full: Arc<AtomicU64>,
     clock: Arc<CoarseClock>,
 ) -> Result<WorkerHandle, Error> {
