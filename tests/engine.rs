@@ -490,3 +490,109 @@ fn https_with_a_generated_ca_is_delivered_and_without_it_is_not() {
     // The trusted endpoint kept one TLS connection; each untrusted attempt was a handshake.
     assert_eq!(rx.stats().connections, 1 + 2 * n as u64);
 }
+
+/// Regressions found in review: a past deadline re-armed in the timer loop froze the worker
+/// (removal by deadline, a lingering batch of a disabled endpoint); a removed endpoint's bit
+/// was freed while its worker still held it.
+#[test]
+fn removal_by_deadline_and_lingering_batches_never_freeze_a_worker() {
+    let hanging = Receiver::start(ReceiverConfig::default().hang()).unwrap();
+    let healthy = Receiver::start(ReceiverConfig::default()).unwrap();
+    let d = Dispatcher::builder().workers(1).build().unwrap();
+    let mut stuck = quick("stuck", hanging.url());
+    stuck.timeout = Duration::from_secs(30);
+    let stuck = d.add_endpoint(stuck).unwrap();
+    let mut lingering = quick("lingering", healthy.url());
+    lingering.batch = BatchConfig::events(10);
+    lingering.batch.linger = Duration::from_millis(100);
+    let lingering = d.add_endpoint(lingering).unwrap();
+    d.publish_raw(event(0)).unwrap();
+    eventually("stuck in flight", || {
+        d.endpoint_snapshot(stuck).unwrap().metrics.in_flight == 1
+    });
+    let last = d
+        .remove_endpoint(stuck, Duration::from_millis(100))
+        .unwrap();
+    assert_eq!(last.metrics.pending, 0, "{last:?}");
+    assert_eq!(last.metrics.dropped[&DropReason::Shutdown], 1);
+    // The worker still runs: the other endpoint delivers, and the name and bit are reusable.
+    d.publish_raw(event(1)).unwrap();
+    assert!(healthy.wait_for_distinct(2, Duration::from_secs(10)));
+    let again = d.add_endpoint(quick("stuck", healthy.url())).unwrap();
+    d.disable(lingering).unwrap();
+    d.publish_raw(event(2)).unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // past the linger, while disabled
+    assert!(
+        healthy.wait_for_distinct(3, Duration::from_secs(10)),
+        "e2 via the new endpoint"
+    );
+    let t = Instant::now();
+    let report = d.shutdown(Duration::from_millis(200));
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        report.undelivered, 1,
+        "the disabled endpoint's e2: {report:?}"
+    );
+    assert!(report.endpoints.iter().all(|s| s.metrics.balanced()));
+    let _ = again;
+}
+
+#[test]
+fn an_endpoint_that_wants_nothing_does_not_hold_up_wait_idle() {
+    let rx = Receiver::start(ReceiverConfig::default()).unwrap();
+    let d = Dispatcher::builder().workers(2).build().unwrap();
+    let mut picky = quick("picky", rx.url());
+    picky.ignored_actions = vec!["push".into()];
+    d.add_endpoint(picky).unwrap();
+    d.add_endpoint(quick("all", rx.url())).unwrap();
+    for i in 0..10 {
+        d.publish_raw(event(i)).unwrap();
+    }
+    assert!(d.wait_idle(Duration::from_secs(5)));
+    assert!(d.shutdown(Duration::from_secs(5)).drained);
+}
+
+#[test]
+fn an_event_that_does_not_fit_sends_the_batch_at_once() {
+    let rx = Receiver::start(ReceiverConfig::default()).unwrap();
+    let d = Dispatcher::builder().workers(1).build().unwrap();
+    let mut cfg = quick("small", rx.url());
+    cfg.batch = BatchConfig::events(10);
+    cfg.batch.max_bytes = 1024;
+    cfg.batch.linger = Duration::from_secs(30);
+    d.add_endpoint(cfg).unwrap();
+    let pad = "x".repeat(600);
+    for i in 0..2 {
+        d.publish_raw(RawEvent::parse(format!(r#"{{"id":"e{i}","pad":"{pad}"}}"#)).unwrap())
+            .unwrap();
+    }
+    // The first batch is full when the second event does not fit: it goes without waiting
+    // for its linger. (The second lingers; it is delivered at shutdown's drain or dropped.)
+    assert!(rx.wait_for_distinct(1, Duration::from_secs(10)));
+    assert_eq!(rx.ids(), ["e0"]);
+}
+
+#[test]
+fn extreme_durations_are_typed_errors_or_clamped_never_panics() {
+    let d = Dispatcher::builder().workers(1).build().unwrap();
+    let mut cfg = EndpointConfig::new("block", "http://127.0.0.1:1/");
+    cfg.overflow = Overflow::Block {
+        timeout: Some(Duration::MAX),
+    };
+    assert!(matches!(
+        d.add_endpoint(cfg),
+        Err(Error::Config {
+            field: "overflow",
+            ..
+        })
+    ));
+    let id = d
+        .add_endpoint(EndpointConfig::new("idle", "http://127.0.0.1:1/"))
+        .unwrap();
+    let last = d.remove_endpoint(id, Duration::MAX).unwrap();
+    assert!(last.metrics.balanced());
+}

@@ -129,6 +129,7 @@ impl DispatcherBuilder {
                     free_bits: u64::MAX,
                     endpoints: BTreeMap::new(),
                     load: vec![0; self.workers],
+                    zombies: Vec::new(),
                 }),
                 closed: AtomicBool::new(false),
                 report: Mutex::new(None),
@@ -184,6 +185,9 @@ struct Admin {
     endpoints: BTreeMap<EndpointId, Arc<Shared>>,
     /// Endpoints per worker, to place new ones on the least loaded.
     load: Vec<usize>,
+    /// Bits of removed endpoints whose worker had not let go by the removal's deadline, and
+    /// how it will say it has.
+    zombies: Vec<(u32, crossbeam_channel::Receiver<()>)>,
 }
 
 struct Inner {
@@ -300,6 +304,15 @@ impl Dispatcher {
                 format!("{:?} is already in use", config.name),
             ));
         }
+        let admin = &mut *admin;
+        let free_bits = &mut admin.free_bits;
+        admin.zombies.retain(|(bit, done)| match done.try_recv() {
+            Err(crossbeam_channel::TryRecvError::Empty) => true,
+            _ => {
+                *free_bits |= 1 << bit;
+                false
+            }
+        });
         if admin.free_bits == 0 {
             return Err(Error::Full { capacity: 64 });
         }
@@ -360,7 +373,16 @@ impl Dispatcher {
         {
             w.wake.wake();
             // The worker answers by the deadline (plus a margin for one loop turn).
-            let _ = wait.recv_timeout(timeout + Duration::from_secs(1));
+            let margin = timeout
+                .min(crate::endpoint::MAX_DURATION)
+                .saturating_add(Duration::from_secs(1));
+            if wait.recv_timeout(margin).is_err() {
+                // Its worker still holds the cursor: the bit is freed once it lets go.
+                admin.zombies.push((shared.bit, wait));
+                admin.load[shared.worker] -= 1;
+                admin.endpoints.remove(&id);
+                return Ok(self.snap(&shared));
+            }
         }
         admin.free_bits |= 1 << shared.bit;
         admin.load[shared.worker] -= 1;
@@ -505,10 +527,12 @@ impl Dispatcher {
     }
 
     fn wait_not_full(&self, bit: u32, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
+        let deadline = Instant::now().checked_add(limit);
         let mut spins = 0u32;
         while self.inner.full.load(Ordering::Acquire) & (1 << bit) != 0 {
-            if self.inner.closed.load(Ordering::Relaxed) || Instant::now() >= deadline {
+            if self.inner.closed.load(Ordering::Relaxed)
+                || deadline.is_some_and(|d| Instant::now() >= d)
+            {
                 return false;
             }
             spins += 1;
@@ -628,6 +652,11 @@ impl Dispatcher {
         loop {
             if self.is_idle(head) {
                 return true;
+            }
+            // A worker none of whose endpoints wanted the recent events sleeps with its
+            // cursors behind; a turn of its loop moves them past what is not theirs.
+            for w in &self.inner.workers {
+                w.wake.wake();
             }
             let now = Instant::now();
             if now >= deadline {

@@ -70,6 +70,14 @@ impl Prepared {
                 ));
             }
         }
+        if let Overflow::Block { timeout: Some(d) } = config.overflow
+            && (d.is_zero() || d > MAX_DURATION)
+        {
+            return Err(Error::config(
+                "overflow",
+                format!("a Block timeout of {d:?} must be more than zero and at most a year"),
+            ));
+        }
         if config.capacity == 0 {
             return Err(Error::config("capacity", "must be at least 1"));
         }
@@ -147,6 +155,8 @@ struct Batch {
     attempt: Option<Attempt>,
     /// Whether it was already resent once after a stale keep-alive connection failed.
     stale_retried: bool,
+    /// The next event did not fit: send it now, whatever the linger says.
+    overflowed: bool,
 }
 
 const HEAD: &[u8] = br#"{"events":["#;
@@ -161,6 +171,7 @@ impl Batch {
             ats: Vec::new(),
             attempt: None,
             stale_retried: false,
+            overflowed: false,
         }
     }
 
@@ -252,10 +263,15 @@ impl HttpEp {
     /// The next moment something is due: a connection's timeout, the end of a backoff, a
     /// lingering batch.
     pub fn deadline(&self) -> Option<Instant> {
+        // A lingering batch matters only if it could be sent when its linger ends.
+        let could_send = !self.disabled
+            && self.not_before.is_none()
+            && self.ready.is_empty()
+            && self.flights.len() < self.p.max_in_flight;
         let linger = self
             .open
             .as_ref()
-            .filter(|b| !b.ats.is_empty() && !self.p.batch.linger.is_zero())
+            .filter(|b| could_send && !b.ats.is_empty() && !self.p.batch.linger.is_zero())
             .and_then(|b| b.ats[0].checked_add(self.p.batch.linger));
         let conns = self.conns.iter().flatten().filter_map(Conn::deadline);
         conns.chain(self.not_before).chain(linger).min()
@@ -333,7 +349,8 @@ impl HttpEp {
                 break;
             };
             if !batch.fits(h.event.json().len(), max_bytes) {
-                return true;
+                batch.overflowed = true;
+                return batch.ats.len() > before;
             }
             let h = self.backlog.pop_front().expect("checked above");
             batch.push(&h.event, h.at);
@@ -346,6 +363,7 @@ impl HttpEp {
                     batch.push(&p.event, p.at);
                     true
                 } else {
+                    batch.overflowed = true;
                     false
                 }
             })
@@ -368,6 +386,7 @@ impl HttpEp {
         }
         let cfg = self.p.batch;
         let due = b.ats.len() >= cfg.max_events
+            || b.overflowed
             || b.body.len() + TAIL.len() >= cfg.max_bytes
             || cfg.linger.is_zero()
             || b.ats[0].checked_add(cfg.linger).is_none_or(|t| now >= t);
@@ -562,6 +581,8 @@ impl HttpEp {
                     // request never reached it. Resend once, on a fresh connection, as the
                     // same attempt.
                     batch.stale_retried = true;
+                    // If it was the breaker's probe, the resend must be allowed to be one.
+                    self.p.strategy.abandon(now);
                     batch.attempt = batch.attempt.map(|a| Attempt {
                         number: a.number.saturating_sub(1),
                         ..a

@@ -134,17 +134,29 @@ impl Source {
 
     /// Takes everything up to position `end` without looking at it, returning how many were
     /// this endpoint's (shutdown, removal). A producer that claimed a slot before `end`
-    /// publishes it within moments; it is waited for, up to 100 ms.
+    /// publishes it within moments; it is waited for, up to a second.
     pub fn discard(&mut self, end: u64) -> u64 {
         let started = Instant::now();
         let mut n = 0;
         loop {
             n += self.take(usize::MAX, |_| true) as u64;
-            if self.consumer.position() >= end || started.elapsed() > Duration::from_millis(100) {
+            if self.consumer.position() >= end || started.elapsed() > Duration::from_secs(1) {
                 return n;
             }
             std::thread::yield_now();
         }
+    }
+
+    /// Moves the cursor past the entries at its front that are not this endpoint's.
+    pub fn skip_foreign(&mut self) {
+        let mut pos = self.consumer.position();
+        while let Some(entry) = self.consumer.get(pos) {
+            if entry.mask & self.bit != 0 && entry.value.version >= self.since {
+                break;
+            }
+            pos += 1;
+        }
+        self.consumer.advance(pos);
     }
 
     /// Whether a published entry waits at the cursor (maybe not this endpoint's).
@@ -216,6 +228,9 @@ impl Task {
 
     /// Takes events and starts requests. Returns whether anything moved.
     fn pump(&mut self, io: &mut Io<'_>) -> bool {
+        // Entries for other endpoints never wait at this cursor, so an endpoint that cannot
+        // take its own events now does not look behind (`wait_idle`, removal).
+        self.src.skip_foreign();
         match &mut self.kind {
             Kind::Local(f) => {
                 let mut failed = 0u64;
@@ -356,8 +371,8 @@ impl Worker {
             for slot in 0..self.tasks.len() {
                 progress |= self.with_task(slot, now, |t, io| t.pump(io));
             }
-            progress |= self.timers(now);
             self.finish_removals(now);
+            progress |= self.timers(now);
             let timeout = if progress || self.spin(now) {
                 Some(Duration::ZERO)
             } else {
@@ -415,12 +430,18 @@ impl Worker {
 
     /// Handles the timers that are due. Returns whether any was.
     fn timers(&mut self, now: Instant) -> bool {
-        let mut fired = false;
+        // Take what is due first: a handler may re-arm a deadline that is already past (it is
+        // then handled next turn, after the endpoint has pumped), and must not loop here.
+        let mut due = Vec::new();
         while let Some(&Reverse((at, slot))) = self.timers.peek() {
             if at > now {
                 break;
             }
             self.timers.pop();
+            due.push((at, slot));
+        }
+        let mut fired = false;
+        for (at, slot) in due {
             let Some(Some(task)) = self.tasks.get_mut(slot) else {
                 continue;
             };

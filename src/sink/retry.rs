@@ -49,6 +49,12 @@ pub trait RetryStrategy<E>: Send {
     fn enable(&mut self, now: Instant) {
         let _ = now;
     }
+    /// The attempt `proceed` allowed was never made, or its result is unknown and it will be
+    /// made again (the engine resends a request lost to a stale keep-alive connection): a
+    /// breaker's half-open probe is handed back.
+    fn abandon(&mut self, now: Instant) {
+        let _ = now;
+    }
 }
 
 /// A boxed strategy is a strategy, so strategies can be chosen at run time.
@@ -64,6 +70,9 @@ impl<E, T: RetryStrategy<E> + ?Sized> RetryStrategy<E> for Box<T> {
     }
     fn enable(&mut self, now: Instant) {
         (**self).enable(now)
+    }
+    fn abandon(&mut self, now: Instant) {
+        (**self).abandon(now)
     }
 }
 
@@ -198,6 +207,12 @@ impl Core {
         }
     }
 
+    fn abandon(&mut self) {
+        if let Some(b) = &mut self.breaker {
+            b.abandon_probe();
+        }
+    }
+
     fn set(mut self, change: impl FnOnce(&mut RetryPolicy)) -> Result<Self, Error> {
         change(&mut self.policy);
         self.policy.validate()?;
@@ -259,6 +274,9 @@ macro_rules! strategy_common {
             }
             fn enable(&mut self, now: Instant) {
                 self.0.enable(now)
+            }
+            fn abandon(&mut self, _now: Instant) {
+                self.0.abandon()
             }
         }
     };
@@ -684,6 +702,27 @@ mod tests {
         ExponentialBackoff::new(base, 2, max)
             .unwrap()
             .jitter(Jitter::None)
+    }
+
+    #[test]
+    fn an_abandoned_probe_is_handed_out_again() {
+        let cfg = BreakerConfig::consecutive(1, Duration::from_secs(10));
+        let mut s = CircuitBreaker::new(cfg, Backoff::constant(Duration::ZERO)).unwrap();
+        let t0 = Instant::now();
+        let a = Attempt::first(t0);
+        let proceed = |s: &mut CircuitBreaker, t| RetryStrategy::<u32>::proceed(s, &0, &a, t);
+        assert_eq!(proceed(&mut s, t0), Duration::ZERO);
+        let v = RetryStrategy::<u32>::failure(&mut s, &0, &a, &status(500), t0);
+        assert_eq!(v, Verdict::Retry);
+        let t1 = t0 + Duration::from_secs(11);
+        assert_eq!(proceed(&mut s, t1), Duration::ZERO, "the probe");
+        assert!(proceed(&mut s, t1) > Duration::ZERO, "one probe at a time");
+        RetryStrategy::<u32>::abandon(&mut s, t1);
+        assert_eq!(
+            proceed(&mut s, t1),
+            Duration::ZERO,
+            "the probe, handed back"
+        );
     }
 
     #[test]
