@@ -1,42 +1,21 @@
 //! `hookwire bench` smoke runs (`--quick`): the JSON has the peer's keys and nothing was lost.
-//! They need the engine (`Dispatcher`), whose bodies are `todo!()` on this branch until it
-//! lands. Each run is killed after a deadline.
+//! Each run is killed after a deadline.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
+
+use common::hookwire;
 
 use serde_json::Value;
 
 /// Runs `hookwire bench ARGS` and returns its exit code and stdout; kills it after 300 s.
 fn bench(args: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookwire"))
-        .arg("bench")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start hookwire");
-    let mut out = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("hookwire bench did not finish within 300 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status.code(), reader.join().unwrap())
+    let args: Vec<&str> = std::iter::once("bench")
+        .chain(args.iter().copied())
+        .collect();
+    let out = hookwire(&args, String::new(), Duration::from_secs(300));
+    (out.code, out.stdout)
 }
 
 fn json(args: &[&str]) -> Value {

@@ -1,66 +1,21 @@
 //! `hookwire send` as a user runs it: the binary, NDJSON on stdin, the test kit receiver in
 //! this process. Every run is killed after a deadline, so no test can hang.
-//!
-//! The usage tests pass today; the delivery tests need the engine (`Dispatcher`), whose
-//! bodies are `todo!()` on this branch until it lands.
 
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
+
+use common::{Out, hookwire};
 
 use hookwire::testkit::{Receiver, ReceiverConfig};
 use serde_json::Value;
 
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs `hookwire send ARGS` with `input` on stdin; kills it after 60 s.
 fn send(args: &[&str], input: String) -> Out {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookwire"))
-        .arg("send")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start hookwire");
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes()); // the child may exit before reading it all
-    });
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let reader_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let reader_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("hookwire send did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    writer.join().unwrap();
-    Out {
-        code: status.code(),
-        stdout: reader_out.join().unwrap(),
-        stderr: reader_err.join().unwrap(),
-    }
+    let args: Vec<&str> = std::iter::once("send")
+        .chain(args.iter().copied())
+        .collect();
+    hookwire(&args, input, Duration::from_secs(60))
 }
 
 fn summary(out: &Out) -> Value {
@@ -231,12 +186,9 @@ fn bad_flags_exit_2_and_name_the_flag() {
 
 #[test]
 fn help_explains_the_options() {
-    let out = Command::new(env!("CARGO_BIN_EXE_hookwire"))
-        .args(["send", "--help"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let help = String::from_utf8(out.stdout).unwrap();
+    let out = send(&["--help"], String::new());
+    assert_eq!(out.code, Some(0));
+    let help = out.stdout;
     for flag in [
         "--endpoint",
         "--secret",

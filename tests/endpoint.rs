@@ -7,32 +7,13 @@ use std::time::{Duration, Instant};
 use hookwire::endpoint::{Endpoint, EndpointConfig, RetryConfig};
 use hookwire::policy::ManualClock;
 use hookwire::sink::{DeadLetter, Overflow, from_fn};
-use hookwire::stats::{DropReason, Metrics};
+use hookwire::stats::DropReason;
 use hookwire::testkit::{Receiver, ReceiverConfig, Reply};
+mod common;
+
+use common::{assert_quiet_and_balanced, event, eventually, ids};
 use hookwire::{Error, RawEvent, Sink};
 use parking_lot::Mutex;
-
-fn event(i: usize) -> RawEvent {
-    RawEvent::parse(format!(r#"{{"id":"e{i}","action":"push","n":{i}}}"#)).unwrap()
-}
-
-fn ids(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("e{i}")).collect()
-}
-
-/// Polls `f` until it holds; fails the test after 10 s (a safety net, not a timing assertion).
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn assert_quiet_and_balanced(m: &Metrics) {
-    assert!(m.balanced(), "identity broken: {m:?}");
-    assert_eq!(m.pending, m.queued + m.in_flight, "{m:?}");
-}
 
 #[test]
 fn outage_of_500s_loses_nothing_duplicates_nothing_keeps_order() {

@@ -72,6 +72,12 @@ impl<W: Wakes> Wake<W> {
     /// race on a sleeping worker wakes it.
     pub fn notify(&self) -> Result<bool, crate::Error> {
         fence(Ordering::SeqCst);
+        self.claim()
+    }
+
+    /// The part of [`notify`](Wake::notify) after its fence: if the worker sleeps, claim the
+    /// wake-up (only one racing producer gets it) and wake it.
+    fn claim(&self) -> Result<bool, crate::Error> {
         // A compare-exchange rather than `swap(false)`: the same for a bool, and loom 0.7 models
         // it correctly (its `swap` can lose a concurrent store: tokio-rs/loom#254).
         if !self.sleeping.load(Ordering::Relaxed)
@@ -97,9 +103,12 @@ impl<W: Wakes> Wake<W> {
 
     /// Producer side: [`notify`](Wake::notify), but only if the event (routed to `mask`) is for
     /// an endpoint that wants events. The caller has published and issued a `SeqCst` fence.
+    /// The caller's fence is the one the protocol needs, so this adds none.
     pub fn notify_if_wants(&self, mask: u64) {
-        if self.wants.load(Ordering::SeqCst) & mask != 0 {
-            self.wake();
+        if self.wants.load(Ordering::SeqCst) & mask != 0
+            && let Err(e) = self.claim()
+        {
+            log::error!("hookwire: waking a worker failed: {e}");
         }
     }
 

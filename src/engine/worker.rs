@@ -524,19 +524,31 @@ impl Worker {
             };
             if done {
                 let end = self.ring.head();
-                let mut task = self.tasks[slot].take().expect("checked above");
-                let mut io = Io {
-                    registry: self.poll.registry(),
-                    now,
-                    slot,
-                    ring_capacity: self.ring.capacity() as u64,
-                    full: &self.full,
-                };
-                task.abandon(&mut io, end);
-                if let Some((_, done)) = task.removing.take() {
-                    let _ = done.send(());
-                }
+                self.retire(slot, end, now);
             }
+        }
+    }
+
+    /// Takes the endpoint out of `slot`: what it still holds, and what the ring holds for it
+    /// up to `end`, is counted as dropped (`shutdown`); a removal waiting on it is answered.
+    fn retire(&mut self, slot: usize, end: u64, now: Instant) {
+        let Some(mut task) = self.tasks[slot].take() else {
+            return;
+        };
+        task.abandon(&mut self.io(slot, now), end);
+        if let Some((_, done)) = task.removing.take() {
+            let _ = done.send(());
+        }
+    }
+
+    /// What an endpoint in `slot` may use of this worker during a loop turn at `now`.
+    fn io(&self, slot: usize, now: Instant) -> Io<'_> {
+        Io {
+            registry: self.poll.registry(),
+            now,
+            slot,
+            ring_capacity: self.ring.capacity() as u64,
+            full: &self.full,
         }
     }
 
@@ -603,19 +615,7 @@ impl Worker {
 
     fn shutdown(&mut self, end: u64, now: Instant) {
         for slot in 0..self.tasks.len() {
-            if let Some(mut task) = self.tasks[slot].take() {
-                let mut io = Io {
-                    registry: self.poll.registry(),
-                    now,
-                    slot,
-                    ring_capacity: self.ring.capacity() as u64,
-                    full: &self.full,
-                };
-                task.abandon(&mut io, end);
-                if let Some((_, done)) = task.removing.take() {
-                    let _ = done.send(());
-                }
-            }
+            self.retire(slot, end, now);
         }
         self.full.store(0, Ordering::Release);
     }

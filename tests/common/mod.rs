@@ -1,0 +1,83 @@
+//! Helpers shared by the integration tests (each test crate uses a part of them).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hookwire::RawEvent;
+use hookwire::stats::Metrics;
+
+/// A small event with id `e{i}` and action `push`.
+pub fn event(i: usize) -> RawEvent {
+    RawEvent::parse(format!(r#"{{"id":"e{i}","action":"push","n":{i}}}"#)).unwrap()
+}
+
+/// `e0 .. e{n-1}`.
+pub fn ids(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("e{i}")).collect()
+}
+
+/// Polls `f` until it holds; fails the test after 10 s (a safety net, not a timing assertion).
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The identity holds, and once quiet nothing pending hides outside the queue and the wire.
+pub fn assert_quiet_and_balanced(m: &Metrics) {
+    assert!(m.balanced(), "identity broken: {m:?}");
+    assert_eq!(m.pending, m.queued + m.in_flight, "{m:?}");
+}
+
+/// What a run of the `hookwire` binary printed.
+pub struct Out {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `hookwire ARGS` with `input` on stdin; kills it (and fails the test) after `limit`.
+pub fn hookwire(args: &[&str], input: String, limit: Duration) -> Out {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookwire"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hookwire");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes()); // the child may exit before reading it all
+    });
+    let read_all = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = read_all(Box::new(child.stdout.take().unwrap()));
+    let err = read_all(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hookwire {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    writer.join().unwrap();
+    Out {
+        code: status.code(),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
