@@ -82,6 +82,24 @@ pub enum Error {
         /// What panicked.
         what: &'static str,
     },
+    /// The durable store is full: appending would pass its disk quota. Nothing was written;
+    /// delivering (and so acknowledging) old events frees room.
+    Quota {
+        /// The quota, in bytes.
+        quota: u64,
+        /// Bytes in use.
+        used: u64,
+    },
+    /// The durable store failed (a file could not be read, written or synced). What was not
+    /// committed before the failure is not durable.
+    Storage {
+        /// What was being done ("append", "fdatasync", "open", ...).
+        op: &'static str,
+        /// The file or directory.
+        path: String,
+        /// The underlying error, rendered.
+        message: String,
+    },
     /// An error from a user-supplied sink, matcher or callback.
     Other(Arc<dyn std::error::Error + Send + Sync>),
 }
@@ -97,6 +115,15 @@ impl Error {
         Error::Config {
             field,
             reason: reason.into(),
+        }
+    }
+
+    /// Builds an [`Error::Storage`] for `op` on `path`.
+    pub(crate) fn storage(op: &'static str, path: &std::path::Path, e: impl fmt::Display) -> Self {
+        Error::Storage {
+            op,
+            path: path.display().to_string(),
+            message: e.to_string(),
         }
     }
 
@@ -143,6 +170,13 @@ impl fmt::Display for Error {
                 "{failed} of {total} sinks failed (the others have the event): {first}"
             ),
             Error::Panicked { what } => write!(f, "{what} panicked (caught; event counted)"),
+            Error::Quota { quota, used } => write!(
+                f,
+                "durable store is full: {used} of {quota} bytes used (deliver or raise the quota)"
+            ),
+            Error::Storage { op, path, message } => {
+                write!(f, "durable store: {op} {path} failed: {message}")
+            }
             Error::Other(e) => write!(f, "{e}"),
         }
     }

@@ -64,6 +64,7 @@ pub mod http;
 pub mod policy;
 pub mod sink;
 pub mod stats;
+pub mod store;
 pub mod testkit;
 
 pub use error::Error;

@@ -99,6 +99,23 @@ pub struct EndpointConfig {
     /// TLS settings for `https://` URLs (engine only): a private CA, or no verification at
     /// all. Default: the webpki roots.
     pub tls: TlsOptions,
+    /// Whether the engine keeps this endpoint's events in memory only (the default) or in its
+    /// durable log (engine only; the dispatcher needs a data directory). Set both this and
+    /// `overflow` with [`EndpointConfig::durable`].
+    pub durability: Durability,
+}
+
+/// Where an engine endpoint's undelivered events live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// In memory: bounded by `capacity` and the overflow policy; lost if the process dies.
+    #[default]
+    Memory,
+    /// In the dispatcher's durable log: an event is persisted (group commit) before it is
+    /// delivered, the endpoint's cursor is persisted as deliveries are acknowledged, and after
+    /// a restart the endpoint resumes from its cursor. Needs `Overflow::Spill`: the backlog
+    /// beyond `capacity` stays on disk, bounded by the store's quota.
+    Durable,
 }
 
 /// How the engine groups an endpoint's events into one request.
@@ -162,7 +179,16 @@ impl EndpointConfig {
             batch: BatchConfig::default(),
             max_in_flight: 1,
             tls: TlsOptions::default(),
+            durability: Durability::Memory,
         }
+    }
+
+    /// Makes the endpoint durable (engine only): `durability = Durable` and `overflow =
+    /// Spill`. `capacity` then bounds only the events it holds in memory.
+    pub fn durable(mut self) -> Self {
+        self.durability = Durability::Durable;
+        self.overflow = Overflow::Spill;
+        self
     }
 
     /// Checks every field that the parts do not check themselves, and parses the secrets.
@@ -203,6 +229,22 @@ impl EndpointConfig {
         }
         if self.batch.linger > MAX_DURATION {
             return Err(Error::config("batch.linger", "is longer than a year"));
+        }
+        match (self.durability, self.overflow) {
+            (Durability::Durable, Overflow::Spill) | (Durability::Memory, _) => {}
+            (Durability::Durable, _) => {
+                return Err(Error::config(
+                    "overflow",
+                    "a durable endpoint keeps its backlog on disk: use Overflow::Spill \
+                     (EndpointConfig::durable sets both)",
+                ));
+            }
+        }
+        if self.durability == Durability::Memory && self.overflow == Overflow::Spill {
+            return Err(Error::config(
+                "overflow",
+                "Spill needs durability = Durable (EndpointConfig::durable)",
+            ));
         }
         if !(1..=64).contains(&self.max_in_flight) {
             return Err(Error::config("max_in_flight", "must be 1 to 64"));

@@ -15,7 +15,7 @@
 mod config;
 
 pub(crate) use config::MAX_DURATION;
-pub use config::{BatchConfig, EndpointConfig, RetryConfig};
+pub use config::{BatchConfig, Durability, EndpointConfig, RetryConfig};
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -500,7 +500,8 @@ impl Dispatcher {
                 continue;
             };
             let reason = match shared.overflow {
-                Overflow::DropOldest => continue,
+                // Durable endpoints never set their "full" bit: their backlog is on disk.
+                Overflow::DropOldest | Overflow::Spill => continue,
                 Overflow::DropNewest => DropReason::Newest,
                 Overflow::Reject => {
                     first.get_or_insert(Error::Full {

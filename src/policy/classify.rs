@@ -139,9 +139,9 @@ impl Classifier {
     /// Classifies a failed write.
     ///
     /// - `Status` goes by its code, as [`classify_status`](Self::classify_status).
-    /// - `Io`, `Timeout` (no answer: the network or the endpoint may recover), `Full` (a
-    ///   downstream buffer is momentarily full) and `Other` (a user sink's error, assumed
-    ///   transient) are retried.
+    /// - `Io`, `Timeout` (no answer: the network or the endpoint may recover), `Full` and
+    ///   `Quota` (a downstream buffer or store is momentarily full), `Storage` (a disk error
+    ///   downstream) and `Other` (a user sink's error, assumed transient) are retried.
     /// - `Disabled` is gone.
     /// - `Encode` and `Config` are permanent with status 0: sending the same bytes again
     ///   cannot help.
@@ -155,12 +155,15 @@ impl Classifier {
     pub fn classify_error(&self, err: &Error) -> Outcome {
         match err {
             Error::Status { code, retry_after } => self.classify_status(*code, *retry_after),
-            Error::Io { .. } | Error::Timeout { .. } | Error::Full { .. } | Error::Other(_) => {
-                Outcome::Retry {
-                    retry_after: None,
-                    throttled: false,
-                }
-            }
+            Error::Io { .. }
+            | Error::Timeout { .. }
+            | Error::Full { .. }
+            | Error::Quota { .. }
+            | Error::Storage { .. }
+            | Error::Other(_) => Outcome::Retry {
+                retry_after: None,
+                throttled: false,
+            },
             Error::Disabled { .. } => Outcome::Gone,
             Error::Encode { .. }
             | Error::Config { .. }

@@ -61,6 +61,13 @@ pub enum Overflow {
     DropOldest,
     /// Refuse with [`Error::Full`] (counted [`DropReason::Rejected`]).
     Reject,
+    /// Keep the backlog on disk (engine endpoints with
+    /// [`Durability::Durable`](crate::endpoint::Durability) only): the endpoint reads its
+    /// events back from the durable log, so memory stays bounded however long it is down. The
+    /// bound is the store's disk quota; past it, `publish` fails with
+    /// [`Error::Quota`](crate::Error::Quota). An in-memory queue cannot spill: it refuses this
+    /// policy with [`Error::Config`].
+    Spill,
 }
 
 /// A queue's counters. Shared: the `Arc` from [`Queue::stats`] outlives the queue.
@@ -136,6 +143,12 @@ impl QueueBuilder {
             return Err(Error::config(
                 "capacity",
                 format!("{} is more than the limit of {MAX_CAPACITY}", self.capacity),
+            ));
+        }
+        if self.overflow == Overflow::Spill {
+            return Err(Error::config(
+                "overflow",
+                "Spill needs a durable engine endpoint (an in-memory queue has no disk)",
             ));
         }
         if let Overflow::Block { timeout: Some(t) } = self.overflow {
@@ -439,7 +452,8 @@ impl<E: Send + 'static> Sink<E> for Queue<E> {
                 drop(evicted); // outside the lock: dropping an event may be costly
                 Ok(())
             }
-            Overflow::Reject => {
+            // `Spill` is refused by `QueueBuilder::build`; were it ever here, refusing is safe.
+            Overflow::Reject | Overflow::Spill => {
                 drop(st);
                 sh.stats.dropped.inc(DropReason::Rejected);
                 Err(Error::Full {

@@ -63,17 +63,21 @@ pub enum DropReason {
     Shutdown,
     /// The downstream sink returned an error the queue could not hand back to anyone.
     SinkError,
+    /// A durable endpoint's store was full (its disk quota): the event was not persisted.
+    /// `publish` returned [`Error::Quota`](crate::Error::Quota) when it could tell at once.
+    Quota,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::Newest,
         DropReason::Oldest,
         DropReason::Rejected,
         DropReason::BlockTimeout,
         DropReason::Shutdown,
         DropReason::SinkError,
+        DropReason::Quota,
     ];
 
     /// The reason's name in JSON and Prometheus output.
@@ -85,13 +89,14 @@ impl DropReason {
             DropReason::BlockTimeout => "block_timeout",
             DropReason::Shutdown => "shutdown",
             DropReason::SinkError => "sink_error",
+            DropReason::Quota => "quota",
         }
     }
 }
 
 /// One counter per [`DropReason`].
 #[derive(Debug, Default)]
-pub struct DropCounts([Counter; 6]);
+pub struct DropCounts([Counter; 7]);
 
 impl DropCounts {
     /// Counts one drop.

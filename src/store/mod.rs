@@ -1,0 +1,224 @@
+//! Durable storage for the engine's durable endpoints: an append-only, group-committed log of
+//! events, one cursor per durable endpoint, and a dead-letter file.
+//!
+//! [`Store`] is the small interface the engine needs; [`LogStore`] is the embedded default
+//! (segment files in one directory, no server). The engine drives a store from one
+//! persistence thread (group commit: append everything queued, then one `fdatasync`), and the
+//! workers read it back through [`StoreReader`]s when a durable endpoint's backlog no longer
+//! fits in memory (`Overflow::Spill`) or when it resumes after a restart.
+//!
+//! # On disk (`LogStore`)
+//!
+//! ```text
+//! DIR/LOCK                 held (flock) while a store is open: one process per directory
+//! DIR/log/<first seq>.seg  records: len u32 | crc32 u32 | seq u64 | mask u64 | time_ms u64 | payload
+//! DIR/slots.json           endpoint name -> slot (mask bit) and the seq it started at
+//! DIR/cursors.json         endpoint name -> acked (every seq below it is finished)
+//! DIR/dead-letters.ndjson  events given up, one JSON object per line
+//! ```
+//!
+//! See `docs/durable.md` for the format, the recovery rules and the at-least-once contract.
+
+mod log_store;
+
+pub use log_store::LogStore;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// Where and how a [`LogStore`] keeps its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreConfig {
+    /// The data directory (created if missing).
+    pub dir: PathBuf,
+    /// Size at which a segment file is closed and a new one started. Default 64 MiB.
+    pub segment_bytes: u64,
+    /// The most bytes the log's segments may take; an append past it fails with
+    /// [`Error::Quota`]. Default 1 GiB.
+    pub quota_bytes: u64,
+}
+
+impl StoreConfig {
+    /// The defaults (64 MiB segments, a 1 GiB quota) in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            dir: dir.into(),
+            segment_bytes: 64 << 20,
+            quota_bytes: 1 << 30,
+        }
+    }
+}
+
+/// One record read back from the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// Its sequence number (the first record ever written is 1; never reused).
+    pub seq: u64,
+    /// Which endpoint slots it is for (bit `s` for slot `s`).
+    pub mask: u64,
+    /// When it was published, in milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// The event, as the engine encoded it.
+    pub payload: &'a [u8],
+}
+
+/// What opening a store found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Recovery {
+    /// Segment files found.
+    pub segments: usize,
+    /// Records in the log (from `first_seq` to `next_seq - 1`).
+    pub records: u64,
+    /// The oldest sequence number still in the log.
+    pub first_seq: u64,
+    /// The sequence number the next append gets.
+    pub next_seq: u64,
+    /// Bytes cut from the end of the last segment (a torn or corrupt tail record).
+    pub truncated_bytes: u64,
+    /// Records cut (a torn or corrupt tail counts as one).
+    pub corrupt_records: u64,
+    /// The cursor file was missing or unreadable, so every endpoint resumes from the oldest
+    /// record it may have (redelivering, never skipping).
+    pub cursors_reset: bool,
+    /// Dead-letter lines that could not be read (a torn last line after a crash) and were
+    /// skipped.
+    pub dead_letters_skipped: u64,
+}
+
+/// A durable endpoint as the store knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointState {
+    /// Its bit in every record's mask (0..64).
+    pub slot: u8,
+    /// The first sequence number that can be for it (the log's next seq when it registered).
+    pub since: u64,
+    /// Every record for it below this sequence number is finished (delivered, dropped or
+    /// dead-lettered). It resumes here.
+    pub acked: u64,
+}
+
+/// An event given up for one durable endpoint, with why. In the dead-letter file it is one
+/// JSON object per line: these fields, with the event's JSON inline under `event` and its id
+/// and metadata beside it.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The endpoint's name.
+    pub endpoint: String,
+    /// The event's sequence number in the log.
+    pub seq: u64,
+    /// When it was published (ms since the Unix epoch).
+    pub published_ms: u64,
+    /// When it was given up (ms since the Unix epoch).
+    pub failed_ms: u64,
+    /// The last HTTP status, if the endpoint answered.
+    pub status: Option<u16>,
+    /// The last error, in words.
+    pub error: String,
+    /// How many attempts were made.
+    pub attempts: u32,
+    /// The event.
+    pub event: crate::RawEvent,
+}
+
+/// Selects dead letters: every field that is set must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadLetterFilter {
+    /// Only this endpoint's.
+    pub endpoint: Option<String>,
+    /// Only sequence numbers in this range (inclusive).
+    pub seqs: Option<(u64, u64)>,
+    /// Only those given up in this time range (ms since the Unix epoch, inclusive).
+    pub failed_ms: Option<(u64, u64)>,
+}
+
+impl DeadLetterFilter {
+    /// Everything.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Whether `d` is selected.
+    pub fn matches(&self, d: &DeadLetter) -> bool {
+        self.endpoint.as_ref().is_none_or(|e| *e == d.endpoint)
+            && self.seqs.is_none_or(|(a, b)| (a..=b).contains(&d.seq))
+            && self
+                .failed_ms
+                .is_none_or(|(a, b)| (a..=b).contains(&d.failed_ms))
+    }
+}
+
+/// Reads records back, independently of the writer (each reader has its own file handles).
+pub trait StoreReader: Send {
+    /// Calls `f` for each record with `from <= seq <= until` whose mask has a bit of `mask`,
+    /// in order, until `max` were given. Returns the sequence number to read from next
+    /// (one past the last record looked at). Records below the log's first seq are gone
+    /// (every endpoint had passed them) and are skipped.
+    fn read(
+        &mut self,
+        from: u64,
+        until: u64,
+        mask: u64,
+        max: usize,
+        f: &mut dyn FnMut(Record<'_>),
+    ) -> Result<u64, Error>;
+}
+
+/// What the engine needs from durable storage. All methods are called from one thread at a
+/// time (the engine wraps the store in a mutex); readers run on other threads.
+pub trait Store: Send + 'static {
+    /// Buffers one record and returns its sequence number. Fails with [`Error::Quota`] (and
+    /// writes nothing) if the log would pass its quota, or [`Error::Storage`].
+    fn append(&mut self, mask: u64, time_ms: u64, payload: &[u8]) -> Result<u64, Error>;
+
+    /// Makes everything appended so far durable (one `fdatasync`, and a directory sync if a
+    /// segment was created). Returns the highest durable sequence number (0: none yet). On an
+    /// error, nothing appended since the last successful commit may be taken as durable.
+    fn commit(&mut self) -> Result<u64, Error>;
+
+    /// The highest sequence number made durable (0: none).
+    fn durable_through(&self) -> u64;
+
+    /// The sequence number the next append gets.
+    fn next_seq(&self) -> u64;
+
+    /// The oldest sequence number still kept.
+    fn first_seq(&self) -> u64;
+
+    /// Bytes the log's segments take now.
+    fn used_bytes(&self) -> u64;
+
+    /// The quota, in bytes.
+    fn quota_bytes(&self) -> u64;
+
+    /// A reader of committed records.
+    fn reader(&self) -> Result<Box<dyn StoreReader>, Error>;
+
+    /// The endpoint called `name`: its slot and cursor, registered (durably) if it is new,
+    /// starting at the current `next_seq`. Fails with [`Error::Full`] when 64 slots are taken.
+    fn endpoint(&mut self, name: &str) -> Result<EndpointState, Error>;
+
+    /// Every endpoint the store knows, by name.
+    fn endpoints(&self) -> Vec<(String, EndpointState)>;
+
+    /// Records how far endpoints have got (`(slot, acked)`; unknown slots are ignored, and a
+    /// cursor never moves back), durably (write, fsync, rename). Then removes the segments
+    /// that every known endpoint has passed.
+    fn save_cursors(&mut self, acked: &[(u8, u64)]) -> Result<(), Error>;
+
+    /// Appends dead letters, durably.
+    fn dead_letter(&mut self, letters: &[DeadLetter]) -> Result<(), Error>;
+
+    /// The dead letters `filter` selects, oldest first.
+    fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error>;
+
+    /// Removes the dead letters `filter` selects, durably, and returns them.
+    fn take_dead_letters(&mut self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error>;
+
+    /// What opening the store found and repaired.
+    fn recovery(&self) -> &Recovery;
+}
