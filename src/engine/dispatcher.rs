@@ -17,12 +17,15 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::endpoint::EndpointConfig;
+use crate::endpoint::{Durability, EndpointConfig};
 use crate::sink::Overflow;
 use crate::stats::{Counter, DropReason, EndpointSnapshot};
+use crate::store::{DeadLetter, DeadLetterFilter, LogStore, Recovery, Store, StoreConfig};
 use crate::{Error, Event, RawEvent, Sink};
 
 use super::ring::sync::Arc as RingArc;
+use super::http_ep::DurableLink;
+use super::persist::{Committed, Durable, Ticket, TicketCell};
 use super::ring::{Full, Ring};
 use super::routes::{Ignore, Route, Routes};
 use super::shared::Shared;
@@ -40,95 +43,139 @@ impl fmt::Display for EndpointId {
 }
 
 /// Builds a [`Dispatcher`].
-#[derive(Debug, Clone)]
+#[derive(Default)]
 pub struct DispatcherBuilder {
-    workers: usize,
-    ring_capacity: usize,
-    publish_timeout: Duration,
-    shutdown_timeout: Duration,
+    workers: Option<usize>,
+    ring_capacity: Option<usize>,
+    publish_timeout: Option<Duration>,
+    shutdown_timeout: Option<Duration>,
+    store: Option<StoreChoice>,
 }
 
-impl Default for DispatcherBuilder {
-    fn default() -> Self {
-        DispatcherBuilder {
-            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            ring_capacity: 4096,
-            publish_timeout: Duration::from_secs(1),
-            shutdown_timeout: Duration::from_secs(5),
-        }
+enum StoreChoice {
+    Config(StoreConfig),
+    Open(Box<dyn Store>),
+}
+
+impl fmt::Debug for DispatcherBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DispatcherBuilder")
+            .field("workers", &self.workers)
+            .field("ring_capacity", &self.ring_capacity)
+            .field("publish_timeout", &self.publish_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("store", &self.store.is_some())
+            .finish()
     }
 }
 
 impl DispatcherBuilder {
     /// Worker threads (each one `mio` loop). Default: the available cores. 1 to 256.
     pub fn workers(mut self, n: usize) -> Self {
-        self.workers = n;
+        self.workers = Some(n);
         self
     }
 
     /// Slots in the multicast ring (a power of two, 64 to 2^24). Default 4096.
     pub fn ring_capacity(mut self, n: usize) -> Self {
-        self.ring_capacity = n;
+        self.ring_capacity = Some(n);
         self
     }
 
     /// How long `publish` may wait when the workers are behind by a whole ring (CPU
     /// back-pressure, not a slow endpoint). Default 1 s; then it returns [`Error::Timeout`].
     pub fn publish_timeout(mut self, d: Duration) -> Self {
-        self.publish_timeout = d;
+        self.publish_timeout = Some(d);
         self
     }
 
     /// The deadline used by [`Sink::close`] and by `Drop`. Default 5 s.
     pub fn shutdown_timeout(mut self, d: Duration) -> Self {
-        self.shutdown_timeout = d;
+        self.shutdown_timeout = Some(d);
         self
     }
 
-    /// Starts the workers. Fails with [`Error::Config`] for a bad setting, or
+    /// Keeps durable endpoints' events in the embedded log in `dir` (64 MiB segments, a
+    /// 1 GiB quota); see [`store`](crate::store). Needed for
+    /// [`Durability::Durable`] endpoints.
+    pub fn data_dir(self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.store_config(StoreConfig::new(dir))
+    }
+
+    /// Like [`data_dir`](Self::data_dir), with every store setting.
+    pub fn store_config(mut self, config: StoreConfig) -> Self {
+        self.store = Some(StoreChoice::Config(config));
+        self
+    }
+
+    /// Uses an open store (any [`Store`]) for durable endpoints.
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(StoreChoice::Open(Box::new(store)));
+        self
+    }
+
+    /// Starts the workers (and, with a store, opens it, recovering what a crash left, and
+    /// starts the persistence thread). Fails with [`Error::Config`] for a bad setting,
+    /// [`Error::Storage`] if the store cannot be opened (or another process has it), or
     /// [`Error::Io`] if the OS refuses a thread or a poller.
     pub fn build(self) -> Result<Dispatcher, Error> {
-        if !(1..=256).contains(&self.workers) {
+        let workers = self
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let ring_capacity = self.ring_capacity.unwrap_or(4096);
+        let publish_timeout = self.publish_timeout.unwrap_or(Duration::from_secs(1));
+        let shutdown_timeout = self.shutdown_timeout.unwrap_or(Duration::from_secs(5));
+        if !(1..=256).contains(&workers) {
             return Err(Error::config("workers", "must be 1 to 256"));
         }
-        if !self.ring_capacity.is_power_of_two() || !(64..=1 << 24).contains(&self.ring_capacity) {
+        if !ring_capacity.is_power_of_two() || !(64..=1 << 24).contains(&ring_capacity) {
             return Err(Error::config(
                 "ring_capacity",
                 "must be a power of two from 64 to 16,777,216",
             ));
         }
         for (field, d) in [
-            ("publish_timeout", self.publish_timeout),
-            ("shutdown_timeout", self.shutdown_timeout),
+            ("publish_timeout", publish_timeout),
+            ("shutdown_timeout", shutdown_timeout),
         ] {
             if d > crate::endpoint::MAX_DURATION {
                 return Err(Error::config(field, "is longer than a year"));
             }
         }
-        let ring = RingArc::new(Ring::new(self.ring_capacity));
+        let durable = match self.store {
+            None => None,
+            Some(StoreChoice::Open(s)) => Some(Arc::new(Durable::new(s))),
+            Some(StoreChoice::Config(c)) => Some(Arc::new(Durable::new(Box::new(LogStore::open(c)?)))),
+        };
+        let ring = RingArc::new(Ring::new(ring_capacity));
         let full = Arc::new(AtomicU64::new(0));
         let clock = Arc::new(CoarseClock::new());
-        let mut workers = Vec::with_capacity(self.workers);
-        for index in 0..self.workers {
-            workers.push(worker::spawn(
+        let mut handles = Vec::with_capacity(workers);
+        for index in 0..workers {
+            handles.push(worker::spawn(
                 index,
                 ring.clone(),
                 full.clone(),
                 clock.clone(),
             )?);
         }
-        Ok(Dispatcher {
-            inner: Arc::new(Inner {
+        let persister = match &durable {
+            None => None,
+            Some(d) => Some(spawn_persister(d.clone())?),
+        };
+        let inner = Arc::new(Inner {
                 ring,
-                routes: ArcSwap::from_pointee(Routes::empty(self.workers)),
+                routes: ArcSwap::from_pointee(Routes::empty(workers)),
                 full,
                 clock,
-                workers,
+                workers: handles,
+                durable,
+                persister: Mutex::new(persister.as_ref().map(|p| p.0.clone())),
                 admin: Mutex::new(Admin {
                     next_id: 1,
                     free_bits: u64::MAX,
                     endpoints: BTreeMap::new(),
-                    load: vec![0; self.workers],
+                    load: vec![0; workers],
                     zombies: Vec::new(),
                 }),
                 closed: AtomicBool::new(false),
@@ -136,11 +183,38 @@ impl DispatcherBuilder {
                 published: Counter::default(),
                 unrouted: Counter::default(),
                 ring_timeouts: Counter::default(),
-                publish_timeout: self.publish_timeout,
-                shutdown_timeout: self.shutdown_timeout,
-            }),
-        })
+                publish_timeout,
+                shutdown_timeout,
+            });
+        if let Some((_, ready)) = persister {
+            // The persistence thread publishes into the ring through a weak handle (the
+            // dispatcher owns the thread, not the other way round).
+            let _ = ready.send(Arc::downgrade(&inner));
+        }
+        Ok(Dispatcher { inner })
     }
+}
+
+type PersisterHandle = Arc<Mutex<Option<JoinHandle<()>>>>;
+
+/// Starts the persistence thread; it waits for the dispatcher's weak handle on the channel.
+fn spawn_persister(
+    durable: Arc<Durable>,
+) -> Result<(PersisterHandle, Sender<std::sync::Weak<Inner>>), Error> {
+    let (tx, rx) = crossbeam_channel::bounded::<std::sync::Weak<Inner>>(1);
+    let thread = std::thread::Builder::new()
+        .name("hookwire-persist".into())
+        .spawn(move || {
+            let Ok(weak) = rx.recv() else {
+                return;
+            };
+            durable.run(|committed| {
+                if let Some(inner) = weak.upgrade() {
+                    inner.publish_committed(committed);
+                }
+            });
+        })?;
+    Ok((Arc::new(Mutex::new(Some(thread))), tx))
 }
 
 /// Dispatcher-wide counters.
@@ -164,6 +238,9 @@ pub struct ShutdownReport {
     /// Events that were still pending at the deadline (now counted as dropped, reason
     /// `shutdown`).
     pub undelivered: u64,
+    /// Events of durable endpoints that were not delivered and stay in the log: the next
+    /// dispatcher on the same data directory delivers them (they are not counted as dropped).
+    pub kept: u64,
     /// Every endpoint's final snapshot.
     pub endpoints: Vec<EndpointSnapshot>,
 }
@@ -198,6 +275,9 @@ struct Inner {
     /// The workers' coarse clock, for publish timestamps.
     clock: Arc<CoarseClock>,
     workers: Vec<WorkerHandle>,
+    /// The durable log and its persistence thread, with a store.
+    durable: Option<Arc<Durable>>,
+    persister: Mutex<Option<PersisterHandle>>,
     admin: Mutex<Admin>,
     closed: AtomicBool,
     report: Mutex<Option<ShutdownReport>>,
@@ -247,6 +327,127 @@ impl fmt::Debug for Dispatcher {
     }
 }
 
+impl Inner {
+    /// Writes `entry` into the ring for the endpoints in `mask` and wakes the workers that
+    /// sleep and want it.
+    fn enqueue(&self, entry: Published, mask: u64, routes: &Routes) -> Result<(), Error> {
+        self.claim(entry, mask, routes)?;
+        // Wake the workers that sleep and want events (Dekker with their SeqCst stores).
+        fence(Ordering::SeqCst);
+        for (w, bits) in routes.worker_bits.iter().enumerate() {
+            if bits & mask != 0 {
+                self.workers[w].wake.notify_if_wants(mask);
+            }
+        }
+        Ok(())
+    }
+
+    /// The persistence thread's hand-off: committed events go into the ring for the durable
+    /// endpoints added now. It waits while the ring is full (the events are safe in the log);
+    /// once the ring is sealed (shutdown), the rest stay in the log for the next start.
+    fn publish_committed(&self, committed: Vec<Committed>) {
+        // Pairs with the fence in `add`: see there.
+        fence(Ordering::SeqCst);
+        for c in committed {
+            let routes = self.routes.load();
+            let mask = routes.bits_for(c.slots);
+            if mask == 0 {
+                continue;
+            }
+            let mut entry = Published {
+                event: c.event,
+                at: c.at,
+                version: routes.version,
+                seq: c.seq,
+            };
+            loop {
+                match self.ring.try_publish(entry, mask) {
+                    Ok(_) => break,
+                    Err(Full { value, gating }) => {
+                        if gating == super::ring::SEALED_GATING {
+                            return;
+                        }
+                        entry = value;
+                        if let Some(s) = routes.shared(gating as u32) {
+                            self.workers[s.worker].wake.wake();
+                        }
+                        std::thread::sleep(Duration::from_micros(20));
+                    }
+                }
+            }
+            fence(Ordering::SeqCst);
+            for (w, bits) in routes.worker_bits.iter().enumerate() {
+                if bits & mask != 0 {
+                    self.workers[w].wake.notify_if_wants(mask);
+                }
+            }
+        }
+    }
+
+    /// Writes `entry` into the ring, waiting (up to `publish_timeout`) while a worker is a
+    /// whole ring behind; wakes that worker.
+    fn claim(&self, mut entry: Published, mask: u64, routes: &Routes) -> Result<(), Error> {
+        let inner = self;
+        let mut deadline = None;
+        let mut spins = 0u32;
+        loop {
+            match inner.ring.try_publish(entry, mask) {
+                Ok(pos) => {
+                    // Every eighth of a ring, look for an endpoint lagging more than half a
+                    // ring behind and wake its worker, so it copies that backlog out before
+                    // the ring fills up and producers have to wait.
+                    let step = (inner.ring.capacity() as u64 / 8).max(1);
+                    if pos.is_multiple_of(step) {
+                        self.wake_laggard(routes, inner.ring.capacity() as u64 / 2);
+                    }
+                    return Ok(());
+                }
+                Err(Full { value, gating }) => {
+                    if inner.closed.load(Ordering::Relaxed) {
+                        return Err(Error::Closed);
+                    }
+                    entry = value;
+                    if let Some(s) = routes.shared(gating as u32) {
+                        inner.workers[s.worker].wake.wake();
+                    } else {
+                        for w in &inner.workers {
+                            w.wake.wake();
+                        }
+                    }
+                    let now = Instant::now();
+                    let until = *deadline.get_or_insert(now + inner.publish_timeout);
+                    if now >= until {
+                        inner.ring_timeouts.inc();
+                        return Err(Error::Timeout {
+                            waiting_for: "ring space (the workers are behind)",
+                            after: inner.publish_timeout,
+                        });
+                    }
+                    spins += 1;
+                    if spins < 64 {
+                        std::hint::spin_loop();
+                    } else if spins < 128 {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(Duration::from_micros(20));
+                    }
+                }
+            }
+        }
+    }
+
+    fn wake_laggard(&self, routes: &Routes, limit: u64) {
+        let inner = self;
+        if let Some((pos, index)) = inner.ring.min_position()
+            && inner.ring.head().saturating_sub(pos) > limit
+            && let Some(s) = routes.shared(index as u32)
+        {
+            inner.workers[s.worker].wake.wake();
+        }
+    }
+
+}
+
 impl Dispatcher {
     /// A builder with the defaults.
     pub fn builder() -> DispatcherBuilder {
@@ -264,8 +465,8 @@ impl Dispatcher {
             actions: config.ignored_actions.clone().into(),
             media_types: config.ignored_media_types.clone().into(),
         };
-        self.add(config, url, ignore, |shared, consumer, since| {
-            Task::http(shared, consumer, since, prepared)
+        self.add(config, url, ignore, |shared, consumer, since, link| {
+            Task::http(shared, consumer, since, prepared, link)
         })
     }
 
@@ -281,7 +482,7 @@ impl Dispatcher {
         config.validate()?;
         let url = config.url.clone();
         let f: Box<dyn FnMut(&RawEvent) + Send> = Box::new(f);
-        self.add(config, url, Ignore::default(), |shared, consumer, since| {
+        self.add(config, url, Ignore::default(), |shared, consumer, since, _| {
             Task::local(shared, consumer, since, f)
         })
     }
@@ -291,12 +492,28 @@ impl Dispatcher {
         config: EndpointConfig,
         url: String,
         ignore: Ignore,
-        task: impl FnOnce(Arc<Shared>, super::ring::Consumer<Published>, u64) -> Task,
+        task: impl FnOnce(
+            Arc<Shared>,
+            super::ring::Consumer<Published>,
+            u64,
+            Option<DurableLink>,
+        ) -> Task,
     ) -> Result<EndpointId, Error> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
+        let durable = match (config.durability, &inner.durable) {
+            (Durability::Memory, _) => None,
+            (Durability::Durable, Some(d)) => Some(d),
+            (Durability::Durable, None) => {
+                return Err(Error::config(
+                    "durability",
+                    "a durable endpoint needs a dispatcher with a store \
+                     (DispatcherBuilder::data_dir)",
+                ));
+            }
+        };
         let mut admin = inner.admin.lock();
         if admin.endpoints.values().any(|s| s.name == config.name) {
             return Err(Error::config(
@@ -322,7 +539,21 @@ impl Dispatcher {
             .unwrap_or(0);
         let id = EndpointId(admin.next_id);
         let shared = Arc::new(Shared::new(id, bit, worker, &config, url));
-        let consumer = Ring::register(&inner.ring, bit as usize)?;
+        let link = match durable {
+            None => None,
+            Some(d) => {
+                let (slot, acked, counted_from) = d.join(&shared)?;
+                let _ = shared.slot.set(slot);
+                Some(DurableLink::new(d.clone(), slot, acked, counted_from))
+            }
+        };
+        let leave = |e: Error| {
+            if let Some(d) = durable {
+                d.leave(&shared);
+            }
+            e
+        };
+        let consumer = Ring::register(&inner.ring, bit as usize).map_err(leave)?;
         let routes = inner.routes.load_full();
         let since = routes.version + 1;
         // The worker must own the endpoint before producers route to it.
@@ -332,13 +563,19 @@ impl Dispatcher {
                 shared.clone(),
                 consumer,
                 since,
+                link,
             ))))
-            .map_err(|_| Error::Closed)?;
+            .map_err(|_| leave(Error::Closed))?;
         inner.workers[worker].wake.wake();
         inner.routes.store(Arc::new(routes.with(Route {
             shared: shared.clone(),
             ignore,
         })));
+        // Pairs with the fence in `publish_committed`: either the persistence thread sees
+        // this table (and puts what it commits into the ring for this endpoint), or the
+        // endpoint, reading the log, sees what it committed before it stops reading.
+        fence(Ordering::SeqCst);
+        shared.routed.store(true, Ordering::Release);
         admin.next_id += 1;
         admin.free_bits &= !(1 << bit);
         admin.load[worker] += 1;
@@ -422,12 +659,44 @@ impl Dispatcher {
     }
 
     /// Publishes an already-encoded event; its bytes are shared by every endpoint it reaches.
+    /// For durable endpoints it is queued for the log's next group commit (and delivered once
+    /// committed); this call does not wait for the commit (see
+    /// [`publish_durable`](Self::publish_durable)).
     ///
     /// Errors: [`Error::Closed`] after shutdown; [`Error::Full`] when every endpoint that
     /// wanted it is full with policy `Reject`; [`Error::Timeout`] when the wait for a `Block`
-    /// endpoint, or for ring space, ran out; [`Error::Broadcast`] when some endpoints took it
-    /// and others refused. Each refusal is counted by its endpoint.
+    /// endpoint, for ring space, or for room in the log's intake ran out; [`Error::Quota`]
+    /// when the durable store is full; [`Error::Broadcast`] when some endpoints took it and
+    /// others refused. Each refusal is counted by its endpoint.
     pub fn publish_raw(&self, event: RawEvent) -> Result<(), Error> {
+        self.publish_inner(event, false).map(|_| ())
+    }
+
+    /// Publishes like [`publish_raw`](Self::publish_raw) and returns a [`Ticket`] that
+    /// completes once the event is in the durable log (at once if no durable endpoint wanted
+    /// it). Holding many tickets and waiting on the last is how a producer gets group-commit
+    /// throughput with a durability guarantee.
+    pub fn publish_with_ticket(&self, event: RawEvent) -> Result<Ticket, Error> {
+        let cell = self.publish_inner(event, true)?;
+        Ok(Ticket {
+            cell,
+            durable: self.inner.durable.clone(),
+        })
+    }
+
+    /// Publishes and waits until the event is in the durable log: once this returns
+    /// `Ok(Some(seq))`, a crash no longer loses it. `Ok(None)` means no durable endpoint
+    /// wanted it. Waits at most the publish timeout or 30 s, whichever is longer.
+    pub fn publish_durable(&self, event: RawEvent) -> Result<Option<u64>, Error> {
+        let ticket = self.publish_with_ticket(event)?;
+        ticket.wait(self.inner.publish_timeout.max(Duration::from_secs(30)))
+    }
+
+    fn publish_inner(
+        &self,
+        event: RawEvent,
+        want_ticket: bool,
+    ) -> Result<Option<Arc<TicketCell>>, Error> {
         let inner = &*self.inner;
         if inner.closed.load(Ordering::Relaxed) {
             return Err(Error::Closed);
@@ -436,7 +705,7 @@ impl Dispatcher {
         let mut mask = routes.mask_for(&event);
         if mask == 0 {
             inner.unrouted.inc();
-            return Ok(());
+            return Ok(None);
         }
         let wanted = mask;
         let mut first_refusal = None;
@@ -444,30 +713,76 @@ impl Dispatcher {
         if full != 0 {
             mask &= !self.overflow(&routes, full, &mut first_refusal);
         }
+        let mut ticket = None;
         if mask != 0 {
-            let entry = Published {
-                event,
-                at: self.timestamp(&routes, mask),
-                version: routes.version,
-            };
-            self.claim(entry, mask, &routes)?;
-            inner.published.inc();
-            // Wake the workers that sleep and want events (Dekker with their SeqCst stores).
-            fence(Ordering::SeqCst);
-            for (w, bits) in routes.worker_bits.iter().enumerate() {
-                if bits & mask != 0 {
-                    inner.workers[w].wake.notify_if_wants(mask);
+            let at = self.timestamp(&routes, mask);
+            let durable_bits = mask & routes.durable;
+            let memory_bits = mask & !routes.durable;
+            let mut event = Some(event);
+            if durable_bits != 0
+                && let Some(d) = &inner.durable
+            {
+                let ev = if memory_bits != 0 {
+                    event.clone()
+                } else {
+                    event.take()
+                };
+                let slots = routes.slots_for(durable_bits);
+                match ev.map(|ev| d.submit(ev, slots, at, want_ticket, inner.publish_timeout)) {
+                    Some(Ok(t)) => ticket = t,
+                    Some(Err(e)) => {
+                        self.count_refusal(&routes, durable_bits, &e);
+                        mask &= !durable_bits;
+                        first_refusal.get_or_insert(e);
+                    }
+                    None => {}
                 }
+            }
+            if memory_bits != 0
+                && let Some(event) = event
+            {
+                let entry = Published {
+                    event,
+                    at,
+                    version: routes.version,
+                    seq: 0,
+                };
+                inner.enqueue(entry, memory_bits, &routes)?;
+            }
+            if mask != 0 {
+                inner.published.inc();
             }
         }
         match first_refusal {
-            None => Ok(()),
+            None => Ok(ticket),
             Some(e) if mask == 0 => Err(e),
             Some(e) => Err(Error::Broadcast {
                 failed: (wanted & !mask).count_ones() as usize,
                 total: wanted.count_ones() as usize,
                 first: Box::new(e),
             }),
+        }
+    }
+
+    /// Counts a refusal by the durable log on each endpoint in `bits`.
+    fn count_refusal(&self, routes: &Routes, bits: u64, e: &Error) {
+        let mut b = bits;
+        while b != 0 {
+            let bit = b.trailing_zeros();
+            b &= b - 1;
+            let Some(s) = routes.shared(bit) else {
+                continue;
+            };
+            match e {
+                Error::Quota { .. } => s.dropped.inc(DropReason::Quota),
+                Error::Timeout { .. } => s.dropped.inc(DropReason::BlockTimeout),
+                Error::Closed => {}
+                _ => {
+                    // Accepted, then lost to a failed store.
+                    s.taken.inc();
+                    s.dropped.inc(DropReason::SinkError);
+                }
+            }
         }
     }
 
@@ -546,68 +861,6 @@ impl Dispatcher {
         true
     }
 
-    /// Writes `entry` into the ring, waiting (up to `publish_timeout`) while a worker is a
-    /// whole ring behind; wakes that worker.
-    fn claim(&self, mut entry: Published, mask: u64, routes: &Routes) -> Result<(), Error> {
-        let inner = &*self.inner;
-        let mut deadline = None;
-        let mut spins = 0u32;
-        loop {
-            match inner.ring.try_publish(entry, mask) {
-                Ok(pos) => {
-                    // Every eighth of a ring, look for an endpoint lagging more than half a
-                    // ring behind and wake its worker, so it copies that backlog out before
-                    // the ring fills up and producers have to wait.
-                    let step = (inner.ring.capacity() as u64 / 8).max(1);
-                    if pos.is_multiple_of(step) {
-                        self.wake_laggard(routes, inner.ring.capacity() as u64 / 2);
-                    }
-                    return Ok(());
-                }
-                Err(Full { value, gating }) => {
-                    if inner.closed.load(Ordering::Relaxed) {
-                        return Err(Error::Closed);
-                    }
-                    entry = value;
-                    if let Some(s) = routes.shared(gating as u32) {
-                        inner.workers[s.worker].wake.wake();
-                    } else {
-                        for w in &inner.workers {
-                            w.wake.wake();
-                        }
-                    }
-                    let now = Instant::now();
-                    let until = *deadline.get_or_insert(now + inner.publish_timeout);
-                    if now >= until {
-                        inner.ring_timeouts.inc();
-                        return Err(Error::Timeout {
-                            waiting_for: "ring space (the workers are behind)",
-                            after: inner.publish_timeout,
-                        });
-                    }
-                    spins += 1;
-                    if spins < 64 {
-                        std::hint::spin_loop();
-                    } else if spins < 128 {
-                        std::thread::yield_now();
-                    } else {
-                        std::thread::sleep(Duration::from_micros(20));
-                    }
-                }
-            }
-        }
-    }
-
-    fn wake_laggard(&self, routes: &Routes, limit: u64) {
-        let inner = &*self.inner;
-        if let Some((pos, index)) = inner.ring.min_position()
-            && inner.ring.head().saturating_sub(pos) > limit
-            && let Some(s) = routes.shared(index as u32)
-        {
-            inner.workers[s.worker].wake.wake();
-        }
-    }
-
     /// A snapshot of every endpoint, in the order they were added.
     pub fn snapshot(&self) -> Vec<EndpointSnapshot> {
         let admin = self.inner.admin.lock();
@@ -644,14 +897,15 @@ impl Dispatcher {
     }
 
     /// Waits until every event published before the call has its fate (taken by its
-    /// endpoints, and nothing pending anywhere), or `timeout` passes. Returns whether it got
-    /// there.
+    /// endpoints, and nothing pending anywhere; durable events committed, and durable
+    /// endpoints done reading the log), or `timeout` passes. Returns whether it got there.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout.min(crate::endpoint::MAX_DURATION);
+        let submitted = self.inner.durable.as_ref().map_or(0, |d| d.submitted());
         let head = self.inner.ring.head();
         let mut pause = Duration::from_micros(50);
         loop {
-            if self.is_idle(head) {
+            if self.is_idle(head, submitted) {
                 return true;
             }
             // A worker none of whose endpoints wanted the recent events sleeps with its
@@ -668,26 +922,102 @@ impl Dispatcher {
         }
     }
 
-    fn is_idle(&self, head: u64) -> bool {
+    fn is_idle(&self, head: u64, submitted: u64) -> bool {
+        let persisted = self
+            .inner
+            .durable
+            .as_ref()
+            .is_none_or(|d| d.settled_through(submitted));
+        // Committed events go into the ring after the commit, so look at the head again.
+        let head = if self.inner.durable.is_some() {
+            self.inner.ring.head().max(head)
+        } else {
+            head
+        };
         let ring_done = self
             .inner
             .ring
             .min_position()
             .is_none_or(|(pos, _)| pos >= head);
-        ring_done
+        persisted
+            && ring_done
             && self
                 .inner
                 .admin
                 .lock()
                 .endpoints
                 .values()
-                .all(|s| s.pending() == 0)
+                .all(|s| s.pending() == 0 && !s.disk.load(Ordering::Acquire))
+    }
+
+    /// What opening the durable store found and repaired (`None` without a store).
+    pub fn recovery(&self) -> Option<Recovery> {
+        self.inner.durable.as_ref().map(|d| d.recovery.clone())
+    }
+
+    /// The dead letters of durable endpoints that `filter` selects, oldest first.
+    pub fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error> {
+        self.store()?.store.lock().dead_letters(filter)
+    }
+
+    /// Re-queues the dead letters `filter` selects: each event is published again to its
+    /// endpoint only (a new sequence number; the same event, so the same `webhook-id`),
+    /// and removed from the dead letters once it is committed. A crash in between replays it
+    /// twice, never loses it. Dead letters of endpoints the store does not know are left.
+    /// Returns how many were re-queued.
+    pub fn replay_dead_letters(&self, filter: &DeadLetterFilter) -> Result<u64, Error> {
+        let d = self.store()?;
+        let (letters, slots) = {
+            let store = d.store.lock();
+            let slots: std::collections::HashMap<String, u8> = store
+                .endpoints()
+                .into_iter()
+                .map(|(name, st)| (name, st.slot))
+                .collect();
+            (store.dead_letters(filter)?, slots)
+        };
+        let letters: Vec<DeadLetter> = letters
+            .into_iter()
+            .filter(|l| slots.contains_key(&l.endpoint))
+            .collect();
+        let mut tickets = Vec::with_capacity(letters.len());
+        for l in &letters {
+            let slot = slots.get(&l.endpoint).copied().unwrap_or(0);
+            let cell = d.submit(
+                l.event.clone(),
+                1 << slot,
+                Instant::now(),
+                true,
+                self.inner.publish_timeout,
+            )?;
+            tickets.push(Ticket {
+                cell,
+                durable: Some(d.clone()),
+            });
+        }
+        for t in &tickets {
+            t.wait(self.inner.publish_timeout.max(Duration::from_secs(30)))?;
+        }
+        d.store
+            .lock()
+            .take_dead_letters(&DeadLetterFilter::exactly(&letters))?;
+        Ok(letters.len() as u64)
+    }
+
+    fn store(&self) -> Result<&Arc<Durable>, Error> {
+        self.inner.durable.as_ref().ok_or_else(|| {
+            Error::config(
+                "store",
+                "this dispatcher has no store (DispatcherBuilder::data_dir)",
+            )
+        })
     }
 
     /// Stops taking events, delivers what it can within `timeout`, then stops the workers.
     /// What is still pending at the deadline (requests on the wire included) is counted as
-    /// dropped (`shutdown`) and reported. Never hangs; idempotent (a second call returns the
-    /// first call's report).
+    /// dropped (`shutdown`) and reported, except for durable endpoints: their events stay in
+    /// the log (`kept`) for the next start. Never hangs; idempotent (a second call returns
+    /// the first call's report).
     pub fn shutdown(&self, timeout: Duration) -> ShutdownReport {
         let inner = &*self.inner;
         let mut report = inner.report.lock();
@@ -695,11 +1025,19 @@ impl Dispatcher {
             return r.clone();
         }
         let timeout = timeout.min(crate::endpoint::MAX_DURATION);
+        let deadline = Instant::now() + timeout;
         inner.closed.store(true, Ordering::SeqCst);
+        // Durable events queued before the close are committed and put in the ring first.
+        if let Some(d) = &inner.durable {
+            let submitted = d.submitted();
+            while !d.settled_through(submitted) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
         // No claim succeeds after the seal, so the workers can drain the ring to its end.
         let end = inner.ring.seal();
         let before: u64 = self.shutdown_drops();
-        let drained = self.wait_idle(timeout);
+        let drained = self.wait_idle(deadline.saturating_duration_since(Instant::now()));
         for w in &inner.workers {
             if w.commands.send(Command::Shutdown { end }).is_ok() {
                 w.wake.wake();
@@ -712,11 +1050,30 @@ impl Dispatcher {
                 let _ = t.join();
             }
         }
+        // The persistence thread finishes what is queued, saves the cursors, and stops.
+        if let Some(d) = &inner.durable {
+            d.stop();
+            if let Some(p) = inner.persister.lock().take()
+                && let Some(t) = p.lock().take()
+            {
+                let _ = t.join();
+            }
+        }
         let endpoints = self.snapshot();
         let undelivered = self.shutdown_drops() - before;
+        let kept = {
+            let admin = inner.admin.lock();
+            admin
+                .endpoints
+                .values()
+                .filter(|s| s.is_durable())
+                .map(|s| s.pending())
+                .sum()
+        };
         let r = ShutdownReport {
-            drained: drained && undelivered == 0,
+            drained: drained && undelivered == 0 && kept == 0,
             undelivered,
+            kept,
             endpoints,
         };
         *report = Some(r.clone());

@@ -20,8 +20,10 @@ use crate::http::{Secret, Signer, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTA
 use crate::policy::{Attempt, parse_retry_after};
 use crate::sink::{Overflow, RetryStrategy, Verdict};
 use crate::stats::DropReason;
+use crate::store::{DeadLetter, StoreReader};
 use crate::{Error, Event, RawEvent};
 
+use super::persist::{Durable, unix_ms};
 use super::shared::Shared;
 use super::worker::{Io, Source};
 
@@ -138,10 +140,49 @@ impl Prepared {
     }
 }
 
-/// An event copied out of the ring.
+/// An event copied out of the ring, or read from the log.
 struct Held {
     event: RawEvent,
     at: Instant,
+    seq: u64,
+}
+
+/// A durable endpoint's link to the log.
+pub(crate) struct DurableLink {
+    durable: Arc<Durable>,
+    /// Its slot's bit in record masks.
+    slot_bit: u64,
+    /// Records below this were accepted by an earlier run (or while the endpoint was away):
+    /// they are counted when taken; the rest were counted when committed.
+    counted_from: u64,
+    /// The next sequence number it has not taken.
+    next_seq: u64,
+    /// Reading the log rather than the ring.
+    disk: bool,
+    reader: Option<Box<dyn StoreReader>>,
+    /// When a failed read may be tried again.
+    retry_read: Option<Instant>,
+}
+
+impl DurableLink {
+    /// A link for the endpoint in `slot`, resuming at `acked`. It starts by reading the log
+    /// (from `acked` to what is committed), then joins the ring.
+    pub fn new(durable: Arc<Durable>, slot: u8, acked: u64, counted_from: u64) -> Self {
+        DurableLink {
+            durable,
+            slot_bit: 1 << slot,
+            counted_from,
+            next_seq: acked,
+            disk: true,
+            reader: None,
+            retry_read: None,
+        }
+    }
+
+    /// Where it resumes.
+    pub fn resume_at(&self) -> u64 {
+        self.next_seq
+    }
 }
 
 /// One request's worth of events, as the envelope that carries them.
@@ -151,6 +192,9 @@ struct Batch {
     msg_id: String,
     /// When each event was published (for the lag histogram).
     ats: Vec<Instant>,
+    /// Durable endpoints: each event's sequence number, and the event (for dead letters).
+    seqs: Vec<u64>,
+    events: Vec<RawEvent>,
     /// The attempt last made (None before the first).
     attempt: Option<Attempt>,
     /// Whether it was already resent once after a stale keep-alive connection failed.
@@ -169,6 +213,8 @@ impl Batch {
             first_id: String::new(),
             msg_id: String::new(),
             ats: Vec::new(),
+            seqs: Vec::new(),
+            events: Vec::new(),
             attempt: None,
             stale_retried: false,
             overflowed: false,
@@ -185,7 +231,8 @@ impl Batch {
         self.ats.is_empty() || self.body.len() + n + 1 + TAIL.len() <= max_bytes
     }
 
-    fn push(&mut self, event: &RawEvent, at: Instant) {
+    /// Adds an event; `seq` is its place in the log (durable endpoints; 0 otherwise).
+    fn push(&mut self, event: &RawEvent, at: Instant, seq: u64) {
         if self.ats.is_empty() {
             self.first_id = event.id().into_owned();
         } else {
@@ -193,6 +240,10 @@ impl Batch {
         }
         self.body.extend_from_slice(event.json().as_bytes());
         self.ats.push(at);
+        if seq != 0 {
+            self.seqs.push(seq);
+            self.events.push(event.clone());
+        }
     }
 
     /// Closes the envelope and names the message (`webhook-id`): the event's id, or
@@ -225,12 +276,21 @@ pub(crate) struct HttpEp {
     disabled: bool,
     not_before: Option<Instant>,
     full: bool,
+    durable: Option<DurableLink>,
+    /// Shut down: its cursor no longer moves.
+    abandoned: bool,
 }
 
 impl HttpEp {
-    /// A fresh endpoint.
-    pub fn new(p: Prepared, shared: Arc<Shared>) -> HttpEp {
+    /// A fresh endpoint; `durable` links a durable one to the log.
+    pub fn new(p: Prepared, shared: Arc<Shared>, durable: Option<DurableLink>) -> HttpEp {
+        if let Some(d) = &durable {
+            shared.acked.store(d.next_seq, Ordering::Release);
+            shared.disk.store(true, Ordering::Release);
+        }
         HttpEp {
+            durable,
+            abandoned: false,
             p,
             shared,
             backlog: VecDeque::new(),
@@ -252,9 +312,10 @@ impl HttpEp {
             && self.flights.len() < self.p.max_in_flight
     }
 
-    /// Whether it holds any event (backlog, batches, requests).
+    /// Whether it holds any event (backlog, batches, requests), or may have some in the log.
     pub fn holds_events(&self) -> bool {
-        !self.backlog.is_empty()
+        self.durable.as_ref().is_some_and(|d| d.disk)
+            || !self.backlog.is_empty()
             || self.open.as_ref().is_some_and(|b| !b.ats.is_empty())
             || !self.ready.is_empty()
             || !self.flights.is_empty()
@@ -274,12 +335,18 @@ impl HttpEp {
             .filter(|b| could_send && !b.ats.is_empty() && !self.p.batch.linger.is_zero())
             .and_then(|b| b.ats[0].checked_add(self.p.batch.linger));
         let conns = self.conns.iter().flatten().filter_map(Conn::deadline);
-        conns.chain(self.not_before).chain(linger).min()
+        let retry_read = self.durable.as_ref().and_then(|d| d.retry_read);
+        conns
+            .chain(self.not_before)
+            .chain(linger)
+            .chain(retry_read)
+            .min()
     }
 
     /// Takes events, forms batches, starts requests. Returns whether anything moved.
     pub fn pump(&mut self, src: &mut Source, io: &mut Io<'_>) -> bool {
         let mut progress = self.relieve(src, io);
+        progress |= self.read_log(src, io);
         if let Some(t) = self.not_before
             && io.now >= t
         {
@@ -318,12 +385,21 @@ impl HttpEp {
         if lag <= io.ring_capacity / 2 {
             return false;
         }
+        if let Some(d) = &mut self.durable {
+            // Spill: the log has everything the ring has; read it from there instead.
+            if !d.disk {
+                d.disk = true;
+                self.shared.disk.store(true, Ordering::Release);
+            }
+            return false;
+        }
         let want = (lag - io.ring_capacity / 4) as usize;
         let backlog = &mut self.backlog;
         let n = src.take(want, |p| {
             backlog.push_back(Held {
                 event: p.event.clone(),
                 at: p.at,
+                seq: 0,
             });
             true
         }) as u64;
@@ -336,6 +412,91 @@ impl HttpEp {
             }
         }
         n > 0
+    }
+
+    /// A durable endpoint reading the log (after a restart, or once it lagged half a ring):
+    /// moves its ring cursor to the head (everything there is committed, so the log has it),
+    /// then reads its records from the log into the backlog, up to `capacity` held. Once it
+    /// has read everything committed, it goes back to the ring, passing over the entries it
+    /// already read. Returns whether it read anything.
+    fn read_log(&mut self, src: &mut Source, io: &mut Io<'_>) -> bool {
+        let Some(d) = &mut self.durable else {
+            return false;
+        };
+        if !d.disk || d.retry_read.is_some_and(|t| io.now < t) {
+            return false;
+        }
+        d.retry_read = None;
+        // Routed first (see `Shared::routed`), then the ring, then the commit point: whatever
+        // was skipped in the ring is at or below it.
+        let routed = self.shared.routed.load(Ordering::Acquire);
+        src.skip_all();
+        let through = d.durable.durable_through.load(Ordering::Acquire);
+        if d.next_seq > through && routed {
+            d.disk = false;
+            self.shared.disk.store(false, Ordering::Release);
+            src.min_seq = d.next_seq;
+            return false;
+        }
+        let room = self.p.capacity.saturating_sub(self.backlog.len());
+        if room == 0 {
+            return false;
+        }
+        let reader = match &mut d.reader {
+            Some(r) => r,
+            None => match d.durable.store.lock().reader() {
+                Ok(r) => d.reader.insert(r),
+                Err(e) => {
+                    log::error!("{}: cannot read the log: {e}", self.shared.name);
+                    d.retry_read = io.now.checked_add(std::time::Duration::from_secs(1));
+                    return false;
+                }
+            },
+        };
+        let (now, now_ms, counted_from) = (io.now, unix_ms(), d.counted_from);
+        let (mut old, mut bad) = (0u64, 0u64);
+        let backlog = &mut self.backlog;
+        let name = &self.shared.name;
+        let read = reader.read(d.next_seq, through, d.slot_bit, room, &mut |rec| {
+            if rec.seq < counted_from {
+                old += 1;
+            }
+            match RawEvent::decode_record(rec.payload) {
+                Ok(event) => backlog.push_back(Held {
+                    event,
+                    at: now
+                        .checked_sub(std::time::Duration::from_millis(
+                            now_ms.saturating_sub(rec.time_ms),
+                        ))
+                        .unwrap_or(now),
+                    seq: rec.seq,
+                }),
+                Err(e) => {
+                    log::error!("{name}: record {} cannot be decoded, dropped: {e}", rec.seq);
+                    bad += 1;
+                }
+            }
+        });
+        self.shared.taken.add(old);
+        self.shared.dropped.add(DropReason::SinkError, bad);
+        match read {
+            Ok(next) => {
+                let moved = next > d.next_seq;
+                d.next_seq = next;
+                src.min_seq = next;
+                if next > through && routed {
+                    d.disk = false;
+                    self.shared.disk.store(false, Ordering::Release);
+                }
+                moved
+            }
+            Err(e) => {
+                log::error!("{}: reading the log failed: {e}", self.shared.name);
+                d.reader = None;
+                d.retry_read = io.now.checked_add(std::time::Duration::from_secs(1));
+                false
+            }
+        }
     }
 
     /// Adds events to the open batch: the backlog first (older), then the ring.
@@ -353,14 +514,22 @@ impl HttpEp {
                 return batch.ats.len() > before;
             }
             let h = self.backlog.pop_front().expect("checked above");
-            batch.push(&h.event, h.at);
+            batch.push(&h.event, h.at, h.seq);
         }
         let from_backlog = batch.ats.len() - before;
         let room = max_events - batch.ats.len();
-        let n = if room > 0 && self.backlog.is_empty() {
+        // In the log's read mode, the ring is not read.
+        let from_ring = self.durable.as_ref().is_none_or(|d| !d.disk);
+        let counted_from = self.durable.as_ref().map_or(u64::MAX, |d| d.counted_from);
+        let (mut last_seq, mut old) = (0, 0u64);
+        let n = if room > 0 && self.backlog.is_empty() && from_ring {
             src.take(room, |p| {
                 if batch.fits(p.event.json().len(), max_bytes) {
-                    batch.push(&p.event, p.at);
+                    batch.push(&p.event, p.at, p.seq);
+                    last_seq = p.seq;
+                    if p.seq < counted_from {
+                        old += 1;
+                    }
                     true
                 } else {
                     batch.overflowed = true;
@@ -370,7 +539,18 @@ impl HttpEp {
         } else {
             0
         };
-        self.shared.taken.add(n as u64);
+        match &mut self.durable {
+            // Memory endpoints count what they take; durable ones counted their events at
+            // commit, except those from before (`counted_from`).
+            None => self.shared.taken.add(n as u64),
+            Some(d) => {
+                self.shared.taken.add(old);
+                if n > 0 {
+                    d.next_seq = last_seq + 1;
+                    src.min_seq = d.next_seq;
+                }
+            }
+        }
         let _ = now;
         from_backlog + n > 0
     }
@@ -608,7 +788,13 @@ impl HttpEp {
                     batch.len(),
                     batch.msg_id
                 );
-                self.shared.dead_lettered.add(batch.len());
+                let n = batch.len();
+                if let Some(d) = &self.durable {
+                    // Written by the persistence thread before the cursor passes them.
+                    d.durable
+                        .dead_letter(self.dead_letters(batch, &err, attempt.number, now));
+                }
+                self.shared.dead_lettered.add(n);
             }
             Verdict::Disable(reason) => {
                 // The batch is kept (first in line) and goes out when the endpoint is enabled.
@@ -618,6 +804,39 @@ impl HttpEp {
                 self.shared.set_disabled(Some(reason.to_string()));
             }
         }
+    }
+
+    /// A given-up batch of a durable endpoint, as dead letters.
+    fn dead_letters(
+        &self,
+        batch: Batch,
+        err: &Error,
+        attempts: u32,
+        now: Instant,
+    ) -> Vec<DeadLetter> {
+        let now_ms = unix_ms();
+        let status = match err {
+            Error::Status { code, .. } => Some(*code),
+            _ => None,
+        };
+        let error = err.to_string();
+        batch
+            .events
+            .into_iter()
+            .zip(batch.seqs)
+            .zip(batch.ats)
+            .map(|((event, seq), at)| DeadLetter {
+                endpoint: self.shared.name.clone(),
+                seq,
+                published_ms: now_ms
+                    .saturating_sub(now.saturating_duration_since(at).as_millis() as u64),
+                failed_ms: now_ms,
+                status,
+                error: error.clone(),
+                attempts,
+                event,
+            })
+            .collect()
     }
 
     /// Pauses or resumes delivery (a command from the dispatcher).
@@ -642,6 +861,11 @@ impl HttpEp {
         let in_flight = self.flights.iter().map(|f| f.batch.len()).sum::<u64>();
         self.shared.queued.store(queued, Ordering::Release);
         self.shared.in_flight.store(in_flight, Ordering::Release);
+        if !self.abandoned
+            && let Some(d) = &self.durable
+        {
+            self.shared.acked.store(self.acked(d), Ordering::Release);
+        }
         let full = self.p.overflow != Overflow::DropOldest && self.backlog.len() >= self.p.capacity;
         if full != self.full {
             self.full = full;
@@ -654,9 +878,43 @@ impl HttpEp {
         }
     }
 
+    /// Where a durable endpoint's cursor is: the oldest event it holds, or the next it has
+    /// not taken.
+    fn acked(&self, d: &DurableLink) -> u64 {
+        let batches = self
+            .flights
+            .iter()
+            .map(|f| &f.batch)
+            .chain(&self.ready)
+            .chain(&self.open);
+        batches
+            .filter_map(|b| b.seqs.first().copied())
+            .chain(self.backlog.front().map(|h| h.seq))
+            .min()
+            .unwrap_or(d.next_seq)
+    }
+
     /// Counts everything held as dropped (`shutdown`), requests on the wire included, and
-    /// closes every connection.
+    /// closes every connection. A durable endpoint drops nothing: it saves its cursor where
+    /// it is (what it held stays in the log, pending) and leaves the store's members.
     pub fn abandon(&mut self, io: &mut Io<'_>) {
+        if self.durable.is_some() {
+            self.gauges(io);
+            self.abandoned = true;
+            self.backlog.clear();
+            self.open = None;
+            self.ready.clear();
+            self.flights.clear();
+            for i in 0..self.conns.len() {
+                self.close_conn(i, io);
+            }
+            self.shared.queued.store(0, Ordering::Release);
+            self.shared.in_flight.store(0, Ordering::Release);
+            if let Some(d) = &self.durable {
+                d.durable.leave(&self.shared);
+            }
+            return;
+        }
         let mut n = self.backlog.len() as u64;
         n += self.open.take().map_or(0, |b| b.len());
         n += self.ready.drain(..).map(|b| b.len()).sum::<u64>();

@@ -9,6 +9,7 @@
 
 mod dispatcher;
 mod http_ep;
+mod persist;
 pub(crate) mod ring;
 mod routes;
 mod shared;
@@ -16,3 +17,5 @@ pub(crate) mod wake;
 mod worker;
 
 pub use dispatcher::{Dispatcher, DispatcherBuilder, DispatcherStats, EndpointId, ShutdownReport};
+pub(crate) use persist::unix_ms;
+pub use persist::Ticket;

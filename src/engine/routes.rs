@@ -44,7 +44,7 @@ pub(crate) struct Route {
 }
 
 /// A routing table.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Routes {
     /// Bumped by every change.
     pub version: u64,
@@ -56,6 +56,12 @@ pub(crate) struct Routes {
     pub by_bit: Vec<Option<Route>>,
     /// Per worker, the bits of the endpoints it owns.
     pub worker_bits: Vec<u64>,
+    /// Bits of the durable endpoints (their events go through the log first).
+    pub durable: u64,
+    /// For each durable endpoint, its store slot's bit, by ring bit.
+    pub slot_of_bit: [u64; 64],
+    /// The reverse: each store slot's ring bit (0 when the endpoint is not added).
+    pub bit_of_slot: [u64; 64],
 }
 
 impl Routes {
@@ -67,6 +73,9 @@ impl Routes {
             filtered: Vec::new(),
             by_bit: vec![None; 64],
             worker_bits: vec![0; workers],
+            durable: 0,
+            slot_of_bit: [0; 64],
+            bit_of_slot: [0; 64],
         }
     }
 
@@ -89,9 +98,17 @@ impl Routes {
         let mut unfiltered = 0;
         let mut filtered = Vec::new();
         let mut worker_bits = vec![0; workers];
+        let mut durable = 0;
+        let mut slot_of_bit = [0; 64];
+        let mut bit_of_slot = [0; 64];
         for route in by_bit.iter().flatten() {
             let b = 1u64 << route.shared.bit;
             worker_bits[route.shared.worker] |= b;
+            if let Some(&slot) = route.shared.slot.get() {
+                durable |= b;
+                slot_of_bit[route.shared.bit as usize] = 1 << slot;
+                bit_of_slot[slot as usize] = b;
+            }
             if route.ignore.is_empty() {
                 unfiltered |= b;
             } else {
@@ -104,7 +121,20 @@ impl Routes {
             filtered,
             by_bit,
             worker_bits,
+            durable,
+            slot_of_bit,
+            bit_of_slot,
         }
+    }
+
+    /// The store slots of the durable endpoints in `bits`.
+    pub fn slots_for(&self, bits: u64) -> u64 {
+        fold_bits(bits & self.durable, &self.slot_of_bit)
+    }
+
+    /// The ring bits of the endpoints added now for the store slots in `slots`.
+    pub fn bits_for(&self, slots: u64) -> u64 {
+        fold_bits(slots, &self.bit_of_slot)
     }
 
     /// The endpoints that want `event`; counts the filtered ones.
@@ -125,4 +155,14 @@ impl Routes {
     pub fn shared(&self, bit: u32) -> Option<&Arc<Shared>> {
         self.by_bit[bit as usize].as_ref().map(|r| &r.shared)
     }
+}
+
+/// The union of `table[i]` for every bit `i` set in `bits`.
+fn fold_bits(mut bits: u64, table: &[u64; 64]) -> u64 {
+    let mut out = 0;
+    while bits != 0 {
+        out |= table[bits.trailing_zeros() as usize];
+        bits &= bits - 1;
+    }
+    out
 }

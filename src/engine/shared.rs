@@ -5,6 +5,7 @@
 //! `snapshot` reads fates before arrivals, so `pending` is never negative (see
 //! [`crate::stats`]).
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
@@ -35,7 +36,8 @@ pub(crate) struct Shared {
     pub view: ConfigView,
     /// What `publish` does when the endpoint is full.
     pub overflow: Overflow,
-    /// Events the worker took from the ring for this endpoint.
+    /// Events the worker took from the ring for this endpoint (for a durable endpoint: events
+    /// committed to the log for it, plus those of earlier runs once it reads them).
     pub taken: Counter,
     /// Events delivered.
     pub delivered: Counter,
@@ -63,6 +65,17 @@ pub(crate) struct Shared {
     pub disabled: AtomicBool,
     /// Why it was disabled, if it is.
     pub disabled_reason: Mutex<Option<String>>,
+    /// Durable endpoints: the store slot (set once, when it joins the store).
+    pub slot: OnceLock<u8>,
+    /// Durable endpoints: every record for it below this sequence number is finished (set
+    /// by the worker, saved by the persistence thread).
+    pub acked: AtomicU64,
+    /// Durable endpoints: reading its backlog from the log rather than the ring (there may
+    /// be events for it that are not counted yet).
+    pub disk: AtomicBool,
+    /// Set (after a SeqCst fence) once the routing table has it: from then on every event
+    /// committed for it also enters the ring for it, so it may stop reading the log.
+    pub routed: AtomicBool,
     /// Request round trips.
     pub rtt: LatencyHistogram,
     /// Publish to delivery.
@@ -100,17 +113,28 @@ impl Shared {
             in_flight: AtomicU64::new(0),
             disabled: AtomicBool::new(false),
             disabled_reason: Mutex::new(None),
+            slot: OnceLock::new(),
+            acked: AtomicU64::new(0),
+            disk: AtomicBool::new(false),
+            routed: AtomicBool::new(false),
             rtt: LatencyHistogram::default(),
             lag: LatencyHistogram::default(),
         }
     }
 
-    /// Events accepted: taken by the worker, plus those host threads dropped at publish.
+    /// Events accepted: taken by the worker (for a durable endpoint: committed to the log),
+    /// plus those refused at publish or by the store.
     fn events(&self) -> u64 {
         self.taken.get()
             + self.dropped.get(DropReason::Newest)
             + self.dropped.get(DropReason::Rejected)
             + self.dropped.get(DropReason::BlockTimeout)
+            + self.dropped.get(DropReason::Quota)
+    }
+
+    /// Whether it is a durable endpoint.
+    pub fn is_durable(&self) -> bool {
+        self.slot.get().is_some()
     }
 
     /// Events accepted and not yet finished (delivered, dropped or dead-lettered).

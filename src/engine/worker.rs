@@ -23,7 +23,7 @@ use crate::{Error, RawEvent};
 
 use super::EndpointId;
 use super::dispatcher::WorkerHandle;
-use super::http_ep::{HttpEp, Prepared};
+use super::http_ep::{DurableLink, HttpEp, Prepared};
 use super::ring::sync::Arc as RingArc;
 use super::ring::{Consumer, Ring};
 use super::shared::Shared;
@@ -39,6 +39,8 @@ pub(crate) struct Published {
     pub at: Instant,
     /// The routing table's version at publish time.
     pub version: u64,
+    /// Its sequence number in the durable log (0: a memory-only event).
+    pub seq: u64,
 }
 
 /// A clock producers can read with one load: the workers store the time at every turn of
@@ -105,6 +107,9 @@ pub(crate) struct Source {
     consumer: Consumer<Published>,
     bit: u64,
     since: u64,
+    /// Durable endpoints: entries with a lower sequence number were already taken from the
+    /// log, and are passed over.
+    pub min_seq: u64,
 }
 
 impl Source {
@@ -118,7 +123,7 @@ impl Source {
             let Some(entry) = self.consumer.get(pos) else {
                 break;
             };
-            if entry.mask & self.bit != 0 && entry.value.version >= self.since {
+            if self.mine(entry.mask, &entry.value) {
                 // `&*` turns loom's read guard into a plain reference (a no-op without loom).
                 #[allow(clippy::borrow_deref_ref)]
                 if !f(&*entry.value) {
@@ -147,13 +152,29 @@ impl Source {
         }
     }
 
+    /// Whether a ring entry is for this endpoint.
+    #[inline]
+    fn mine(&self, mask: u64, p: &Published) -> bool {
+        mask & self.bit != 0 && p.version >= self.since && p.seq >= self.min_seq
+    }
+
     /// Moves the cursor past the entries at its front that are not this endpoint's.
     pub fn skip_foreign(&mut self) {
         let mut pos = self.consumer.position();
         while let Some(entry) = self.consumer.get(pos) {
-            if entry.mask & self.bit != 0 && entry.value.version >= self.since {
+            if self.mine(entry.mask, &entry.value) {
                 break;
             }
+            pos += 1;
+        }
+        self.consumer.advance(pos);
+    }
+
+    /// Moves the cursor past everything published (a durable endpoint reading the log: what
+    /// the ring holds for it is committed, so the log has it too).
+    pub fn skip_all(&mut self) {
+        let mut pos = self.consumer.position();
+        while self.consumer.get(pos).is_some() {
             pos += 1;
         }
         self.consumer.advance(pos);
@@ -207,9 +228,13 @@ impl Task {
         consumer: Consumer<Published>,
         since: u64,
         prepared: Prepared,
+        durable: Option<DurableLink>,
     ) -> Task {
-        let ep = HttpEp::new(prepared, shared.clone());
-        Task::new(shared, consumer, since, Kind::Http(Box::new(ep)))
+        let min_seq = durable.as_ref().map_or(0, DurableLink::resume_at);
+        let ep = HttpEp::new(prepared, shared.clone(), durable);
+        let mut task = Task::new(shared, consumer, since, Kind::Http(Box::new(ep)));
+        task.src.min_seq = min_seq;
+        task
     }
 
     fn new(shared: Arc<Shared>, consumer: Consumer<Published>, since: u64, kind: Kind) -> Task {
@@ -218,6 +243,7 @@ impl Task {
                 consumer,
                 bit: 1 << shared.bit,
                 since,
+                min_seq: 0,
             },
             shared,
             kind,
@@ -282,11 +308,14 @@ impl Task {
     }
 
     /// Counts everything it still holds, and everything the ring still has for it, as
-    /// dropped (`shutdown`), and closes its connections.
+    /// dropped (`shutdown`), and closes its connections. A durable endpoint drops nothing:
+    /// what it did not deliver stays in the log, and stays pending.
     fn abandon(&mut self, io: &mut Io<'_>, end: u64) {
         let n = self.src.discard(end);
-        self.shared.taken.add(n);
-        self.shared.dropped.add(DropReason::Shutdown, n);
+        if !self.shared.is_durable() {
+            self.shared.taken.add(n);
+            self.shared.dropped.add(DropReason::Shutdown, n);
+        }
         if let Kind::Http(ep) = &mut self.kind {
             ep.abandon(io);
         }

@@ -134,6 +134,8 @@ pub struct DeadLetterFilter {
     pub seqs: Option<(u64, u64)>,
     /// Only those given up in this time range (ms since the Unix epoch, inclusive).
     pub failed_ms: Option<(u64, u64)>,
+    /// Only these `(endpoint, seq)` pairs (how a replay removes exactly what it re-queued).
+    pub keys: Option<std::collections::BTreeSet<(String, u64)>>,
 }
 
 impl DeadLetterFilter {
@@ -149,7 +151,54 @@ impl DeadLetterFilter {
             && self
                 .failed_ms
                 .is_none_or(|(a, b)| (a..=b).contains(&d.failed_ms))
+            && self
+                .keys
+                .as_ref()
+                .is_none_or(|k| k.contains(&(d.endpoint.clone(), d.seq)))
     }
+
+    /// Exactly the given dead letters.
+    pub fn exactly<'a>(letters: impl IntoIterator<Item = &'a DeadLetter>) -> Self {
+        DeadLetterFilter {
+            keys: Some(
+                letters
+                    .into_iter()
+                    .map(|d| (d.endpoint.clone(), d.seq))
+                    .collect(),
+            ),
+            ..Self::default()
+        }
+    }
+}
+
+/// Re-queues the dead letters `filter` selects, on a store no dispatcher has open (the
+/// `hookwire dlq replay` command): each event is appended again for its endpoint (a new
+/// sequence number; same event and `webhook-id`), committed, and only then removed from the
+/// dead letters. A crash in between replays them twice, never loses them. Dead letters of an
+/// endpoint the store does not know are left alone. Returns how many were re-queued.
+pub fn replay_dead_letters(store: &mut dyn Store, filter: &DeadLetterFilter) -> Result<u64, Error> {
+    let slots: std::collections::HashMap<String, u8> = store
+        .endpoints()
+        .into_iter()
+        .map(|(name, st)| (name, st.slot))
+        .collect();
+    let letters: Vec<DeadLetter> = store
+        .dead_letters(filter)?
+        .into_iter()
+        .filter(|d| slots.contains_key(&d.endpoint))
+        .collect();
+    if letters.is_empty() {
+        return Ok(0);
+    }
+    let mut buf = Vec::new();
+    for d in &letters {
+        buf.clear();
+        d.event.encode_record(&mut buf);
+        store.append(1 << slots[&d.endpoint], crate::engine::unix_ms(), &buf)?;
+    }
+    store.commit()?;
+    store.take_dead_letters(&DeadLetterFilter::exactly(&letters))?;
+    Ok(letters.len() as u64)
 }
 
 /// Reads records back, independently of the writer (each reader has its own file handles).

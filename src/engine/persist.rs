@@ -1,0 +1,512 @@
+//! The persistence thread: group commit of durable events, then hand-off to the ring.
+//!
+//! `publish` queues an event for durable endpoints here (one short lock). The thread takes
+//! everything queued at once, appends it to the store, makes it durable with one `fdatasync`
+//! (group commit), completes the waiting [`Ticket`]s, and only then publishes the events into
+//! the ring with their sequence numbers. The ring therefore only ever holds committed records:
+//! it is the read-ahead tail of the log, and a durable endpoint that falls behind (or resumes
+//! after a restart) reads the log itself and rejoins the ring where it caught up.
+//!
+//! The same thread writes dead letters the workers hand it, and saves the endpoints' cursors
+//! (how far each has delivered) at most every [`CURSOR_INTERVAL`].
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::stats::DropReason;
+use crate::store::{DeadLetter, Recovery, Store};
+use crate::{Error, RawEvent};
+
+use super::shared::Shared;
+
+/// How often cursors are saved at most (each save is a write, an fsync and a rename). A crash
+/// forgets at most this much of the acknowledgements, so those events are sent again.
+pub(crate) const CURSOR_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Events queued for the persistence thread at most; `publish` waits for room beyond it.
+const INTAKE_LIMIT: usize = 64 * 1024;
+
+/// A durable event waiting to be committed.
+pub(crate) struct Pending {
+    /// The event.
+    pub event: RawEvent,
+    /// The store slots it is for.
+    pub slots: u64,
+    /// When it was published.
+    pub at: Instant,
+    /// The same, as wall-clock milliseconds (kept in the record).
+    pub time_ms: u64,
+    /// Completed once it is durable (or failed), if the publisher asked.
+    pub ticket: Option<Arc<TicketCell>>,
+}
+
+/// A committed event, ready for the ring.
+pub(crate) struct Committed {
+    /// The event.
+    pub event: RawEvent,
+    /// Its sequence number.
+    pub seq: u64,
+    /// The store slots it is for.
+    pub slots: u64,
+    /// When it was published.
+    pub at: Instant,
+}
+
+const WAITING: u64 = 0;
+const FAILED: u64 = u64::MAX;
+
+/// Where a ticket's outcome lands.
+#[derive(Debug, Default)]
+pub(crate) struct TicketCell {
+    /// `WAITING`, `FAILED`, or the event's sequence number.
+    state: AtomicU64,
+    error: OnceLock<Error>,
+}
+
+impl TicketCell {
+    fn succeed(&self, seq: u64) {
+        self.state.store(seq, Ordering::Release);
+    }
+
+    fn fail(&self, e: Error) {
+        let _ = self.error.set(e);
+        self.state.store(FAILED, Ordering::Release);
+    }
+
+    fn get(&self) -> Option<Result<u64, Error>> {
+        match self.state.load(Ordering::Acquire) {
+            WAITING => None,
+            FAILED => Some(Err(self.error.get().cloned().unwrap_or(Error::Closed))),
+            seq => Some(Ok(seq)),
+        }
+    }
+}
+
+/// A claim on a published event's durability, from
+/// [`Dispatcher::publish_with_ticket`](super::Dispatcher::publish_with_ticket).
+///
+/// Its outcome is `Ok(Some(seq))` once the event is in the durable log (it survives a crash
+/// from then on), `Ok(None)` when no durable endpoint wanted the event (nothing to persist),
+/// or an error ([`Error::Quota`], [`Error::Storage`], [`Error::Closed`]) if it was not
+/// persisted. Tickets are cheap to hold; many can wait on one group commit.
+#[derive(Debug)]
+pub struct Ticket {
+    pub(crate) cell: Option<Arc<TicketCell>>,
+    pub(crate) durable: Option<Arc<Durable>>,
+}
+
+impl Ticket {
+    /// The outcome, if there is one yet (never blocks).
+    pub fn try_get(&self) -> Option<Result<Option<u64>, Error>> {
+        match &self.cell {
+            None => Some(Ok(None)),
+            Some(c) => c.get().map(|r| r.map(Some)),
+        }
+    }
+
+    /// Waits up to `timeout` for the outcome; [`Error::Timeout`] if it did not come.
+    pub fn wait(&self, timeout: Duration) -> Result<Option<u64>, Error> {
+        let (Some(cell), Some(d)) = (&self.cell, &self.durable) else {
+            return Ok(None);
+        };
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            if let Some(r) = cell.get() {
+                return r.map(Some);
+            }
+            let mut generation = d.commits.lock();
+            if let Some(r) = cell.get() {
+                return r.map(Some);
+            }
+            match deadline {
+                None => d.committed.wait(&mut generation),
+                Some(t) => {
+                    if d.committed.wait_until(&mut generation, t).timed_out() {
+                        drop(generation);
+                        return cell.get().map_or(
+                            Err(Error::Timeout {
+                                waiting_for: "the durable commit",
+                                after: timeout,
+                            }),
+                            |r| r.map(Some),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Intake {
+    queue: Vec<Pending>,
+    /// Events ever queued.
+    submitted: u64,
+    /// No more events come; finish and stop once told to (`stop`).
+    stop: bool,
+}
+
+/// A durable endpoint as the persistence thread sees it.
+pub(crate) struct Member {
+    /// Its counters (and `acked`).
+    pub shared: Arc<Shared>,
+    /// Its store slot.
+    pub slot: u8,
+}
+
+/// What the dispatcher, its workers and the persistence thread share about durability.
+pub(crate) struct Durable {
+    /// The store. The persistence thread holds the lock while it appends and commits.
+    pub store: Mutex<Box<dyn Store>>,
+    /// The highest committed sequence number; stored before the records enter the ring.
+    pub durable_through: AtomicU64,
+    /// What opening the store found.
+    pub recovery: Recovery,
+    intake: Mutex<Intake>,
+    work: Condvar,
+    room: Condvar,
+    /// Bumped after each commit; ticket waiters sleep on `committed`.
+    commits: Mutex<u64>,
+    committed: Condvar,
+    /// Set when an append hit the quota; cleared when saved cursors free room.
+    pub quota_full: AtomicBool,
+    /// Set for good when the store failed: durability can no longer be promised.
+    failed: OnceLock<Error>,
+    /// Events queued and fully handled (committed and in the ring, or refused).
+    settled: AtomicU64,
+    /// The durable endpoints, for counting and for their cursors.
+    members: Mutex<Vec<Member>>,
+    /// Dead letters from the workers, written at the next turn.
+    dead: Mutex<Vec<DeadLetter>>,
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durable")
+            .field(
+                "durable_through",
+                &self.durable_through.load(Ordering::Relaxed),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Wall-clock milliseconds, for records and dead letters.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Durable {
+    /// Wraps an open store.
+    pub fn new(store: Box<dyn Store>) -> Durable {
+        let recovery = store.recovery().clone();
+        let through = store.durable_through();
+        Durable {
+            store: Mutex::new(store),
+            durable_through: AtomicU64::new(through),
+            recovery,
+            intake: Mutex::new(Intake::default()),
+            work: Condvar::new(),
+            room: Condvar::new(),
+            commits: Mutex::new(0),
+            committed: Condvar::new(),
+            quota_full: AtomicBool::new(false),
+            failed: OnceLock::new(),
+            settled: AtomicU64::new(0),
+            members: Mutex::new(Vec::new()),
+            dead: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Registers a durable endpoint called `name` and returns its slot, where it resumes
+    /// (`acked`), and from which sequence number this run counts its events at commit (those
+    /// below were accepted by an earlier run or while it was away, and are counted when it
+    /// takes them).
+    pub fn join(&self, shared: &Arc<Shared>) -> Result<(u8, u64, u64), Error> {
+        let mut store = self.store.lock();
+        let state = store.endpoint(&shared.name)?;
+        let counted_from = store.next_seq();
+        let mut members = self.members.lock();
+        members.retain(|m| m.slot != state.slot);
+        members.push(Member {
+            shared: shared.clone(),
+            slot: state.slot,
+        });
+        Ok((state.slot, state.acked, counted_from))
+    }
+
+    /// Forgets a removed endpoint's counters after writing its dead letters and saving its
+    /// cursor (its slot and cursor stay in the store, so adding it again resumes it).
+    pub fn leave(&self, shared: &Arc<Shared>) {
+        let mut members = self.members.lock();
+        let Some(i) = members.iter().position(|m| Arc::ptr_eq(&m.shared, shared)) else {
+            return;
+        };
+        let slot = members[i].slot;
+        let acked = shared.acked.load(Ordering::Acquire);
+        let dead = std::mem::take(&mut *self.dead.lock());
+        let mut store = self.store.lock();
+        if !dead.is_empty()
+            && let Err(e) = store.dead_letter(&dead)
+        {
+            log::error!("hookwire: writing {} dead letter(s) failed: {e}", dead.len());
+            self.dead.lock().splice(0..0, dead);
+        } else if let Err(e) = store.save_cursors(&[(slot, acked)]) {
+            log::error!("hookwire: saving {}'s cursor failed: {e}", shared.name);
+        }
+        members.remove(i);
+    }
+
+    /// Queues `event` for the slots in `slots`. Waits up to `timeout` for room. Errors:
+    /// [`Error::Quota`] (the store is full), [`Error::Storage`] (it failed earlier),
+    /// [`Error::Timeout`] (no room in time), [`Error::Closed`].
+    pub fn submit(
+        &self,
+        event: RawEvent,
+        slots: u64,
+        at: Instant,
+        want_ticket: bool,
+        timeout: Duration,
+    ) -> Result<Option<Arc<TicketCell>>, Error> {
+        if let Some(e) = self.failed.get() {
+            return Err(e.clone());
+        }
+        if self.quota_full.load(Ordering::Acquire) {
+            let store = self.store.lock();
+            return Err(Error::Quota {
+                quota: store.quota_bytes(),
+                used: store.used_bytes(),
+            });
+        }
+        let ticket = want_ticket.then(|| Arc::new(TicketCell::default()));
+        let mut intake = self.intake.lock();
+        if intake.queue.len() >= INTAKE_LIMIT {
+            let deadline = Instant::now().checked_add(timeout);
+            while intake.queue.len() >= INTAKE_LIMIT && !intake.stop {
+                let timed_out = match deadline {
+                    Some(t) => self.room.wait_until(&mut intake, t).timed_out(),
+                    None => {
+                        self.room.wait(&mut intake);
+                        false
+                    }
+                };
+                if timed_out && intake.queue.len() >= INTAKE_LIMIT {
+                    return Err(Error::Timeout {
+                        waiting_for: "room in the durable log's intake",
+                        after: timeout,
+                    });
+                }
+            }
+        }
+        if intake.stop {
+            return Err(Error::Closed);
+        }
+        intake.queue.push(Pending {
+            event,
+            slots,
+            at,
+            time_ms: unix_ms(),
+            ticket: ticket.clone(),
+        });
+        intake.submitted += 1;
+        let first = intake.queue.len() == 1;
+        drop(intake);
+        if first {
+            self.work.notify_one();
+        }
+        Ok(ticket)
+    }
+
+    /// A dead letter from a worker, written at the persistence thread's next turn, before
+    /// the cursor that passes it is saved.
+    pub fn dead_letter(&self, letters: impl IntoIterator<Item = DeadLetter>) {
+        self.dead.lock().extend(letters);
+        self.work.notify_one();
+    }
+
+    /// Events queued so far.
+    pub fn submitted(&self) -> u64 {
+        self.intake.lock().submitted
+    }
+
+    /// Whether every event queued before `submitted` was handled.
+    pub fn settled_through(&self, submitted: u64) -> bool {
+        self.settled.load(Ordering::Acquire) >= submitted
+    }
+
+    /// Tells the thread to finish what is queued, save the cursors once more, and stop.
+    pub fn stop(&self) {
+        self.intake.lock().stop = true;
+        self.work.notify_all();
+        self.room.notify_all();
+    }
+
+    fn members_by_slot(&self) -> [Option<Arc<Shared>>; 64] {
+        let mut by_slot: [Option<Arc<Shared>>; 64] = std::array::from_fn(|_| None);
+        for m in self.members.lock().iter() {
+            by_slot[m.slot as usize] = Some(m.shared.clone());
+        }
+        by_slot
+    }
+
+    /// Runs `f` on the endpoint of every slot in `slots` that has one.
+    fn count(by_slot: &[Option<Arc<Shared>>; 64], slots: u64, f: impl Fn(&Shared)) {
+        let mut bits = slots;
+        while bits != 0 {
+            let s = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if let Some(sh) = &by_slot[s] {
+                f(sh);
+            }
+        }
+    }
+
+    /// Appends and commits one group; completes its tickets. Returns the committed events.
+    fn commit_group(&self, group: Vec<Pending>) -> Vec<Committed> {
+        if group.is_empty() {
+            return Vec::new();
+        }
+        let by_slot = self.members_by_slot();
+        let mut store = self.store.lock();
+        let mut appended = Vec::with_capacity(group.len());
+        let mut buf = Vec::with_capacity(1024);
+        for p in group {
+            if let Some(e) = self.failed.get() {
+                Self::refuse(&by_slot, p, e.clone(), DropReason::SinkError);
+                continue;
+            }
+            buf.clear();
+            p.event.encode_record(&mut buf);
+            match store.append(p.slots, p.time_ms, &buf) {
+                Ok(seq) => appended.push((p, seq)),
+                Err(e @ Error::Quota { .. }) => {
+                    self.quota_full.store(true, Ordering::Release);
+                    Self::refuse(&by_slot, p, e, DropReason::Quota);
+                }
+                Err(e) => Self::refuse(&by_slot, p, e, DropReason::SinkError),
+            }
+        }
+        if appended.is_empty() {
+            return Vec::new();
+        }
+        match store.commit() {
+            Ok(through) => {
+                drop(store);
+                self.durable_through.store(through, Ordering::Release);
+                let mut out = Vec::with_capacity(appended.len());
+                for (p, seq) in appended {
+                    // Accepted for each durable endpoint once committed.
+                    Self::count(&by_slot, p.slots, |s| s.taken.inc());
+                    if let Some(t) = &p.ticket {
+                        t.succeed(seq);
+                    }
+                    out.push(Committed {
+                        event: p.event,
+                        seq,
+                        slots: p.slots,
+                        at: p.at,
+                    });
+                }
+                out
+            }
+            Err(e) => {
+                drop(store);
+                log::error!(
+                    "hookwire: the durable store failed ({e}); durable publishes fail from now on"
+                );
+                let _ = self.failed.set(e.clone());
+                for (p, _) in appended {
+                    Self::count(&by_slot, p.slots, |s| s.taken.inc());
+                    Self::refuse(&by_slot, p, e.clone(), DropReason::SinkError);
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// An event that could not be persisted: its ticket fails, each endpoint counts a drop.
+    fn refuse(by_slot: &[Option<Arc<Shared>>; 64], p: Pending, e: Error, reason: DropReason) {
+        Self::count(by_slot, p.slots, |s| s.dropped.inc(reason));
+        if let Some(t) = &p.ticket {
+            t.fail(e);
+        }
+    }
+
+    /// Writes the queued dead letters, then saves the cursors if they moved (and enough time
+    /// has passed, or `force`). The cursors are read before the dead letters are taken: a
+    /// worker queues its dead letters before it moves its cursor past them.
+    fn save(&self, last: &mut Vec<(u8, u64)>, last_at: &mut Instant, force: bool) {
+        if !force && last_at.elapsed() < CURSOR_INTERVAL && self.dead.lock().is_empty() {
+            return;
+        }
+        let cursors: Vec<(u8, u64)> = self
+            .members
+            .lock()
+            .iter()
+            .map(|m| (m.slot, m.shared.acked.load(Ordering::Acquire)))
+            .collect();
+        let dead = std::mem::take(&mut *self.dead.lock());
+        let mut store = self.store.lock();
+        if !dead.is_empty()
+            && let Err(e) = store.dead_letter(&dead)
+        {
+            // The cursors must not pass events whose dead letters are not written.
+            log::error!("hookwire: writing {} dead letter(s) failed: {e}", dead.len());
+            self.dead.lock().splice(0..0, dead);
+            return;
+        }
+        if cursors != *last && (force || last_at.elapsed() >= CURSOR_INTERVAL) {
+            match store.save_cursors(&cursors) {
+                Ok(()) => {
+                    *last = cursors;
+                    *last_at = Instant::now();
+                    if store.used_bytes() < store.quota_bytes() {
+                        self.quota_full.store(false, Ordering::Release);
+                    }
+                }
+                Err(e) => log::error!("hookwire: saving cursors failed: {e}"),
+            }
+        }
+    }
+
+    /// The persistence thread's loop. `publish` puts committed events into the ring (it
+    /// returns when they are in, or the ring is sealed).
+    pub fn run(&self, mut publish: impl FnMut(Vec<Committed>)) {
+        let mut last = Vec::new();
+        let mut last_at = Instant::now();
+        loop {
+            let (group, stop) = {
+                let mut intake = self.intake.lock();
+                if intake.queue.is_empty() && !intake.stop {
+                    self.work.wait_for(&mut intake, CURSOR_INTERVAL);
+                }
+                let group = std::mem::take(&mut intake.queue);
+                (group, intake.stop)
+            };
+            self.room.notify_all();
+            let n = group.len() as u64;
+            let committed = self.commit_group(group);
+            if n > 0 {
+                {
+                    let mut g = self.commits.lock();
+                    *g += 1;
+                }
+                self.committed.notify_all();
+            }
+            if !committed.is_empty() {
+                publish(committed);
+            }
+            self.settled.fetch_add(n, Ordering::AcqRel);
+            let drained = stop && self.intake.lock().queue.is_empty();
+            self.save(&mut last, &mut last_at, drained);
+            if drained {
+                return;
+            }
+        }
+    }
+}
