@@ -68,7 +68,10 @@ fn durable_events_are_delivered_in_order_and_counted() {
     let id = d.add_endpoint(durable("audit", receiver.url())).unwrap();
     let mut last = 0;
     for i in 0..200 {
-        let seq = d.publish_durable(event(i)).unwrap().expect("a durable endpoint");
+        let seq = d
+            .publish_durable(event(i))
+            .unwrap()
+            .expect("a durable endpoint");
         assert!(seq > last, "sequence numbers grow");
         last = seq;
     }
@@ -253,7 +256,11 @@ fn a_lost_cursor_file_redelivers_and_never_skips() {
     d.add_endpoint(durable("audit", second.url())).unwrap();
     d.publish_durable(event(20)).unwrap();
     assert!(d.wait_idle(WAIT));
-    assert_eq!(second.ids(), ids(21), "redelivered from the start, then the new one");
+    assert_eq!(
+        second.ids(),
+        ids(21),
+        "redelivered from the start, then the new one"
+    );
 }
 
 #[test]
@@ -314,7 +321,11 @@ fn dead_letters_are_kept_listed_and_replayed() {
     let letters = d.dead_letters(&DeadLetterFilter::all()).unwrap();
     let dead_ids: Vec<String> = letters.iter().map(|l| l.event.id().into_owned()).collect();
     assert_eq!(dead_ids, ["e0", "e1", "e2"]);
-    assert!(letters.iter().all(|l| l.status == Some(400) && l.endpoint == "audit"));
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.status == Some(400) && l.endpoint == "audit")
+    );
     // By sequence range: only the second.
     let mut only = DeadLetterFilter::all();
     only.seqs = Some((letters[1].seq, letters[1].seq));
@@ -350,7 +361,9 @@ fn memory_and_durable_endpoints_share_a_dispatcher() {
         .data_dir(dir.path())
         .build()
         .unwrap();
-    let memory = d.add_endpoint(EndpointConfig::new("memory", a.url())).unwrap();
+    let memory = d
+        .add_endpoint(EndpointConfig::new("memory", a.url()))
+        .unwrap();
     let durable_id = d.add_endpoint(durable("durable", b.url())).unwrap();
     std::thread::scope(|s| {
         for p in 0..4 {
@@ -379,20 +392,35 @@ fn bad_durable_config_is_a_typed_error() {
     let err = memory_only
         .add_endpoint(durable("audit", receiver.url()))
         .unwrap_err();
-    assert!(matches!(err, Error::Config { field: "durability", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Config {
+                field: "durability",
+                ..
+            }
+        ),
+        "{err}"
+    );
     let dir = TempDir::new("config");
     let d = dispatcher(dir.path());
     let mut spill_in_memory = EndpointConfig::new("m", receiver.url());
     spill_in_memory.overflow = hookwire::sink::Overflow::Spill;
     assert!(matches!(
         d.add_endpoint(spill_in_memory).unwrap_err(),
-        Error::Config { field: "overflow", .. }
+        Error::Config {
+            field: "overflow",
+            ..
+        }
     ));
     let mut durable_reject = durable("r", receiver.url());
     durable_reject.overflow = hookwire::sink::Overflow::Reject;
     assert!(matches!(
         d.add_endpoint(durable_reject).unwrap_err(),
-        Error::Config { field: "overflow", .. }
+        Error::Config {
+            field: "overflow",
+            ..
+        }
     ));
     // One process per data directory.
     let err = Dispatcher::builder()

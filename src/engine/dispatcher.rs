@@ -23,9 +23,9 @@ use crate::stats::{Counter, DropReason, EndpointSnapshot};
 use crate::store::{DeadLetter, DeadLetterFilter, LogStore, Recovery, Store, StoreConfig};
 use crate::{Error, Event, RawEvent, Sink};
 
-use super::ring::sync::Arc as RingArc;
 use super::http_ep::DurableLink;
 use super::persist::{Committed, Durable, Ticket, TicketCell};
+use super::ring::sync::Arc as RingArc;
 use super::ring::{Full, Ring};
 use super::routes::{Ignore, Route, Routes};
 use super::shared::Shared;
@@ -145,7 +145,9 @@ impl DispatcherBuilder {
         let durable = match self.store {
             None => None,
             Some(StoreChoice::Open(s)) => Some(Arc::new(Durable::new(s))),
-            Some(StoreChoice::Config(c)) => Some(Arc::new(Durable::new(Box::new(LogStore::open(c)?)))),
+            Some(StoreChoice::Config(c)) => {
+                Some(Arc::new(Durable::new(Box::new(LogStore::open(c)?))))
+            }
         };
         let ring = RingArc::new(Ring::new(ring_capacity));
         let full = Arc::new(AtomicU64::new(0));
@@ -164,28 +166,28 @@ impl DispatcherBuilder {
             Some(d) => Some(spawn_persister(d.clone())?),
         };
         let inner = Arc::new(Inner {
-                ring,
-                routes: ArcSwap::from_pointee(Routes::empty(workers)),
-                full,
-                clock,
-                workers: handles,
-                durable,
-                persister: Mutex::new(persister.as_ref().map(|p| p.0.clone())),
-                admin: Mutex::new(Admin {
-                    next_id: 1,
-                    free_bits: u64::MAX,
-                    endpoints: BTreeMap::new(),
-                    load: vec![0; workers],
-                    zombies: Vec::new(),
-                }),
-                closed: AtomicBool::new(false),
-                report: Mutex::new(None),
-                published: Counter::default(),
-                unrouted: Counter::default(),
-                ring_timeouts: Counter::default(),
-                publish_timeout,
-                shutdown_timeout,
-            });
+            ring,
+            routes: ArcSwap::from_pointee(Routes::empty(workers)),
+            full,
+            clock,
+            workers: handles,
+            durable,
+            persister: Mutex::new(persister.as_ref().map(|p| p.0.clone())),
+            admin: Mutex::new(Admin {
+                next_id: 1,
+                free_bits: u64::MAX,
+                endpoints: BTreeMap::new(),
+                load: vec![0; workers],
+                zombies: Vec::new(),
+            }),
+            closed: AtomicBool::new(false),
+            report: Mutex::new(None),
+            published: Counter::default(),
+            unrouted: Counter::default(),
+            ring_timeouts: Counter::default(),
+            publish_timeout,
+            shutdown_timeout,
+        });
         if let Some((_, ready)) = persister {
             // The persistence thread publishes into the ring through a weak handle (the
             // dispatcher owns the thread, not the other way round).
@@ -445,7 +447,6 @@ impl Inner {
             inner.workers[s.worker].wake.wake();
         }
     }
-
 }
 
 impl Dispatcher {
@@ -482,9 +483,12 @@ impl Dispatcher {
         config.validate()?;
         let url = config.url.clone();
         let f: Box<dyn FnMut(&RawEvent) + Send> = Box::new(f);
-        self.add(config, url, Ignore::default(), |shared, consumer, since, _| {
-            Task::local(shared, consumer, since, f)
-        })
+        self.add(
+            config,
+            url,
+            Ignore::default(),
+            |shared, consumer, since, _| Task::local(shared, consumer, since, f),
+        )
     }
 
     fn add(

@@ -17,5 +17,5 @@ pub(crate) mod wake;
 mod worker;
 
 pub use dispatcher::{Dispatcher, DispatcherBuilder, DispatcherStats, EndpointId, ShutdownReport};
-pub(crate) use persist::unix_ms;
 pub use persist::Ticket;
+pub(crate) use persist::unix_ms;

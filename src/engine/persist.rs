@@ -254,7 +254,10 @@ impl Durable {
         if !dead.is_empty()
             && let Err(e) = store.dead_letter(&dead)
         {
-            log::error!("hookwire: writing {} dead letter(s) failed: {e}", dead.len());
+            log::error!(
+                "hookwire: writing {} dead letter(s) failed: {e}",
+                dead.len()
+            );
             self.dead.lock().splice(0..0, dead);
         } else if let Err(e) = store.save_cursors(&[(slot, acked)]) {
             log::error!("hookwire: saving {}'s cursor failed: {e}", shared.name);
@@ -456,7 +459,10 @@ impl Durable {
             && let Err(e) = store.dead_letter(&dead)
         {
             // The cursors must not pass events whose dead letters are not written.
-            log::error!("hookwire: writing {} dead letter(s) failed: {e}", dead.len());
+            log::error!(
+                "hookwire: writing {} dead letter(s) failed: {e}",
+                dead.len()
+            );
             self.dead.lock().splice(0..0, dead);
             return;
         }

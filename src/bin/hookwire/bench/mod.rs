@@ -9,6 +9,7 @@
 
 mod ceiling;
 mod child;
+mod durable;
 mod event;
 mod fanout;
 mod http;
@@ -188,6 +189,9 @@ pub(crate) fn run_scenario(id: &str, ctx: &Ctx) -> Result<Values, Error> {
         "dead_endpoint_rss_N4" => rss::dead_endpoints(ctx, id, 4, 1_000_000),
         "dead_endpoint_rss_N16" => rss::dead_endpoints(ctx, id, 16, 1_000_000),
         "rss_baseline" => rss::dead_endpoints(ctx, id, 1, 1),
+        "durable_publish_512" => durable::publish(ctx, id),
+        "durable_recovery_1M" => durable::recovery(ctx, id),
+        "spill_rss_10M" => durable::spill(ctx, id),
         "loopback_ceiling_c1" => ceiling::ceiling(ctx, id, 1, 50_000),
         "loopback_ceiling_c16" => ceiling::ceiling(ctx, id, 16, 100_000),
         _ => Err(Error::config(

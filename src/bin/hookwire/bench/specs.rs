@@ -181,6 +181,37 @@ pub(crate) const SPECS: &[Spec] = &[
         metrics: &[RSS],
     },
     Spec {
+        id: "durable_publish_512",
+        desc: "512-byte events to a durable endpoint, group commit, vs memory mode (1M)",
+        metrics: &[
+            m("durable_per_s", "durable publishes/s", 0),
+            m("memory_per_s", "memory-mode publishes/s", 0),
+            m("ratio", "durable / memory", 3),
+            m("log_mb", "log MB", 1),
+        ],
+    },
+    Spec {
+        id: "durable_recovery_1M",
+        desc: "reopen a log of 1M unacknowledged 512-byte events and redeliver them",
+        metrics: &[
+            m("open_ms", "open (recovery) ms", 1),
+            m("first_delivery_ms", "first delivery ms", 1),
+            m("redelivered_per_s", "redelivered events/s", 0),
+            m("duplicates", "duplicates", 0),
+        ],
+    },
+    Spec {
+        id: "spill_rss_10M",
+        desc: "durable endpoint down, Spill, 10M small events published",
+        metrics: &[
+            m("rss_at_tenth_kb", "RSS after 1/10, kB", 0),
+            m("rss_end_kb", "RSS at the end, kB", 0),
+            m("held_in_memory", "events held in memory", 0),
+            m("log_mb", "log MB", 1),
+            m("publish_per_s", "publishes/s", 0),
+        ],
+    },
+    Spec {
         id: "loopback_ceiling_c1",
         desc: "raw keep-alive client, 1 thread (50k)",
         metrics: CEILING,
