@@ -123,7 +123,9 @@ impl Source {
             let Some(entry) = self.consumer.get(pos) else {
                 break;
             };
-            if self.mine(entry.mask, &entry.value) {
+            #[allow(clippy::needless_borrow)] // loom's read guard needs the borrow
+            let value: &Published = &entry.value;
+            if self.mine(entry.mask, value) {
                 // `&*` turns loom's read guard into a plain reference (a no-op without loom).
                 #[allow(clippy::borrow_deref_ref)]
                 if !f(&*entry.value) {
@@ -162,7 +164,9 @@ impl Source {
     pub fn skip_foreign(&mut self) {
         let mut pos = self.consumer.position();
         while let Some(entry) = self.consumer.get(pos) {
-            if self.mine(entry.mask, &entry.value) {
+            #[allow(clippy::needless_borrow)] // loom's read guard needs the borrow
+            let value: &Published = &entry.value;
+            if self.mine(entry.mask, value) {
                 break;
             }
             pos += 1;
