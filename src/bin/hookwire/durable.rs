@@ -50,10 +50,12 @@ pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
              (--capacity still bounds what it holds in memory)",
         ));
     }
-    let saved = if dir.exists() {
-        Saved::load(dir)?
-    } else {
-        None
+    // A resume needs the saved settings; a new run only compares names with them (and then
+    // replaces them), so an unreadable file does not stop it.
+    let saved = match (dir.exists(), args.resume) {
+        (false, _) => None,
+        (true, true) => Saved::load(dir)?,
+        (true, false) => Saved::load(dir).ok().flatten(),
     };
     let args = if args.resume {
         resume_args(args, dir, saved.as_ref())?
