@@ -6,8 +6,11 @@
 //! the flag).
 
 mod bench;
+mod dlq;
+mod durable;
 mod ndjson;
 mod options;
+mod saved;
 mod send;
 mod summary;
 
@@ -28,6 +31,9 @@ struct Cli {
 enum Command {
     /// Deliver NDJSON events from stdin to webhook endpoints, then print a JSON summary.
     Send(send::SendArgs),
+    /// List or replay the events `send --data-dir` gave up on (kept in its data directory).
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
     /// Run the Go peer's benchmark scenarios on hookwire's engine; print medians.
     Bench(bench::BenchArgs),
     /// One benchmark scenario in this process (used by `bench`).
@@ -47,6 +53,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse(); // usage errors: message and exit code 2; --help: exit code 0
     let result = match &cli.command {
         Command::Send(args) => send::main(args),
+        Command::Dlq(cmd) => dlq::main(cmd),
         Command::Bench(args) => bench::main(args),
         Command::BenchChild(args) => bench::child_main(args),
     };
@@ -103,5 +110,54 @@ mod tests {
         assert!(matches!(cli.command, Command::BenchChild(_)));
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("send") && help.contains("bench") && !help.contains("bench-child"));
+        assert!(help.contains("dlq"));
+    }
+
+    #[test]
+    fn durable_flags_parse_and_depend_on_each_other() {
+        let cli =
+            Cli::try_parse_from(["hookwire", "send", "--data-dir", "/d", "--resume"]).unwrap();
+        let Command::Send(s) = cli.command else {
+            panic!("not send")
+        };
+        assert!(s.resume && s.endpoints.is_empty());
+        assert_eq!(s.data_dir.as_deref(), Some(std::path::Path::new("/d")));
+        // --resume needs --data-dir; without --resume, --endpoint is required.
+        let e = Cli::try_parse_from(["hookwire", "send", "--resume", "--endpoint", "http://h/"])
+            .unwrap_err();
+        assert!(e.to_string().contains("--data-dir"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        let e = Cli::try_parse_from(["hookwire", "send", "--data-dir", "/d"]).unwrap_err();
+        assert!(e.to_string().contains("--endpoint"), "{e}");
+        let cli = Cli::try_parse_from([
+            "hookwire",
+            "dlq",
+            "replay",
+            "--data-dir",
+            "/d",
+            "--endpoint",
+            "audit",
+            "--seq",
+            "3..4",
+        ])
+        .unwrap();
+        let Command::Dlq(dlq::DlqCommand::Replay(a)) = cli.command else {
+            panic!("not dlq replay")
+        };
+        assert_eq!(
+            (a.endpoint.as_deref(), a.seq),
+            (Some("audit"), Some((3, 4)))
+        );
+        for bad in [
+            &["hookwire", "dlq", "list"][..],
+            &["hookwire", "dlq", "list", "--data-dir", "/d", "--seq", "x"][..],
+            &["hookwire", "dlq", "purge", "--data-dir", "/d"][..],
+        ] {
+            assert_eq!(
+                Cli::try_parse_from(bad).unwrap_err().exit_code(),
+                2,
+                "{bad:?}"
+            );
+        }
     }
 }

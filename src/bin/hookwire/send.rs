@@ -5,6 +5,7 @@
 //! for every event's fate, shuts the engine down and prints the summary (`summary.rs`).
 
 use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use hookwire::http::MediaType;
 use hookwire::sink::Overflow;
 use hookwire::{Error, RawEvent};
 
+use crate::durable;
 use crate::ndjson::{Line, Lines, MAX_LINE};
 use crate::options::{
     endpoint_configs, flagged, header_arg, media_type_arg, overflow_arg, secret_arg,
@@ -28,20 +30,37 @@ const MAX_TIMEOUT_S: u64 = 86_400;
 #[command(after_help = "\
 Input: one JSON object per line on stdin, each with an \"id\" (a string or a number); blank
 lines are skipped; bad lines are reported on stderr as `line N: <reason>` and counted.
-Output: one JSON summary on stdout (accepted, delivered, dropped, dead_lettered, pending,
-malformed, elapsed_ms and every endpoint's counters).
+Output: one JSON summary on stdout (accepted, events, delivered, dropped, dead_lettered,
+pending, kept, malformed, elapsed_ms and every endpoint's counters).
 Exit code: 0 if every event was delivered to every endpoint and no line was bad; 1 otherwise;
 2 for a bad option.
 
+Durable delivery (--data-dir DIR): every event is written to a log in DIR (fsynced, in groups)
+before it is delivered, and stdout becomes NDJSON: a line {\"durable_through\": N} each time
+the first N events read (bad lines and refused events are not counted) are all safe on disk,
+then the summary on one line. Whatever was not delivered when send stopped (a crash, kill -9,
+--timeout) stays in DIR: `hookwire send --data-dir DIR --resume` delivers it, with the
+endpoint settings saved in DIR/send.json (no --secret and no --header values are saved: pass
+them again). A run on DIR also delivers what an earlier one left there. Given up events are
+kept in DIR: see `hookwire dlq`.
+
 Example:
   printf '{\"id\":\"e1\",\"action\":\"push\"}\\n' | \\
-    hookwire send --endpoint http://127.0.0.1:8080/hook --secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
+    hookwire send --endpoint http://127.0.0.1:8080/hook --secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+  hookwire send --data-dir /var/lib/hookwire --endpoint http://127.0.0.1:8080/hook < events.ndjson
+  hookwire send --data-dir /var/lib/hookwire --resume")]
 pub(crate) struct SendArgs {
     /// Webhook URL to deliver to. Repeat for more endpoints: every event goes to each.
-    #[arg(long = "endpoint", value_name = "URL", required = true)]
+    /// With --resume: optional (default: the URLs saved in DIR/send.json).
+    #[arg(
+        long = "endpoint",
+        value_name = "URL",
+        required_unless_present = "resume"
+    )]
     pub(crate) endpoints: Vec<String>,
     /// Name of the endpoint given at the same position (default: host:port of its URL;
-    /// names are made unique with #2, #3...).
+    /// names are made unique with #2, #3...). A durable endpoint resumes by its name; with
+    /// --resume the saved names are the default.
     #[arg(long = "name", value_name = "NAME")]
     pub(crate) names: Vec<String>,
     /// Standard Webhooks signing secret (whsec_...). Repeat to sign with several (rotation).
@@ -66,7 +85,8 @@ pub(crate) struct SendArgs {
     #[arg(long, value_name = "N")]
     pub(crate) capacity: Option<usize>,
     /// What to do when an endpoint holds --capacity events: block (wait, at most --timeout),
-    /// block:MS (wait at most MS), drop-newest, drop-oldest, reject [default: block].
+    /// block:MS (wait at most MS), drop-newest, drop-oldest, reject [default: block]. Not
+    /// with --data-dir: a durable endpoint keeps its backlog on disk.
     #[arg(long, value_name = "POLICY", value_parser = overflow_arg)]
     pub(crate) overflow: Option<Overflow>,
     /// Give an event up after this many attempts [default: no limit].
@@ -88,6 +108,14 @@ pub(crate) struct SendArgs {
     /// Worker threads [default: one per core].
     #[arg(long, value_name = "N")]
     pub(crate) workers: Option<usize>,
+    /// Make delivery durable: keep every event in a log in DIR until it is delivered (or
+    /// given up), and print {"durable_through": N} lines as events reach the disk.
+    #[arg(long = "data-dir", value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Deliver what an earlier `send --data-dir DIR` left undelivered (stdin is not read),
+    /// then print the summary. Exit code 0 only if all of it was delivered.
+    #[arg(long, requires = "data_dir")]
+    pub(crate) resume: bool,
 }
 
 /// Reads `input` and publishes every event until the input ends, cannot be read, or `now()`
@@ -100,10 +128,24 @@ pub(crate) fn pump<R: BufRead>(
     err: &mut dyn Write,
     mut publish: impl FnMut(RawEvent) -> Result<(), Error>,
 ) -> Pumped {
-    let mut p = Pumped::default();
     let mut lines = Lines::new(input, MAX_LINE);
+    pump_lines(&mut || lines.next_line(), deadline, now, err, |_, ev| {
+        publish(ev)
+    })
+}
+
+/// [`pump`] over any source of numbered lines (`next` gives `None` at the end); `publish`
+/// gets each event with its line number.
+pub(crate) fn pump_lines(
+    next: &mut dyn FnMut() -> io::Result<Option<(u64, Line)>>,
+    deadline: Instant,
+    now: &mut dyn FnMut() -> Instant,
+    err: &mut dyn Write,
+    mut publish: impl FnMut(u64, RawEvent) -> Result<(), Error>,
+) -> Pumped {
+    let mut p = Pumped::default();
     loop {
-        let (n, line) = match lines.next_line() {
+        let (n, line) = match next() {
             Ok(Some(next)) => next,
             Ok(None) => break,
             Err(e) => {
@@ -123,7 +165,7 @@ pub(crate) fn pump<R: BufRead>(
                 p.malformed += 1;
                 let _ = writeln!(err, "line {n}: {why}");
             }
-            Line::Event(ev) => match publish(ev) {
+            Line::Event(ev) => match publish(n, ev) {
                 Ok(()) => p.accepted += 1,
                 Err(e) => {
                     p.publish_errors += 1;
@@ -137,6 +179,9 @@ pub(crate) fn pump<R: BufRead>(
 
 /// `hookwire send`.
 pub(crate) fn main(args: &SendArgs) -> Result<ExitCode, Error> {
+    if let Some(dir) = &args.data_dir {
+        return durable::main(args, dir);
+    }
     let configs = endpoint_configs(args)?;
     let timeout = Duration::from_secs(args.timeout);
     let start = Instant::now();

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hookwire::stats::{DropReason, EndpointSnapshot};
+use hookwire::store::Recovery;
 use serde::Serialize;
 
 /// What reading the input did.
@@ -28,14 +29,21 @@ pub(crate) struct Pumped {
 pub(crate) struct Summary {
     /// Events the dispatcher accepted.
     pub(crate) accepted: u64,
+    /// Events the endpoints took, all endpoints together: `delivered + dropped +
+    /// dead_lettered + pending`. With `--data-dir` it includes what an earlier run left.
+    pub(crate) events: u64,
     /// Deliveries (answered 2xx), all endpoints together.
     pub(crate) delivered: u64,
     /// Events dropped, by reason, all endpoints together.
     pub(crate) dropped: BTreeMap<&'static str, u64>,
     /// Events given up on (retries exhausted or a permanent failure such as 400).
     pub(crate) dead_lettered: u64,
-    /// Events still undecided when `send` stopped (in flight at the deadline).
+    /// Events still undecided when `send` stopped (in flight at the deadline; with
+    /// `--data-dir`, the `kept` ones).
     pub(crate) pending: u64,
+    /// Events of durable endpoints not delivered when `send` stopped, kept in the data
+    /// directory for `send --resume` (0 without `--data-dir`).
+    pub(crate) kept: u64,
     /// Input lines that were not events.
     pub(crate) malformed: u64,
     /// Events whose publish failed.
@@ -50,6 +58,19 @@ pub(crate) struct Summary {
     pub(crate) drained: bool,
     /// From start to the end of shutdown.
     pub(crate) elapsed_ms: u64,
+    /// Whether delivery was durable (`--data-dir`; absent otherwise).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) durable: bool,
+    /// `--data-dir` without `--resume`: the final `durable_through`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) durable_through: Option<u64>,
+    /// `--data-dir` without `--resume`: events accepted that the log then failed to persist
+    /// (reported on stderr).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) not_durable: Option<u64>,
+    /// `--data-dir`: what opening the data directory found and repaired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) recovery: Option<Recovery>,
     /// Every endpoint's final snapshot.
     pub(crate) endpoints: Vec<EndpointSnapshot>,
 }
@@ -64,9 +85,10 @@ impl Summary {
     ) -> Self {
         let mut dropped: BTreeMap<&'static str, u64> =
             DropReason::ALL.iter().map(|r| (r.as_str(), 0)).collect();
-        let (mut delivered, mut dead_lettered, mut pending) = (0, 0, 0);
+        let (mut events, mut delivered, mut dead_lettered, mut pending) = (0, 0, 0, 0);
         for ep in &endpoints {
             let m = &ep.metrics;
+            events += m.events;
             delivered += m.delivered;
             dead_lettered += m.dead_lettered;
             pending += m.pending;
@@ -76,31 +98,40 @@ impl Summary {
         }
         Summary {
             accepted: pumped.accepted,
+            events,
             delivered,
             dropped,
             dead_lettered,
             pending,
+            kept: 0,
             malformed: pumped.malformed,
             publish_errors: pumped.publish_errors,
             unread_from_line: pumped.unread_from_line,
             input_error: pumped.input_error.clone(),
             drained,
             elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            durable: false,
+            durable_through: None,
+            not_durable: None,
+            recovery: None,
             endpoints,
         }
     }
 
-    /// True only if every line was an event, every event was accepted, and every endpoint
-    /// delivered every accepted event (none dropped, dead-lettered or pending).
+    /// True only if every line was an event, every event was accepted (and, with
+    /// `--data-dir`, persisted), and every endpoint delivered every event it took (none
+    /// dropped, dead-lettered or pending), every accepted one included. With `--data-dir` an
+    /// endpoint also takes what an earlier run left, so it may take more than was accepted.
     pub(crate) fn success(&self) -> bool {
         self.malformed == 0
             && self.publish_errors == 0
+            && self.not_durable.unwrap_or(0) == 0
             && self.unread_from_line.is_none()
             && self.input_error.is_none()
             && !self.endpoints.is_empty()
             && self.endpoints.iter().all(|ep| {
                 let m = &ep.metrics;
-                m.events == self.accepted && m.delivered == self.accepted && m.pending == 0
+                m.events >= self.accepted && m.delivered == m.events && m.pending == 0
             })
     }
 }
@@ -157,6 +188,53 @@ mod tests {
         assert_eq!(v["endpoints"][1]["metrics"]["delivered"], 10);
         assert!(v.get("unread_from_line").is_none());
         assert_eq!(v["malformed"], 0);
+        assert_eq!(
+            (v["events"].as_u64(), v["kept"].as_u64()),
+            (Some(20), Some(0))
+        );
+        for durable_only in ["durable", "durable_through", "not_durable", "recovery"] {
+            assert!(
+                v.get(durable_only).is_none(),
+                "{durable_only} without --data-dir"
+            );
+        }
+    }
+
+    #[test]
+    fn a_durable_run_may_deliver_what_an_earlier_one_left() {
+        // 10 read now, 5 left by an earlier run: 15 taken and delivered is a success.
+        let mut s = Summary::new(
+            &pumped(10),
+            true,
+            Duration::ZERO,
+            vec![endpoint(15, 15, 0, 0)],
+        );
+        s.durable = true;
+        s.durable_through = Some(10);
+        s.not_durable = Some(0);
+        s.recovery = Some(Recovery::default());
+        assert!(s.success());
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            (v["durable"].as_bool(), v["durable_through"].as_u64()),
+            (Some(true), Some(10))
+        );
+        assert!(v["recovery"].is_object());
+        // An event the log failed to persist fails the run.
+        s.not_durable = Some(1);
+        assert!(!s.success());
+        // Kept for a resume is not delivered.
+        let mut s = Summary::new(
+            &pumped(10),
+            false,
+            Duration::ZERO,
+            vec![endpoint(10, 4, 0, 0)],
+        );
+        s.kept = 6;
+        assert!(!s.success());
+        // A resume (nothing read) succeeds when what it took was delivered.
+        let s = Summary::new(&pumped(0), true, Duration::ZERO, vec![endpoint(7, 7, 0, 0)]);
+        assert!(s.success());
     }
 
     #[test]

@@ -1,0 +1,436 @@
+//! `hookwire send --data-dir DIR` (durable delivery) and `hookwire send --data-dir DIR --resume`.
+//!
+//! With a data directory every endpoint is durable: an event is written to the log in DIR
+//! (fsynced, in groups) before it is delivered, and whatever is not delivered when `send`
+//! stops (a crash included) stays there for `--resume`. stdout is NDJSON: a
+//! `{"durable_through": N}` line each time the first N events read are all on disk, then the
+//! summary on one line.
+//!
+//! stdin is read on its own thread and handed over a channel, so that progress is printed
+//! while stdin is idle too: the main thread polls the tickets of the events published, in
+//! input order, every [`POLL`] and after each line.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use hookwire::endpoint::EndpointConfig;
+use hookwire::engine::{Dispatcher, Ticket};
+use hookwire::{Error, RawEvent};
+
+use crate::ndjson::{Line, Lines, MAX_LINE};
+use crate::options::{endpoint_configs, flagged};
+use crate::saved::Saved;
+use crate::send::{SendArgs, pump_lines};
+use crate::summary::{Pumped, Summary};
+
+/// How often progress is looked at while stdin is idle.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Lines read ahead of the publisher (the reader thread blocks beyond it).
+const READ_AHEAD: usize = 1024;
+
+/// The longest a publish waits for room in the log's intake (the disk is behind): reading
+/// stdin more slowly is the right back-pressure, failing the event is not.
+const MAX_PUBLISH_WAIT: Duration = Duration::from_secs(10);
+
+/// What the stdin thread hands over: a line, the end, or why reading stopped.
+type Item = io::Result<Option<(u64, Line)>>;
+
+/// `hookwire send --data-dir DIR [--resume]`.
+pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
+    if args.overflow.is_some() {
+        return Err(Error::config(
+            "--overflow",
+            "cannot be used with --data-dir: a durable endpoint keeps its backlog on disk \
+             (--capacity still bounds what it holds in memory)",
+        ));
+    }
+    // A resume needs the saved settings; a new run only compares names with them (and then
+    // replaces them), so an unreadable file does not stop it.
+    let saved = match (dir.exists(), args.resume) {
+        (false, _) => None,
+        (true, true) => Saved::load(dir)?,
+        (true, false) => Saved::load(dir).ok().flatten(),
+    };
+    let args = if args.resume {
+        resume_args(args, dir, saved.as_ref())?
+    } else {
+        args.clone()
+    };
+    let configs = durable_configs(&args)?;
+    let names: Vec<String> = configs.iter().map(|c| c.name.clone()).collect();
+    let timeout = Duration::from_secs(args.timeout);
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let mut builder = Dispatcher::builder()
+        .publish_timeout(timeout.min(MAX_PUBLISH_WAIT))
+        .data_dir(dir);
+    if let Some(w) = args.workers {
+        builder = builder.workers(w);
+    }
+    let d = builder.build().map_err(|e| in_use(flagged(e)))?;
+    for c in configs {
+        d.add_endpoint(c).map_err(flagged)?;
+    }
+    // Saved once the store is ours (its lock is held) and the endpoints were accepted.
+    if let Some(old) = &saved {
+        warn_left_behind(old, &names, dir);
+    }
+    Saved::new(&args, &names).save(dir)?;
+    let mut progress_out = io::stdout();
+    let (pumped, progress) = if args.resume {
+        (Pumped::default(), None)
+    } else {
+        let (pumped, mut progress) = read_and_publish(&d, deadline, &mut progress_out)?;
+        progress.finish(deadline);
+        (pumped, Some(progress))
+    };
+    let idle = d.wait_idle(deadline.saturating_duration_since(Instant::now()));
+    let report = d.shutdown(Duration::from_secs(1));
+    let mut summary = Summary::new(
+        &pumped,
+        idle && report.drained,
+        start.elapsed(),
+        report.endpoints,
+    );
+    summary.kept = report.kept;
+    summary.durable = true;
+    summary.recovery = d.recovery();
+    if let Some(mut p) = progress {
+        // Shutdown settled every ticket: committed, or refused (counted as not durable).
+        p.settle_all();
+        summary.durable_through = Some(p.durable);
+        summary.not_durable = Some(p.not_durable);
+    }
+    let mut out = io::stdout().lock();
+    serde_json::to_writer(&mut out, &summary)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(if summary.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The options of a resume: what was given, the rest from `DIR/send.json`.
+fn resume_args(args: &SendArgs, dir: &Path, saved: Option<&Saved>) -> Result<SendArgs, Error> {
+    if !dir.is_dir() {
+        return Err(Error::config(
+            "--data-dir",
+            format!("{} is not a directory: nothing to resume", dir.display()),
+        ));
+    }
+    match saved {
+        Some(s) => s.merge_into(args),
+        None if args.endpoints.is_empty() => Err(Error::config(
+            "--endpoint",
+            format!(
+                "{} has no {}: give the endpoints (and their --name) to resume",
+                dir.display(),
+                crate::saved::FILE
+            ),
+        )),
+        None => Ok(args.clone()),
+    }
+}
+
+/// `send`'s endpoint configs, made durable.
+fn durable_configs(args: &SendArgs) -> Result<Vec<EndpointConfig>, Error> {
+    Ok(endpoint_configs(args)?
+        .into_iter()
+        .map(EndpointConfig::durable)
+        .collect())
+}
+
+/// Says so when the data directory's last run had endpoints this one does not have: their
+/// undelivered events stay in the log.
+fn warn_left_behind(old: &Saved, names: &[String], dir: &Path) {
+    let missing: Vec<&str> = old
+        .endpoints
+        .iter()
+        .map(|e| e.name.as_str())
+        .filter(|n| !names.iter().any(|m| m == n))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "hookwire: note: {} also holds endpoint(s) {} that this run does not deliver to; \
+             what they have not delivered stays there (resume with --name)",
+            dir.display(),
+            missing.join(", ")
+        );
+    }
+}
+
+/// Makes a locked data directory's error say why.
+pub(crate) fn in_use(e: Error) -> Error {
+    match e {
+        Error::Storage {
+            op: "lock",
+            path,
+            message,
+        } => Error::Storage {
+            op: "lock",
+            path,
+            message: format!("{message} (another hookwire process is using this data directory)"),
+        },
+        other => other,
+    }
+}
+
+/// Reads stdin on its own thread and publishes every event with a ticket, printing progress
+/// to `out` as it goes. Returns at the end of stdin (or at the deadline).
+fn read_and_publish<'a>(
+    d: &Dispatcher,
+    deadline: Instant,
+    out: &'a mut dyn Write,
+) -> Result<(Pumped, Progress<'a, Ticket>), Error> {
+    let (tx, rx) = crossbeam_channel::bounded::<Item>(READ_AHEAD);
+    std::thread::Builder::new()
+        .name("hookwire-stdin".into())
+        .spawn(move || read_stdin(&tx))?;
+    let progress = RefCell::new(Progress::new(Box::new(out), Box::new(io::stderr())));
+    let mut next = || next_line(&rx, &progress);
+    let pumped = pump_lines(
+        &mut next,
+        deadline,
+        &mut Instant::now,
+        &mut io::stderr(),
+        |n, ev: RawEvent| {
+            let ticket = d.publish_with_ticket(ev)?;
+            let mut p = progress.borrow_mut();
+            p.push(n, ticket);
+            p.tick();
+            Ok(())
+        },
+    );
+    Ok((pumped, progress.into_inner()))
+}
+
+/// The stdin thread: every line, then the end or the read error. Stops early if the
+/// publisher is gone.
+fn read_stdin(tx: &Sender<Item>) {
+    let mut lines = Lines::new(io::stdin().lock(), MAX_LINE);
+    loop {
+        let item = lines.next_line();
+        let last = !matches!(item, Ok(Some(_)));
+        if tx.send(item).is_err() || last {
+            return;
+        }
+    }
+}
+
+/// The next line from the stdin thread; prints progress while waiting for it.
+fn next_line<T: Outcome>(rx: &Receiver<Item>, progress: &RefCell<Progress<'_, T>>) -> Item {
+    loop {
+        match rx.recv_timeout(POLL) {
+            Ok(item) => return item,
+            Err(RecvTimeoutError::Timeout) => progress.borrow_mut().tick(),
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(io::Error::other("the stdin reader stopped"));
+            }
+        }
+    }
+}
+
+/// A published event's durability, as [`Progress`] asks for it ([`Ticket`], or a fake in
+/// tests).
+pub(crate) trait Outcome {
+    /// `None` while undecided; `Ok` once on disk; the error if it will not be.
+    fn outcome(&self) -> Option<Result<(), Error>>;
+    /// Blocks until decided or `timeout` passes.
+    fn wait_for(&self, timeout: Duration);
+}
+
+impl Outcome for Ticket {
+    fn outcome(&self) -> Option<Result<(), Error>> {
+        // Ok(None) (no durable endpoint wanted it) cannot happen with --data-dir, where every
+        // endpoint is durable; it would mean there is nothing to persist.
+        self.try_get().map(|r| r.map(|_| ()))
+    }
+
+    fn wait_for(&self, timeout: Duration) {
+        let _ = self.wait(timeout);
+    }
+}
+
+/// Which of the published events are durable, in input order, and the progress lines.
+pub(crate) struct Progress<'a, T> {
+    /// Events published and not yet decided, oldest first, with their input line.
+    waiting: VecDeque<(u64, T)>,
+    /// Events decided durable. Every event published before the last of them is decided.
+    pub(crate) durable: u64,
+    /// Events refused by the log after they were published (reported on stderr).
+    pub(crate) not_durable: u64,
+    /// The last `durable_through` printed.
+    printed: Option<u64>,
+    out: Box<dyn Write + 'a>,
+    err: Box<dyn Write + 'a>,
+}
+
+impl<'a, T: Outcome> Progress<'a, T> {
+    /// Progress lines to `out`, refusals to `err`.
+    pub(crate) fn new(out: Box<dyn Write + 'a>, err: Box<dyn Write + 'a>) -> Self {
+        Progress {
+            waiting: VecDeque::new(),
+            durable: 0,
+            not_durable: 0,
+            printed: None,
+            out,
+            err,
+        }
+    }
+
+    /// An event published from input line `line`.
+    pub(crate) fn push(&mut self, line: u64, t: T) {
+        self.waiting.push_back((line, t));
+    }
+
+    /// Takes the decided events at the front (never blocks) and prints `durable_through` if
+    /// it grew.
+    pub(crate) fn tick(&mut self) {
+        while let Some(outcome) = self.waiting.front().and_then(|(_, t)| t.outcome()) {
+            let Some((line, _)) = self.waiting.pop_front() else {
+                break;
+            };
+            match outcome {
+                Ok(()) => self.durable += 1,
+                Err(e) => {
+                    self.not_durable += 1;
+                    let _ = writeln!(self.err, "line {line}: not durable: {e}");
+                }
+            }
+        }
+        if self.printed.is_none_or(|p| self.durable > p) && self.durable > 0 {
+            self.print();
+        }
+    }
+
+    /// At the end of the input: waits (until `deadline`) for every event's outcome, printing
+    /// progress as they come, and prints the final `durable_through` (also when nothing was
+    /// durable, so there always is one).
+    pub(crate) fn finish(&mut self, deadline: Instant) {
+        while let Some((_, t)) = self.waiting.front() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            t.wait_for(left.min(POLL));
+            self.tick();
+        }
+        self.tick();
+        if self.printed.is_none() {
+            self.print();
+        }
+    }
+
+    /// After shutdown, when every outcome is known: takes them all. An event still undecided
+    /// then is counted as not durable.
+    pub(crate) fn settle_all(&mut self) {
+        self.tick();
+        for (line, _) in self.waiting.drain(..) {
+            self.not_durable += 1;
+            let _ = writeln!(self.err, "line {line}: not durable: no outcome at shutdown");
+        }
+    }
+
+    /// Prints `{"durable_through": N}` (best effort: a closed stdout does not stop delivery)
+    /// and flushes it, for whoever reads it live.
+    fn print(&mut self) {
+        let _ = writeln!(self.out, "{{\"durable_through\": {}}}", self.durable);
+        let _ = self.out.flush();
+        self.printed = Some(self.durable);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    /// A ticket decided by the test.
+    #[derive(Clone, Default)]
+    struct Fake(Rc<Cell<Option<bool>>>);
+
+    impl Outcome for Fake {
+        fn outcome(&self) -> Option<Result<(), Error>> {
+            self.0
+                .get()
+                .map(|ok| if ok { Ok(()) } else { Err(Error::Closed) })
+        }
+        fn wait_for(&self, _: Duration) {}
+    }
+
+    fn lines(buf: &[u8]) -> Vec<String> {
+        String::from_utf8(buf.to_vec())
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn durable_through_counts_the_leading_decided_events_in_order() {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        {
+            let mut p = Progress::new(Box::new(&mut out), Box::new(&mut err));
+            let t: Vec<Fake> = (0..5).map(|_| Fake::default()).collect();
+            for (i, f) in t.iter().enumerate() {
+                p.push(i as u64 + 1, f.clone());
+            }
+            p.tick();
+            // The second and third are durable, but the first is not decided: nothing yet.
+            t[1].0.set(Some(true));
+            t[2].0.set(Some(true));
+            p.tick();
+            assert_eq!(p.durable, 0);
+            t[0].0.set(Some(true));
+            p.tick();
+            assert_eq!(p.durable, 3);
+            p.tick(); // no change, no line
+            // A refused event is reported and skipped; the count goes on after it.
+            t[3].0.set(Some(false));
+            t[4].0.set(Some(true));
+            p.finish(Instant::now() + Duration::from_secs(1));
+            assert_eq!((p.durable, p.not_durable), (4, 1));
+        }
+        assert_eq!(
+            lines(&out),
+            ["{\"durable_through\": 3}", "{\"durable_through\": 4}"]
+        );
+        assert_eq!(lines(&err), ["line 4: not durable: sink is closed"]);
+    }
+
+    #[test]
+    fn the_end_always_prints_one_line_and_undecided_events_are_not_durable() {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        {
+            let mut p: Progress<'_, Fake> = Progress::new(Box::new(&mut out), Box::new(&mut err));
+            p.finish(Instant::now());
+            let stuck = Fake::default();
+            p.push(7, stuck);
+            p.finish(Instant::now()); // the deadline has passed: no wait, no new line
+            p.settle_all();
+            assert_eq!((p.durable, p.not_durable), (0, 1));
+        }
+        assert_eq!(lines(&out), ["{\"durable_through\": 0}"]);
+        assert_eq!(lines(&err), ["line 7: not durable: no outcome at shutdown"]);
+    }
+
+    #[test]
+    fn a_locked_directory_says_why() {
+        let e = in_use(Error::Storage {
+            op: "lock",
+            path: "/d/LOCK".into(),
+            message: "would block".into(),
+        });
+        assert!(e.to_string().contains("another hookwire process"), "{e}");
+        assert!(matches!(in_use(Error::Closed), Error::Closed));
+    }
+}

@@ -1,0 +1,515 @@
+//! `hookwire send --data-dir`, `--resume` and `hookwire dlq` as a user runs them: the binary,
+//! NDJSON on stdin, the test kit receiver in this process. Includes the crash test: a `send`
+//! killed with SIGKILL loses none of the events it reported durable.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Out, hookwire, ids};
+use hookwire::testkit::{Receiver, ReceiverConfig, Reply};
+use serde_json::Value;
+
+/// The most any one run of the binary may take before the test fails.
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A fresh data directory for one test (removed when dropped).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "hookwire-cli-durable-{name}-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp dir")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `e{from} .. e{to-1}` as NDJSON.
+fn events(from: usize, to: usize) -> String {
+    (from..to)
+        .map(|i| format!("{{\"id\":\"e{i}\",\"action\":\"push\",\"n\":{i}}}\n"))
+        .collect()
+}
+
+/// Runs `hookwire ARGS` with `input` on stdin.
+fn run(args: &[&str], input: String) -> Out {
+    hookwire(args, input, LIMIT)
+}
+
+/// stdout as NDJSON, one value per line.
+fn ndjson(out: &Out) -> Vec<Value> {
+    out.stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| {
+                panic!(
+                    "not a JSON line ({e}): {l:?}\nstdout: {}\nstderr: {}",
+                    out.stdout, out.stderr
+                )
+            })
+        })
+        .collect()
+}
+
+/// The summary: the last stdout line.
+fn summary(out: &Out) -> Value {
+    ndjson(out)
+        .pop()
+        .unwrap_or_else(|| panic!("no output; stderr: {}", out.stderr))
+}
+
+/// Checks `events = delivered + dropped + dead_lettered + pending` in a summary.
+fn assert_balanced(s: &Value) {
+    let n = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("{k} in {s}"));
+    let dropped: u64 = s["dropped"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        n("events"),
+        n("delivered") + dropped + n("dead_lettered") + n("pending"),
+        "{s}"
+    );
+}
+
+fn ok_receiver() -> Receiver {
+    Receiver::start(ReceiverConfig::default()).unwrap()
+}
+
+/// A running `hookwire`, killed (SIGKILL) and reaped when dropped, so a failing test leaves
+/// no process behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `hookwire ARGS` with piped stdin and stdout, for tests that talk to it while it
+/// runs.
+fn spawn(args: &[&str]) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_hookwire"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hookwire");
+    Running(child)
+}
+
+#[test]
+fn send_with_a_data_dir_prints_durable_progress_then_the_summary() {
+    let dir = TempDir::new("progress");
+    let rx = ok_receiver();
+    let url = rx.url();
+    let out = run(
+        &["send", "--data-dir", dir.arg(), "--endpoint", &url],
+        events(0, 500),
+    );
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let mut lines = ndjson(&out);
+    let s = lines.pop().unwrap();
+    let progress: Vec<u64> = lines
+        .iter()
+        .map(|l| {
+            assert_eq!(l.as_object().unwrap().len(), 1, "{l}");
+            l["durable_through"].as_u64().unwrap()
+        })
+        .collect();
+    assert!(!progress.is_empty());
+    assert!(progress.windows(2).all(|w| w[0] < w[1]), "{progress:?}");
+    assert_eq!(progress.last(), Some(&500));
+    assert_eq!(s["durable"], true);
+    assert_eq!(s["durable_through"], 500);
+    assert_eq!(s["not_durable"], 0);
+    assert_eq!(
+        (s["accepted"].as_u64(), s["delivered"].as_u64()),
+        (Some(500), Some(500))
+    );
+    assert_eq!(
+        (s["kept"].as_u64(), s["pending"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(s["recovery"].is_object(), "{s}");
+    assert_balanced(&s);
+    assert_eq!(rx.ids(), ids(500), "in order, once each");
+    // The settings are saved for --resume.
+    let saved = std::fs::read_to_string(dir.path().join("send.json")).unwrap();
+    assert!(saved.contains(&url), "{saved}");
+}
+
+#[test]
+fn a_resume_with_nothing_to_do_exits_0_at_once() {
+    let dir = TempDir::new("idle");
+    let rx = ok_receiver();
+    let out = run(
+        &["send", "--data-dir", dir.arg(), "--endpoint", &rx.url()],
+        events(0, 10),
+    );
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let t0 = Instant::now();
+    let out = run(
+        &["send", "--data-dir", dir.arg(), "--resume"],
+        String::new(),
+    );
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert_eq!(
+        out.stdout.lines().count(),
+        1,
+        "only the summary: {}",
+        out.stdout
+    );
+    let s = summary(&out);
+    assert_eq!(
+        (s["events"].as_u64(), s["delivered"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(s.get("durable_through").is_none(), "{s}");
+    assert_eq!(
+        s["recovery"]["records"].as_u64().map(|r| r <= 10),
+        Some(true),
+        "{s}"
+    );
+    assert_eq!(rx.stats().distinct, 10, "nothing sent twice");
+}
+
+/// The crash test: `send --data-dir` is killed with SIGKILL while events pile up behind a slow
+/// receiver (some delivered, most not); a `--resume` (to a new receiver, with a new URL under
+/// the saved name) then delivers every event that had been reported durable.
+#[test]
+fn kill_9_loses_nothing_that_was_reported_durable() {
+    const TOTAL: usize = 20_000;
+    const ENOUGH: u64 = 2_000;
+    const SOME_DELIVERED: u64 = 50;
+    let dir = TempDir::new("crash");
+    // About 1,000 events/s in batches of 10: far slower than stdin.
+    let slow = Receiver::start(ReceiverConfig::default().delay(Duration::from_millis(10))).unwrap();
+    let mut child = spawn(&[
+        "send",
+        "--data-dir",
+        dir.arg(),
+        "--endpoint",
+        &slow.url(),
+        "--batch",
+        "10",
+        "--timeout",
+        "60",
+    ]);
+    let mut stdin = child.0.stdin.take().unwrap();
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    let writer = std::thread::spawn(move || {
+        for chunk in (0..TOTAL).step_by(500) {
+            if stdin
+                .write_all(events(chunk, chunk + 500).as_bytes())
+                .is_err()
+            {
+                return; // killed
+            }
+        }
+        // Keep stdin open until the kill: the send must not reach its end and stop cleanly.
+        let _ = stopped.recv();
+    });
+    let stdout = BufReader::new(child.0.stdout.take().unwrap());
+    let (tx, lines) = crossbeam_channel::unbounded::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in stdout.lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + LIMIT;
+    let mut durable = 0u64;
+    let mut seen = Vec::new();
+    // Until enough is durable and the slow receiver has some (so the crash comes mid-way).
+    while durable < ENOUGH || slow.stats().events < SOME_DELIVERED {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            panic!(
+                "not durable_through >= {ENOUGH} and {SOME_DELIVERED} delivered within \
+                 {LIMIT:?}: {seen:?}, {:?}",
+                slow.stats()
+            );
+        }
+        let Ok(line) = lines.recv_timeout(left.min(Duration::from_millis(10))) else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(&line).expect("NDJSON progress");
+        let n = v["durable_through"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("the summary came before the kill: {line}"));
+        assert!(n > durable, "durable_through went from {durable} to {n}");
+        durable = n;
+        seen.push(line);
+    }
+    child.0.kill().expect("SIGKILL");
+    child.0.wait().unwrap();
+    drop(stop);
+    writer.join().unwrap();
+    reader.join().unwrap();
+    let first: HashSet<String> = slow.ids().into_iter().collect();
+    slow.shutdown();
+
+    let up = ok_receiver();
+    let out = run(
+        &[
+            "send",
+            "--data-dir",
+            dir.arg(),
+            "--resume",
+            "--endpoint",
+            &up.url(),
+            "--timeout",
+            "25",
+        ],
+        String::new(),
+    );
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let s = summary(&out);
+    assert_balanced(&s);
+    assert_eq!(s["pending"], 0, "{s}");
+    assert_eq!(s["kept"], 0, "{s}");
+    assert!(s["recovery"].is_object(), "{s}");
+    let second: HashSet<String> = up.ids().into_iter().collect();
+    let all_ids: HashSet<String> = ids(TOTAL).into_iter().collect();
+    let lost: Vec<String> = ids(durable as usize)
+        .into_iter()
+        .filter(|id| !first.contains(id) && !second.contains(id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of the {durable} events reported durable never arrived, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert!(second.is_subset(&all_ids), "only events that were sent");
+    assert!(
+        up.stats().events >= s["delivered"].as_u64().unwrap(),
+        "the receiver got every delivery the summary counts: {s}"
+    );
+}
+
+#[test]
+fn dead_letters_are_listed_replayed_and_resumed() {
+    const K: usize = 3;
+    let dir = TempDir::new("dlq");
+    // The first K requests are refused for good (400), the rest accepted.
+    let rx =
+        Receiver::start(ReceiverConfig::default().statuses(vec![Reply::status(400); K])).unwrap();
+    let out = run(
+        &[
+            "send",
+            "--data-dir",
+            dir.arg(),
+            "--endpoint",
+            &rx.url(),
+            "--name",
+            "audit",
+        ],
+        events(0, 5),
+    );
+    assert_eq!(
+        out.code,
+        Some(1),
+        "dead letters fail the run: {}",
+        out.stderr
+    );
+    let s = summary(&out);
+    assert_eq!(
+        (s["dead_lettered"].as_u64(), s["delivered"].as_u64()),
+        (Some(3), Some(2))
+    );
+    let dlq = |cmd: &str, extra: &[&str]| {
+        let mut args = vec!["dlq", cmd, "--data-dir", dir.arg()];
+        args.extend_from_slice(extra);
+        run(&args, String::new())
+    };
+    let out = dlq("list", &[]);
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let listed = ndjson(&out);
+    assert_eq!(listed.len(), K, "{}", out.stdout);
+    for (i, d) in listed.iter().enumerate() {
+        assert_eq!(d["status"], 400, "{d}");
+        assert_eq!(d["endpoint"], "audit", "{d}");
+        assert_eq!(d["id"], format!("e{i}"), "{d}");
+        assert_eq!(d["event"]["id"], format!("e{i}"), "the event inline: {d}");
+        for k in ["seq", "published_ms", "failed_ms", "attempts"] {
+            assert!(d[k].is_u64(), "{k}: {d}");
+        }
+        assert!(d["error"].is_string(), "{d}");
+    }
+    let seq = listed[1]["seq"].as_u64().unwrap().to_string();
+    let one = dlq("list", &["--seq", &seq]);
+    assert_eq!(ndjson(&one).len(), 1, "{}", one.stdout);
+    assert_eq!(ndjson(&dlq("list", &["--endpoint", "other"])).len(), 0);
+    let out = dlq("replay", &[]);
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert_eq!(summary(&out), serde_json::json!({ "replayed": K }));
+    assert_eq!(
+        dlq("list", &[]).stdout,
+        "",
+        "replayed letters leave the list"
+    );
+    // The receiver now answers 200: the resume delivers the replayed events.
+    let out = run(
+        &["send", "--data-dir", dir.arg(), "--resume"],
+        String::new(),
+    );
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let s = summary(&out);
+    assert_eq!(s["delivered"].as_u64(), Some(K as u64), "{s}");
+    assert_balanced(&s);
+    let mut got = rx.ids();
+    got.sort();
+    assert_eq!(got, ["e0", "e1", "e2", "e3", "e4"]);
+}
+
+#[test]
+fn dlq_refuses_a_directory_a_running_send_holds() {
+    let dir = TempDir::new("locked");
+    let rx = ok_receiver();
+    // stdin stays open: the send runs (and holds the directory) until it is closed.
+    let mut child = spawn(&["send", "--data-dir", dir.arg(), "--endpoint", &rx.url()]);
+    let saved = dir.path().join("send.json");
+    let deadline = Instant::now() + LIMIT;
+    while !saved.exists() {
+        if Instant::now() > deadline || child.0.try_wait().unwrap().is_some() {
+            panic!("the send did not start");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = run(&["dlq", "list", "--data-dir", dir.arg()], String::new());
+    drop(child.0.stdin.take()); // end of input: the send finishes
+    let status = child.0.wait().unwrap();
+    assert_eq!(out.code, Some(1), "stdout: {}", out.stdout);
+    assert!(
+        out.stderr.contains("another hookwire process"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(status.code(), Some(0));
+    // Free again.
+    let out = run(&["dlq", "list", "--data-dir", dir.arg()], String::new());
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(0), ""),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Runs `hookwire ARGS` that must be refused: exit 2, a message naming `flag`, no output.
+fn rejects(args: &[&str], flag: &str) {
+    let out = run(args, String::new());
+    assert_eq!(out.code, Some(2), "{args:?}: stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains(flag),
+        "{args:?}: the message does not name {flag}: {}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = TempDir::new("usage");
+    let url = "http://127.0.0.1:9/hook";
+    rejects(&["send", "--resume", "--endpoint", url], "--data-dir");
+    rejects(
+        &[
+            "send",
+            "--data-dir",
+            dir.arg(),
+            "--endpoint",
+            url,
+            "--overflow",
+            "reject",
+        ],
+        "--overflow",
+    );
+    rejects(
+        &["send", "--data-dir", dir.arg(), "--resume"],
+        "nothing to resume",
+    );
+    rejects(&["dlq", "list"], "--data-dir");
+    rejects(
+        &["dlq", "replay", "--data-dir", dir.arg(), "--seq", "9..1"],
+        "--seq",
+    );
+    // A signed run needs its secret again to resume (secrets are not saved).
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let out = run(
+        &[
+            "send",
+            "--data-dir",
+            dir.arg(),
+            "--endpoint",
+            url,
+            "--secret",
+            secret,
+            "--timeout",
+            "1",
+        ],
+        String::new(),
+    );
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let saved = std::fs::read_to_string(dir.path().join("send.json")).unwrap();
+    assert!(!saved.contains(secret), "{saved}");
+    rejects(&["send", "--data-dir", dir.arg(), "--resume"], "--secret");
+}
+
+#[test]
+fn help_explains_durable_delivery() {
+    let out = run(&["send", "--help"], String::new());
+    assert_eq!(out.code, Some(0));
+    for text in [
+        "--data-dir",
+        "--resume",
+        "durable_through",
+        "send.json",
+        "hookwire dlq",
+    ] {
+        assert!(
+            out.stdout.contains(text),
+            "send help lacks {text}:\n{}",
+            out.stdout
+        );
+    }
+    let out = run(&["dlq", "--help"], String::new());
+    assert_eq!(out.code, Some(0));
+    assert!(
+        out.stdout.contains("list") && out.stdout.contains("replay"),
+        "{}",
+        out.stdout
+    );
+}
