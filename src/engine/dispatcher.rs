@@ -961,7 +961,7 @@ impl Dispatcher {
 
     /// The dead letters of durable endpoints that `filter` selects, oldest first.
     pub fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error> {
-        self.store()?.store.lock().dead_letters(filter)
+        self.store()?.store()?.dead_letters(filter)
     }
 
     /// Re-queues the dead letters `filter` selects: each event is published again to its
@@ -972,7 +972,7 @@ impl Dispatcher {
     pub fn replay_dead_letters(&self, filter: &DeadLetterFilter) -> Result<u64, Error> {
         let d = self.store()?;
         let (letters, slots) = {
-            let store = d.store.lock();
+            let store = d.store()?;
             let slots: std::collections::HashMap<String, u8> = store
                 .endpoints()
                 .into_iter()
@@ -1002,8 +1002,7 @@ impl Dispatcher {
         for t in &tickets {
             t.wait(self.inner.publish_timeout.max(Duration::from_secs(30)))?;
         }
-        d.store
-            .lock()
+        d.store()?
             .take_dead_letters(&DeadLetterFilter::exactly(&letters))?;
         Ok(letters.len() as u64)
     }
@@ -1062,6 +1061,7 @@ impl Dispatcher {
             {
                 let _ = t.join();
             }
+            d.close();
         }
         let endpoints = self.snapshot();
         let undelivered = self.shutdown_drops() - before;

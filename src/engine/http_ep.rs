@@ -444,7 +444,7 @@ impl HttpEp {
         }
         let reader = match &mut d.reader {
             Some(r) => r,
-            None => match d.durable.store.lock().reader() {
+            None => match d.durable.store().and_then(|s| s.reader()) {
                 Ok(r) => d.reader.insert(r),
                 Err(e) => {
                     log::error!("{}: cannot read the log: {e}", self.shared.name);

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::stats::DropReason;
 use crate::store::{DeadLetter, Recovery, Store};
@@ -159,8 +159,9 @@ pub(crate) struct Member {
 
 /// What the dispatcher, its workers and the persistence thread share about durability.
 pub(crate) struct Durable {
-    /// The store. The persistence thread holds the lock while it appends and commits.
-    pub store: Mutex<Box<dyn Store>>,
+    /// The store (`None` once closed, which releases its directory). The persistence thread
+    /// holds the lock while it appends and commits.
+    store: Mutex<Option<Box<dyn Store>>>,
     /// The highest committed sequence number; stored before the records enter the ring.
     pub durable_through: AtomicU64,
     /// What opening the store found.
@@ -207,7 +208,7 @@ impl Durable {
         let recovery = store.recovery().clone();
         let through = store.durable_through();
         Durable {
-            store: Mutex::new(store),
+            store: Mutex::new(Some(store)),
             durable_through: AtomicU64::new(through),
             recovery,
             intake: Mutex::new(Intake::default()),
@@ -223,12 +224,23 @@ impl Durable {
         }
     }
 
+    /// The open store, or [`Error::Closed`].
+    pub fn store(&self) -> Result<MappedMutexGuard<'_, Box<dyn Store>>, Error> {
+        MutexGuard::try_map(self.store.lock(), Option::as_mut).map_err(|_| Error::Closed)
+    }
+
+    /// Closes the store (after the persistence thread stopped): its files are synced and its
+    /// directory lock released, so another dispatcher or process may open it.
+    pub fn close(&self) {
+        drop(self.store.lock().take());
+    }
+
     /// Registers a durable endpoint called `name` and returns its slot, where it resumes
     /// (`acked`), and from which sequence number this run counts its events at commit (those
     /// below were accepted by an earlier run or while it was away, and are counted when it
     /// takes them).
     pub fn join(&self, shared: &Arc<Shared>) -> Result<(u8, u64, u64), Error> {
-        let mut store = self.store.lock();
+        let mut store = self.store()?;
         let state = store.endpoint(&shared.name)?;
         let counted_from = store.next_seq();
         let mut members = self.members.lock();
@@ -249,8 +261,10 @@ impl Durable {
         };
         let slot = members[i].slot;
         let acked = shared.acked.load(Ordering::Acquire);
+        let Ok(mut store) = self.store() else {
+            return;
+        };
         let dead = std::mem::take(&mut *self.dead.lock());
-        let mut store = self.store.lock();
         if !dead.is_empty()
             && let Err(e) = store.dead_letter(&dead)
         {
@@ -280,7 +294,7 @@ impl Durable {
             return Err(e.clone());
         }
         if self.quota_full.load(Ordering::Acquire) {
-            let store = self.store.lock();
+            let store = self.store()?;
             return Err(Error::Quota {
                 quota: store.quota_bytes(),
                 used: store.used_bytes(),
@@ -375,7 +389,15 @@ impl Durable {
             return Vec::new();
         }
         let by_slot = self.members_by_slot();
-        let mut store = self.store.lock();
+        let mut store = match self.store() {
+            Ok(s) => s,
+            Err(e) => {
+                for p in group {
+                    Self::refuse(&by_slot, p, e.clone(), DropReason::SinkError);
+                }
+                return Vec::new();
+            }
+        };
         let mut appended = Vec::with_capacity(group.len());
         let mut buf = Vec::with_capacity(1024);
         for p in group {
@@ -453,8 +475,10 @@ impl Durable {
             .iter()
             .map(|m| (m.slot, m.shared.acked.load(Ordering::Acquire)))
             .collect();
+        let Ok(mut store) = self.store() else {
+            return;
+        };
         let dead = std::mem::take(&mut *self.dead.lock());
-        let mut store = self.store.lock();
         if !dead.is_empty()
             && let Err(e) = store.dead_letter(&dead)
         {
