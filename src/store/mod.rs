@@ -19,7 +19,15 @@
 //!
 //! See `docs/durable.md` for the format, the recovery rules and the at-least-once contract.
 
+mod dlq;
+mod files;
 mod log_store;
+mod meta;
+mod reader;
+mod segment;
+#[cfg(test)]
+mod test_dir;
+mod writer;
 
 pub use log_store::LogStore;
 

@@ -1,0 +1,292 @@
+//! The dead-letter file, `dead-letters.ndjson`: events given up, one JSON object per line.
+//!
+//! ```text
+//! {"endpoint":"audit","seq":42,"published_ms":..,"failed_ms":..,"status":400,"error":"..",
+//!  "attempts":5,"id":"evt-1","type":"..","action":"..","media_type":"..","event":{...}}
+//! ```
+//!
+//! (one line; `status` is `null` when the endpoint never answered; `type`, `action` and
+//! `media_type` are left out when the event has none). The event's JSON is inline and kept
+//! byte for byte, except that line breaks in it (whitespace, in valid JSON) become spaces so
+//! that it stays on one line. Appends are synced (`fdatasync`); taking letters out rewrites
+//! the file atomically. A torn last line (a crash during an append) is cut at open.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::files::{read_optional, sync_dir, write_atomic};
+use super::{DeadLetter, DeadLetterFilter};
+use crate::{Error, Event, RawEvent};
+
+const FILE: &str = "dead-letters.ndjson";
+
+/// One line, as written.
+#[derive(Serialize)]
+struct LineOut<'a> {
+    endpoint: &'a str,
+    seq: u64,
+    published_ms: u64,
+    failed_ms: u64,
+    status: Option<u16>,
+    error: &'a str,
+    attempts: u32,
+    id: &'a str,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media_type: Option<&'a str>,
+    event: &'a RawValue,
+}
+
+/// One line, as read back.
+#[derive(Deserialize)]
+struct LineIn {
+    endpoint: String,
+    seq: u64,
+    published_ms: u64,
+    failed_ms: u64,
+    status: Option<u16>,
+    error: String,
+    attempts: u32,
+    id: String,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    media_type: Option<String>,
+    event: Box<RawValue>,
+}
+
+/// The dead-letter file of one store directory.
+#[derive(Debug)]
+pub(super) struct DeadLetters {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl DeadLetters {
+    /// The file in `dir`, after cutting a torn last line. Returns it and how many lines could
+    /// not be read (the torn one included).
+    pub(super) fn open(dir: &Path) -> Result<(DeadLetters, u64), Error> {
+        let letters = DeadLetters {
+            dir: dir.to_owned(),
+            path: dir.join(FILE),
+        };
+        let skipped = letters.recover()?;
+        Ok((letters, skipped))
+    }
+
+    fn recover(&self) -> Result<u64, Error> {
+        let Some(bytes) = read_optional(&self.path)? else {
+            return Ok(0);
+        };
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let mut skipped = lines(&bytes[..complete])
+            .filter(|line| parse(line).is_none())
+            .count() as u64;
+        let tail = &bytes[complete..];
+        if tail.is_empty() {
+            return Ok(skipped);
+        }
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| Error::storage("open", &self.path, e))?;
+        let repaired = if parse(tail).is_some() {
+            // Whole but for its line break: keep it, so later lines start on their own.
+            (&file).write_all(b"\n")
+        } else {
+            skipped += 1;
+            file.set_len(complete as u64)
+        };
+        repaired
+            .and_then(|()| file.sync_data())
+            .map_err(|e| Error::storage("repair", &self.path, e))?;
+        Ok(skipped)
+    }
+
+    /// Appends `letters`, one line each, and syncs the file.
+    pub(super) fn append(&self, letters: &[DeadLetter]) -> Result<(), Error> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let mut out = Vec::new();
+        for letter in letters {
+            encode(letter, &mut out)?;
+        }
+        let existed = self.path.exists();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| Error::storage("open", &self.path, e))?;
+        file.write_all(&out)
+            .map_err(|e| Error::storage("write", &self.path, e))?;
+        file.sync_data()
+            .map_err(|e| Error::storage("fdatasync", &self.path, e))?;
+        if !existed {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// The letters `filter` selects, oldest first. Lines that cannot be read are skipped.
+    pub(super) fn list(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error> {
+        let Some(bytes) = read_optional(&self.path)? else {
+            return Ok(Vec::new());
+        };
+        Ok(lines(&bytes)
+            .filter_map(parse)
+            .filter(|d| filter.matches(d))
+            .collect())
+    }
+
+    /// Removes the letters `filter` selects and returns them. The file is rewritten
+    /// atomically with the rest (unreadable lines are kept, for a person to look at).
+    pub(super) fn take(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error> {
+        let Some(bytes) = read_optional(&self.path)? else {
+            return Ok(Vec::new());
+        };
+        let mut taken = Vec::new();
+        let mut kept = Vec::with_capacity(bytes.len());
+        for line in lines(&bytes) {
+            match parse(line) {
+                Some(d) if filter.matches(&d) => taken.push(d),
+                _ => {
+                    kept.extend_from_slice(line);
+                    kept.push(b'\n');
+                }
+            }
+        }
+        if !taken.is_empty() {
+            write_atomic(&self.dir, FILE, &kept)?;
+        }
+        Ok(taken)
+    }
+}
+
+/// The non-empty lines of `bytes`.
+fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    bytes
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.trim_ascii().is_empty())
+}
+
+/// Appends `letter` as one line.
+fn encode(letter: &DeadLetter, out: &mut Vec<u8>) -> Result<(), Error> {
+    let event = &letter.event;
+    let id = event.id();
+    let flat;
+    let json = if event.json().contains(['\n', '\r']) {
+        flat = RawValue::from_string(event.json().replace(['\n', '\r'], " "))?;
+        &*flat
+    } else {
+        event.raw_json()
+    };
+    let line = LineOut {
+        endpoint: &letter.endpoint,
+        seq: letter.seq,
+        published_ms: letter.published_ms,
+        failed_ms: letter.failed_ms,
+        status: letter.status,
+        error: &letter.error,
+        attempts: letter.attempts,
+        id: &id,
+        kind: event.kind(),
+        action: event.action(),
+        media_type: event.media_type(),
+        event: json,
+    };
+    serde_json::to_writer(&mut *out, &line)?;
+    out.push(b'\n');
+    Ok(())
+}
+
+/// One line back into a letter; `None` if it is not a whole, valid one.
+fn parse(line: &[u8]) -> Option<DeadLetter> {
+    let l: LineIn = serde_json::from_slice(line).ok()?;
+    let json = Box::<str>::from(l.event).into_string();
+    let event = RawEvent::from_parts(l.id, l.kind, l.action, l.media_type, json).ok()?;
+    Some(DeadLetter {
+        endpoint: l.endpoint,
+        seq: l.seq,
+        published_ms: l.published_ms,
+        failed_ms: l.failed_ms,
+        status: l.status,
+        error: l.error,
+        attempts: l.attempts,
+        event,
+    })
+}
+
+/// Used by the file's own tests and the store's.
+#[cfg(test)]
+pub(super) fn letter(endpoint: &str, seq: u64, failed_ms: u64) -> DeadLetter {
+    DeadLetter {
+        endpoint: endpoint.into(),
+        seq,
+        published_ms: seq * 10,
+        failed_ms,
+        status: if seq % 2 == 0 { Some(400) } else { None },
+        error: format!("gave up on {seq}"),
+        attempts: 3,
+        event: RawEvent::parse(format!(r#"{{"id":"e{seq}","action":"push","n":{seq}}}"#))
+            .expect("test event"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip_with_metadata() {
+        let mut d = letter("a", 4, 100);
+        d.event = RawEvent::from_parts(
+            "custom".into(),
+            Some("t".into()),
+            Some("push".into()),
+            Some("m".into()),
+            "{\n  \"x\": [1,\r\n 2]\n}".into(),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        encode(&d, &mut out).unwrap();
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(text.contains(r#""status":400"#) && text.contains(r#""type":"t""#));
+        let back = parse(out.trim_ascii_end()).unwrap();
+        assert_eq!(
+            (back.endpoint.as_str(), back.seq, back.failed_ms),
+            ("a", 4, 100)
+        );
+        assert_eq!((back.status, back.attempts), (Some(400), 3));
+        assert_eq!(back.event.id(), "custom");
+        assert_eq!(back.event.kind(), Some("t"));
+        assert_eq!(back.event.action(), Some("push"));
+        assert_eq!(back.event.media_type(), Some("m"));
+        assert_eq!(back.event.json(), "{   \"x\": [1,   2] }");
+
+        out.clear();
+        encode(&letter("b", 3, 7), &mut out).unwrap();
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(text.contains(r#""status":null"#) && !text.contains("media_type"));
+        let back = parse(&out).unwrap();
+        assert_eq!(back.event.json(), r#"{"id":"e3","action":"push","n":3}"#);
+        assert_eq!(back.event.kind(), None);
+    }
+
+    #[test]
+    fn bad_lines_do_not_parse() {
+        assert!(parse(b"").is_none());
+        assert!(parse(b"{\"endpoint\":\"a\"").is_none());
+        assert!(parse(b"not json").is_none());
+    }
+}

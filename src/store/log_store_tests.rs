@@ -1,0 +1,609 @@
+//! `LogStore`'s tests: the log, readers, recovery, quota, cursors, the lock and dead letters.
+
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::Event;
+use crate::store::dlq::letter;
+use crate::store::test_dir::TestDir;
+
+pub(super) fn config(dir: &Path, segment_bytes: u64, quota_bytes: u64) -> StoreConfig {
+    let mut config = StoreConfig::new(dir);
+    config.segment_bytes = segment_bytes;
+    config.quota_bytes = quota_bytes;
+    config
+}
+
+/// A payload that tells its seq and length apart from any other.
+fn payload(seq: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (seq as usize * 31 + i) as u8).collect()
+}
+
+/// (seq, mask, time_ms, payload)
+type Owned = (u64, u64, u64, Vec<u8>);
+
+pub(super) fn read(
+    reader: &mut dyn StoreReader,
+    from: u64,
+    until: u64,
+    mask: u64,
+    max: usize,
+) -> (Vec<Owned>, u64) {
+    let mut out = Vec::new();
+    let next = reader
+        .read(from, until, mask, max, &mut |r| {
+            out.push((r.seq, r.mask, r.time_ms, r.payload.to_vec()))
+        })
+        .expect("read");
+    (out, next)
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> = fs::read_dir(dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Appends `n` records (mask cycling 1, 2, 3; payload of 100 bytes) and commits.
+fn fill(store: &mut LogStore, n: u64) -> u64 {
+    let mut last = 0;
+    for _ in 0..n {
+        let seq = store.next_seq();
+        last = store
+            .append(1 + seq % 3, seq * 1000, &payload(seq, 100))
+            .unwrap();
+        assert_eq!(last, seq);
+    }
+    assert_eq!(store.commit().unwrap(), last);
+    last
+}
+
+#[test]
+fn round_trip_across_segments() {
+    let dir = TestDir::new("round-trip");
+    let mut store = LogStore::open(config(dir.path(), 4096, 1 << 30)).unwrap();
+    assert_eq!(
+        (store.first_seq(), store.next_seq(), store.durable_through()),
+        (1, 1, 0)
+    );
+    let last = fill(&mut store, 200);
+    assert_eq!(
+        (last, store.durable_through(), store.next_seq()),
+        (200, 200, 201)
+    );
+    assert!(segments(dir.path()).len() > 5, "small segments roll");
+    let on_disk: u64 = segments(dir.path())
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(store.used_bytes(), on_disk);
+    assert_eq!(on_disk, 200 * 132);
+
+    // Sequentially, seven at a time: every record, in order, intact.
+    let mut reader = store.reader().unwrap();
+    let (mut all, mut from) = (Vec::new(), 1);
+    while from <= 200 {
+        let (got, next) = read(&mut *reader, from, 200, u64::MAX, 7);
+        assert!(!got.is_empty() && got.len() <= 7);
+        assert_eq!(next, got.last().unwrap().0 + 1);
+        all.extend(got);
+        from = next;
+    }
+    assert_eq!(all.len(), 200);
+    for (i, (seq, mask, time_ms, bytes)) in all.iter().enumerate() {
+        assert_eq!(*seq, i as u64 + 1);
+        assert_eq!((*mask, *time_ms), (1 + seq % 3, seq * 1000));
+        assert_eq!(*bytes, payload(*seq, 100));
+    }
+
+    // From the middle, with a fresh reader and with the used one (going back).
+    for reader in [&mut store.reader().unwrap(), &mut reader] {
+        let (got, next) = read(&mut **reader, 123, 200, u64::MAX, 3);
+        assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), [123, 124, 125]);
+        assert_eq!(next, 126);
+    }
+
+    // Mask 1 takes the records whose mask has bit 0 (masks 1 and 3: seqs 3k and 3k+2).
+    let (got, next) = read(&mut *reader, 1, 200, 1, 1000);
+    assert!(got.iter().all(|r| r.1 & 1 != 0));
+    assert_eq!(
+        got.len(),
+        (1..=200u64).filter(|s| (1 + s % 3) & 1 != 0).count()
+    );
+    assert_eq!(next, 201);
+
+    // `until` is respected, and the reader goes on from where it stopped.
+    let (got, next) = read(&mut *reader, 40, 50, u64::MAX, 1000);
+    assert_eq!(
+        (got.first().unwrap().0, got.last().unwrap().0, next),
+        (40, 50, 51)
+    );
+    let (got, next) = read(&mut *reader, 51, 51, u64::MAX, 1000);
+    assert_eq!((got.len(), next), (1, 52));
+    // Nothing to give: from past until, or max 0.
+    assert_eq!(read(&mut *reader, 60, 59, u64::MAX, 10), (vec![], 60));
+    assert_eq!(read(&mut *reader, 60, 70, u64::MAX, 0), (vec![], 60));
+    // Past the end of the log: nothing, and no skipping ahead.
+    assert_eq!(read(&mut *reader, 201, 500, u64::MAX, 10), (vec![], 201));
+}
+
+#[test]
+fn a_reader_follows_the_writer() {
+    let dir = TestDir::new("follow");
+    let mut store = LogStore::open(config(dir.path(), 1024, 1 << 30)).unwrap();
+    let mut reader = store.reader().unwrap();
+    assert_eq!(read(&mut *reader, 1, 0, u64::MAX, 10), (vec![], 1));
+    let mut from = 1;
+    for round in 0..20 {
+        let last = fill(&mut store, 3 + round % 4);
+        let (got, next) = read(&mut *reader, from, last, u64::MAX, 100);
+        assert_eq!(got.len() as u64, last + 1 - from);
+        assert_eq!(got.first().unwrap().0, from);
+        from = next;
+        assert_eq!(from, last + 1);
+        // Appended but not committed: a reader told `until = durable_through` does not see it.
+        store.append(1, 0, b"pending").unwrap();
+        let (got, _) = read(&mut *reader, from, store.durable_through(), u64::MAX, 100);
+        assert!(got.is_empty());
+        store.commit().unwrap();
+        let (got, next) = read(&mut *reader, from, store.durable_through(), u64::MAX, 100);
+        assert_eq!(got.len(), 1);
+        from = next;
+    }
+}
+
+#[test]
+fn reopen_keeps_what_was_committed() {
+    let dir = TestDir::new("reopen");
+    let cfg = config(dir.path(), 2048, 1 << 30);
+    let mut store = LogStore::open(cfg.clone()).unwrap();
+    fill(&mut store, 50);
+    drop(store);
+    let mut store = LogStore::open(cfg.clone()).unwrap();
+    let r = store.recovery().clone();
+    assert_eq!((r.first_seq, r.next_seq, r.records), (1, 51, 50));
+    assert_eq!((r.truncated_bytes, r.corrupt_records), (0, 0));
+    // Records but no cursor file: as if the cursors were lost (no endpoint had registered).
+    assert!(r.cursors_reset);
+    assert_eq!(r.segments, segments(dir.path()).len());
+    assert_eq!(store.durable_through(), 50);
+    let (got, _) = read(&mut *store.reader().unwrap(), 1, 50, u64::MAX, 1000);
+    assert_eq!(got.len(), 50);
+    assert!(got.iter().all(|r| r.3 == payload(r.0, 100)));
+
+    // Appended, never committed, then dropped: may survive or not; seqs stay consecutive.
+    for _ in 0..30 {
+        store.append(1, 0, &[7; 100]).unwrap();
+    }
+    drop(store);
+    let mut store = LogStore::open(cfg).unwrap();
+    let next = store.next_seq();
+    assert!((51..=81).contains(&next));
+    let (got, last) = read(&mut *store.reader().unwrap(), 1, next - 1, u64::MAX, 1000);
+    assert_eq!(got.len() as u64, next - 1);
+    assert_eq!(last, next);
+    assert!(got.iter().enumerate().all(|(i, r)| r.0 == i as u64 + 1));
+    assert_eq!(store.append(1, 0, b"x").unwrap(), next);
+}
+
+/// Writes ten records in one segment, commits, damages the file with `damage`, reopens.
+fn damaged(damage: impl FnOnce(&Path, &[u64])) -> (TestDir, LogStore) {
+    let dir = TestDir::new("damage");
+    let cfg = config(dir.path(), 1 << 20, 1 << 30);
+    let mut store = LogStore::open(cfg.clone()).unwrap();
+    // Records of 32 + 10·seq bytes: record k starts at offsets[k - 1].
+    let mut offsets = vec![0];
+    for seq in 1..=10u64 {
+        store
+            .append(1, seq, &payload(seq, 10 * seq as usize))
+            .unwrap();
+        offsets.push(offsets.last().unwrap() + 32 + 10 * seq);
+    }
+    store.commit().unwrap();
+    drop(store);
+    damage(&segments(dir.path())[0], &offsets);
+    let store = LogStore::open(cfg).unwrap();
+    (dir, store)
+}
+
+fn flip(path: &Path, at: u64) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[at as usize] ^= 0x40;
+    fs::write(path, bytes).unwrap();
+}
+
+fn set_len(path: &Path, len: u64) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+#[test]
+fn a_torn_tail_is_cut() {
+    let (dir, mut store) = damaged(|path, offsets| set_len(path, offsets[10] - 5));
+    let r = store.recovery().clone();
+    assert_eq!((r.truncated_bytes, r.corrupt_records), (132 - 5, 1));
+    assert_eq!(r.next_seq, 10);
+    let nine: u64 = (1..=9).map(|s| 32 + 10 * s).sum();
+    assert_eq!(fs::metadata(&segments(dir.path())[0]).unwrap().len(), nine);
+    assert_eq!(store.append(1, 0, b"again").unwrap(), 10);
+    store.commit().unwrap();
+    let (got, _) = read(&mut *store.reader().unwrap(), 1, 10, u64::MAX, 100);
+    assert_eq!(got.len(), 10);
+    assert_eq!(got[9].3, b"again");
+
+    // A zero-filled tail (a file extended, its data never written) is cut the same way.
+    let (_dir, store) = damaged(|path, offsets| set_len(path, offsets[10] + 4096));
+    let r = store.recovery();
+    assert_eq!(
+        (r.truncated_bytes, r.corrupt_records, r.next_seq),
+        (4096, 1, 11)
+    );
+}
+
+#[test]
+fn a_flipped_byte_cuts_from_its_record_on() {
+    // In the last record's payload.
+    let (_dir, store) = damaged(|path, offsets| flip(path, offsets[10] - 1));
+    let r = store.recovery();
+    assert_eq!(
+        (r.truncated_bytes, r.corrupt_records, r.next_seq),
+        (132, 1, 10)
+    );
+    // In a record's header, mid-segment: it and everything after it go.
+    let (_dir, mut store) = damaged(|path, offsets| flip(path, offsets[4] + 20));
+    let r = store.recovery().clone();
+    assert_eq!((r.corrupt_records, r.next_seq), (1, 5));
+    assert_eq!(
+        r.truncated_bytes,
+        (5..=10).map(|s| 32 + 10 * s).sum::<u64>()
+    );
+    assert_eq!(store.append(1, 0, b"x").unwrap(), 5);
+}
+
+#[test]
+fn a_reader_reports_a_corrupt_record_in_an_older_segment() {
+    let dir = TestDir::new("old-corrupt");
+    let cfg = config(dir.path(), 1024, 1 << 30);
+    let mut store = LogStore::open(cfg.clone()).unwrap();
+    fill(&mut store, 30);
+    drop(store);
+    let first = &segments(dir.path())[0];
+    flip(first, 132 + 40); // the second record's payload
+    let store = LogStore::open(cfg).unwrap();
+    assert_eq!(
+        store.recovery().corrupt_records,
+        0,
+        "older segments are not scanned"
+    );
+    let mut reader = store.reader().unwrap();
+    let mut n = 0;
+    let e = reader
+        .read(1, 30, u64::MAX, 100, &mut |_| n += 1)
+        .unwrap_err();
+    assert!(matches!(e, Error::Storage { op: "read", .. }), "{e}");
+    assert_eq!(n, 1);
+    // Reading past it works (another segment).
+    let (got, _) = read(&mut *reader, 20, 30, u64::MAX, 100);
+    assert_eq!(got.len(), 11);
+}
+
+#[test]
+fn a_damaged_older_segment_fails_open() {
+    let dir = TestDir::new("old-damaged");
+    let cfg = config(dir.path(), 1024, 1 << 30);
+    let mut store = LogStore::open(cfg.clone()).unwrap();
+    fill(&mut store, 30);
+    drop(store);
+    set_len(&segments(dir.path())[0], 0);
+    let e = LogStore::open(cfg).unwrap_err();
+    assert!(matches!(e, Error::Storage { op: "recover", .. }), "{e}");
+}
+
+#[test]
+fn quota_refuses_and_cursors_make_room() {
+    let dir = TestDir::new("quota");
+    let mut store = LogStore::open(config(dir.path(), 1024, 4096)).unwrap();
+    let a = store.endpoint("a").unwrap();
+    let mut n = 0;
+    let err = loop {
+        match store.append(1, 0, &[1; 100]) {
+            Ok(_) => n += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(n, 4096 / 132);
+    let used = store.used_bytes();
+    assert!(
+        matches!(err, Error::Quota { quota: 4096, used: u } if u == used),
+        "{err}"
+    );
+    assert_eq!(
+        store.next_seq(),
+        n + 1,
+        "nothing appended by the failing call"
+    );
+    store.commit().unwrap();
+    let on_disk: u64 = segments(dir.path())
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(on_disk, used);
+    // Delivering (acknowledging) frees the segments before the active one.
+    store.save_cursors(&[(a.slot, store.next_seq())]).unwrap();
+    assert_eq!(store.first_seq(), 29);
+    assert_eq!(store.used_bytes(), 3 * 132);
+    store.append(1, 0, &[1; 100]).unwrap();
+}
+
+#[test]
+fn oversized_payloads_are_refused() {
+    let dir = TestDir::new("oversize");
+    let mut store = LogStore::open(config(dir.path(), 1 << 20, u64::MAX)).unwrap();
+    let e = store.append(1, 0, &vec![0u8; 64 << 20]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Config {
+                field: "payload",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(store.next_seq(), 1);
+}
+
+#[test]
+fn cursors_survive_reopen_and_never_move_back() {
+    let dir = TestDir::new("cursors");
+    let cfg = config(dir.path(), 1024, 1 << 30);
+    let mut store = LogStore::open(cfg.clone()).unwrap();
+    fill(&mut store, 5);
+    let a = store.endpoint("a").unwrap();
+    assert_eq!((a.slot, a.since, a.acked), (0, 6, 6));
+    assert_eq!(
+        store.endpoint("a").unwrap(),
+        a,
+        "registering twice returns the same"
+    );
+    fill(&mut store, 10);
+    let b = store.endpoint("b").unwrap();
+    assert_eq!((b.slot, b.since, b.acked), (1, 16, 16));
+    fill(&mut store, 10);
+    store.save_cursors(&[(0, 12), (1, 20), (9, 3)]).unwrap();
+    store.save_cursors(&[(0, 8)]).unwrap(); // back: ignored
+    store.save_cursors(&[(1, 1000)]).unwrap(); // past the log: clamped
+    let acked = |s: &LogStore| s.endpoints().iter().map(|e| e.1.acked).collect::<Vec<_>>();
+    assert_eq!(acked(&store), [12, 26]);
+    drop(store);
+    let store = LogStore::open(cfg).unwrap();
+    assert!(!store.recovery().cursors_reset);
+    assert_eq!(acked(&store), [12, 26]);
+    let names: Vec<_> = store.endpoints().into_iter().map(|e| e.0).collect();
+    assert_eq!(names, ["a", "b"]);
+}
+
+#[test]
+fn a_lost_cursor_file_resets_to_since() {
+    for damage in ["delete", "garbage", "wrong version"] {
+        let dir = TestDir::new("cursor-loss");
+        let cfg = config(dir.path(), 1 << 20, 1 << 30);
+        let mut store = LogStore::open(cfg.clone()).unwrap();
+        fill(&mut store, 5);
+        store.endpoint("a").unwrap();
+        fill(&mut store, 5);
+        store.save_cursors(&[(0, 9)]).unwrap();
+        drop(store);
+        let cursors = dir.path().join("cursors.json");
+        match damage {
+            "delete" => fs::remove_file(&cursors).unwrap(),
+            "garbage" => fs::write(&cursors, b"{\"version\":1,\"endp").unwrap(),
+            _ => fs::write(&cursors, br#"{"version":2,"endpoints":{}}"#).unwrap(),
+        }
+        let store = LogStore::open(cfg.clone()).unwrap();
+        assert!(store.recovery().cursors_reset, "{damage}");
+        let a = store.endpoints()[0].1;
+        assert_eq!((a.since, a.acked), (6, 6), "{damage}: redeliver from since");
+        drop(store);
+        // The reset was written down: the next open finds a good cursor file.
+        let store = LogStore::open(cfg).unwrap();
+        assert!(!store.recovery().cursors_reset);
+    }
+}
+
+#[test]
+fn a_lost_slot_file_is_rebuilt_from_the_cursors() {
+    let dir = TestDir::new("slot-loss");
+    let cfg = config(dir.path(), 1024, 1 << 30);
+    let mut store = LogStore::open(cfg.clone()).unwrap();
+    store.endpoint("a").unwrap();
+    store.endpoint("b").unwrap();
+    fill(&mut store, 10);
+    store.save_cursors(&[(0, 4), (1, 7)]).unwrap();
+    let before = store.endpoints();
+    drop(store);
+    fs::remove_file(dir.path().join("slots.json")).unwrap();
+    let mut store = LogStore::open(cfg.clone()).unwrap();
+    assert!(!store.recovery().cursors_reset);
+    assert_eq!(store.endpoints(), before);
+    assert!(dir.path().join("slots.json").exists(), "rewritten");
+    assert_eq!(
+        store.endpoint("c").unwrap().slot,
+        2,
+        "a new endpoint takes a free slot"
+    );
+}
+
+#[test]
+fn cursors_are_clamped_to_the_log() {
+    let dir = TestDir::new("clamp");
+    let cfg = config(dir.path(), 1 << 20, 1 << 30);
+    let mut store = LogStore::open(cfg.clone()).unwrap();
+    store.endpoint("a").unwrap();
+    fill(&mut store, 10);
+    store.save_cursors(&[(0, 11)]).unwrap();
+    drop(store);
+    // The last records are lost (a disk that lied about a sync): acked is pulled back.
+    set_len(&segments(dir.path())[0], 132 * 6);
+    let store = LogStore::open(cfg).unwrap();
+    assert_eq!(store.next_seq(), 7);
+    assert_eq!(store.endpoints()[0].1.acked, 7);
+}
+
+#[test]
+fn an_emptied_log_does_not_reuse_seqs() {
+    let dir = TestDir::new("emptied");
+    let cfg = config(dir.path(), 1024, 1 << 30);
+    let mut store = LogStore::open(cfg.clone()).unwrap();
+    store.endpoint("a").unwrap();
+    fill(&mut store, 20);
+    store.save_cursors(&[(0, 21)]).unwrap();
+    drop(store);
+    for seg in segments(dir.path()) {
+        fs::remove_file(seg).unwrap();
+    }
+    let store = LogStore::open(cfg).unwrap();
+    assert_eq!((store.first_seq(), store.next_seq()), (21, 21));
+}
+
+#[test]
+fn segments_go_once_every_endpoint_passed_them() {
+    let dir = TestDir::new("remove");
+    let cfg = config(dir.path(), 1024, 1 << 30);
+    let mut store = LogStore::open(cfg.clone()).unwrap();
+    // Seven records (132 bytes) fill a 1 KiB segment: segments start at 1, 8, 15, 22...
+    fill(&mut store, 20);
+    // No endpoint: nothing is removed.
+    store.save_cursors(&[]).unwrap();
+    assert_eq!(store.first_seq(), 1);
+    // New endpoints start at 21: what is before it is for no one.
+    let a = store.endpoint("a").unwrap().slot;
+    let b = store.endpoint("b").unwrap().slot;
+    store.save_cursors(&[]).unwrap();
+    assert_eq!(store.first_seq(), 15, "15..=21 holds 21");
+    fill(&mut store, 40);
+    assert_eq!(segments(dir.path()).len(), 7);
+    store.save_cursors(&[(a, 50)]).unwrap();
+    assert_eq!(store.first_seq(), 15, "b has not passed anything");
+    store.save_cursors(&[(b, 28)]).unwrap();
+    assert_eq!(
+        store.first_seq(),
+        22,
+        "15..=21 passed by both; 22..=28 not by b"
+    );
+    store.save_cursors(&[(b, 29)]).unwrap();
+    assert_eq!(store.first_seq(), 29);
+    assert_eq!(segments(dir.path()).len(), 5);
+    // A reader asked for what is gone starts at the oldest kept.
+    let (got, _) = read(&mut *store.reader().unwrap(), 3, 40, u64::MAX, 100);
+    assert_eq!(got.first().unwrap().0, 29);
+    // The active segment stays, even when everything is passed.
+    store.save_cursors(&[(a, 61), (b, 61)]).unwrap();
+    assert_eq!(segments(dir.path()).len(), 1);
+    assert_eq!((store.first_seq(), store.next_seq()), (57, 61));
+    drop(store);
+    let store = LogStore::open(cfg).unwrap();
+    assert_eq!((store.first_seq(), store.next_seq()), (57, 61));
+}
+
+#[test]
+fn sixty_four_endpoints_fill_the_slots() {
+    let dir = TestDir::new("full");
+    let mut store = LogStore::open(config(dir.path(), 1024, 1 << 30)).unwrap();
+    for i in 0..64 {
+        assert_eq!(store.endpoint(&format!("e{i}")).unwrap().slot, i as u8);
+    }
+    let e = store.endpoint("one-more").unwrap_err();
+    assert!(matches!(e, Error::Full { capacity: 64 }), "{e}");
+}
+
+#[test]
+fn one_store_per_directory() {
+    let dir = TestDir::new("lock");
+    let cfg = config(dir.path(), 1024, 1 << 30);
+    let store = LogStore::open(cfg.clone()).unwrap();
+    let e = LogStore::open(cfg.clone()).unwrap_err();
+    assert!(matches!(e, Error::Storage { op: "lock", .. }), "{e}");
+    drop(store);
+    LogStore::open(cfg).unwrap();
+}
+
+#[test]
+fn leftover_temp_files_are_swept() {
+    let dir = TestDir::new("tmp");
+    let cfg = config(dir.path(), 1024, 1 << 30);
+    drop(LogStore::open(cfg.clone()).unwrap());
+    fs::write(dir.path().join("cursors.json.tmp"), b"half").unwrap();
+    fs::write(dir.path().join("log").join("junk.tmp"), b"half").unwrap();
+    fs::write(dir.path().join("log").join("README"), b"not a segment").unwrap();
+    let store = LogStore::open(cfg).unwrap();
+    assert!(!dir.path().join("cursors.json.tmp").exists());
+    assert!(!dir.path().join("log").join("junk.tmp").exists());
+    assert_eq!(store.recovery().segments, 1);
+}
+
+#[test]
+fn dead_letters_are_kept_listed_and_taken() {
+    let dir = TestDir::new("dlq");
+    let cfg = config(dir.path(), 1024, 1 << 30);
+    let mut store = LogStore::open(cfg.clone()).unwrap();
+    assert!(
+        store
+            .dead_letters(&DeadLetterFilter::all())
+            .unwrap()
+            .is_empty()
+    );
+    let letters: Vec<_> = (1..=6)
+        .map(|seq| letter(if seq <= 3 { "a" } else { "b" }, seq, 100 * seq))
+        .collect();
+    store.dead_letter(&letters[..4]).unwrap();
+    store.dead_letter(&letters[4..]).unwrap();
+    let seqs = |v: Vec<DeadLetter>| v.iter().map(|d| d.seq).collect::<Vec<_>>();
+    let all = store.dead_letters(&DeadLetterFilter::all()).unwrap();
+    assert_eq!(all[3].event.id(), "e4");
+    assert_eq!(all[3].status, Some(400));
+    assert_eq!(seqs(all), [1, 2, 3, 4, 5, 6]);
+
+    let mut by_endpoint = DeadLetterFilter::all();
+    by_endpoint.endpoint = Some("b".into());
+    assert_eq!(seqs(store.dead_letters(&by_endpoint).unwrap()), [4, 5, 6]);
+    let mut by_seq = DeadLetterFilter::all();
+    by_seq.seqs = Some((2, 4));
+    assert_eq!(seqs(store.dead_letters(&by_seq).unwrap()), [2, 3, 4]);
+    let mut by_time = DeadLetterFilter::all();
+    by_time.failed_ms = Some((500, 10_000));
+    assert_eq!(seqs(store.dead_letters(&by_time).unwrap()), [5, 6]);
+    by_time.endpoint = Some("a".into());
+    assert!(store.dead_letters(&by_time).unwrap().is_empty());
+
+    assert_eq!(seqs(store.take_dead_letters(&by_seq).unwrap()), [2, 3, 4]);
+    assert_eq!(
+        seqs(store.dead_letters(&DeadLetterFilter::all()).unwrap()),
+        [1, 5, 6]
+    );
+    assert!(store.take_dead_letters(&by_seq).unwrap().is_empty());
+    drop(store);
+
+    // A torn last line: skipped (and cut) at open; appends go on cleanly.
+    let file = dir.path().join("dead-letters.ndjson");
+    let mut bytes = fs::read(&file).unwrap();
+    bytes.extend_from_slice(br#"{"endpoint":"a","seq":9,"publ"#);
+    fs::write(&file, &bytes).unwrap();
+    let mut store = LogStore::open(cfg.clone()).unwrap();
+    assert_eq!(store.recovery().dead_letters_skipped, 1);
+    store.dead_letter(&[letter("a", 7, 1)]).unwrap();
+    let all = store.dead_letters(&DeadLetterFilter::all()).unwrap();
+    assert_eq!(seqs(all), [1, 5, 6, 7]);
+    drop(store);
+    let store = LogStore::open(cfg).unwrap();
+    assert_eq!(store.recovery().dead_letters_skipped, 0);
+}

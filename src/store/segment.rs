@@ -1,0 +1,302 @@
+//! The segment file format: records, their checksums, segment names, and a buffered scanner
+//! that both recovery and readers walk records with.
+//!
+//! A record is a 32-byte header and its payload:
+//!
+//! ```text
+//! len u32 LE | crc u32 LE | seq u64 LE | mask u64 LE | time_ms u64 LE | payload (len bytes)
+//! ```
+//!
+//! `crc` is CRC-32 (IEEE) over the header without the crc field (`len|seq|mask|time_ms`) and
+//! then the payload, so a torn write, a zero-filled tail or a flipped bit anywhere in the
+//! record is caught. A segment is named by the seq of its first record, 20 digits with leading
+//! zeros (`00000000000000000001.seg`), so names sort as numbers do.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::Path;
+
+use super::Record;
+use crate::Error;
+
+/// Bytes before each record's payload.
+pub(super) const HEADER_LEN: usize = 32;
+/// The largest payload a record may have (a record is then at most 64 MiB).
+pub(super) const MAX_PAYLOAD: usize = (64 << 20) - HEADER_LEN;
+/// How much a scanner reads per `read` call.
+const CHUNK: usize = 1 << 20;
+/// A segment file's extension.
+const SEG_EXT: &str = ".seg";
+
+/// The file name of the segment whose first record is `first_seq`.
+pub(super) fn segment_name(first_seq: u64) -> String {
+    format!("{first_seq:020}{SEG_EXT}")
+}
+
+/// The first seq a segment file name stands for; `None` if it is not a segment's name.
+pub(super) fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEG_EXT)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Seqs start at 1; names past 2^63 cannot come from this store (and would overflow).
+    digits.parse().ok().filter(|&seq| seq > 0 && seq < 1 << 63)
+}
+
+/// The segments in `log_dir`, by first seq, ascending. Other files are ignored.
+pub(super) fn list_segments(log_dir: &Path) -> Result<Vec<u64>, Error> {
+    let entries = fs::read_dir(log_dir).map_err(|e| Error::storage("list", log_dir, e))?;
+    let mut seqs = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::storage("list", log_dir, e))?;
+        if let Some(seq) = entry.file_name().to_str().and_then(parse_segment_name) {
+            seqs.push(seq);
+        }
+    }
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// Appends one record (header and payload) to `out`. The caller has checked the payload's
+/// length against [`MAX_PAYLOAD`].
+pub(super) fn encode(out: &mut Vec<u8>, seq: u64, mask: u64, time_ms: u64, payload: &[u8]) {
+    let len = payload.len() as u32;
+    let mut header = [0u8; HEADER_LEN];
+    header[0..4].copy_from_slice(&len.to_le_bytes());
+    header[8..16].copy_from_slice(&seq.to_le_bytes());
+    header[16..24].copy_from_slice(&mask.to_le_bytes());
+    header[24..32].copy_from_slice(&time_ms.to_le_bytes());
+    let crc = checksum(&header, payload);
+    header[4..8].copy_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(payload);
+}
+
+/// The record checksum: the header without its crc field, then the payload.
+fn checksum(header: &[u8; HEADER_LEN], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&header[0..4]);
+    h.update(&header[8..HEADER_LEN]);
+    h.update(payload);
+    h.finalize()
+}
+
+/// A decoded header.
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    len: usize,
+    crc: u32,
+    seq: u64,
+    mask: u64,
+    time_ms: u64,
+}
+
+impl Header {
+    fn decode(bytes: &[u8; HEADER_LEN]) -> Header {
+        let u32_at =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let u64_at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        Header {
+            len: u32_at(0) as usize,
+            crc: u32_at(4),
+            seq: u64_at(8),
+            mask: u64_at(16),
+            time_ms: u64_at(24),
+        }
+    }
+}
+
+/// What is at a scanner's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Peek {
+    /// A whole, valid record: [`Scanner::record`] gives it, [`Scanner::consume`] moves past it.
+    Ready,
+    /// The end of the file so far, with `partial` bytes of an incomplete record after the last
+    /// whole one (0: the file ends cleanly). A file being appended to may grow later.
+    Eof {
+        /// Bytes of an incomplete record.
+        partial: usize,
+    },
+    /// The record here is invalid (why, in words).
+    Corrupt(&'static str),
+}
+
+/// Walks the records of one segment file in order, reading it in large chunks.
+///
+/// It checks each record's checksum, its length, and that seqs are consecutive from the
+/// segment's name. It keeps the bytes after the last whole record, so when the file grows (a
+/// reader following the writer) the next [`peek`](Scanner::peek) continues where it stopped.
+#[derive(Debug)]
+pub(super) struct Scanner {
+    file: File,
+    /// Bytes read from the file; `buf[start..end]` are not consumed yet.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The file offset of `buf[0]`.
+    base: u64,
+    /// The seq the record at `start` must have.
+    next_seq: u64,
+    /// Set by a `Ready` peek: the whole record's length.
+    ready: Option<(Header, usize)>,
+}
+
+impl Scanner {
+    /// Scans `file` from its start; its first record must be `first_seq`. `buf` is a
+    /// buffer to reuse (its contents are ignored).
+    pub(super) fn new(file: File, first_seq: u64, mut buf: Vec<u8>) -> Scanner {
+        if buf.len() < CHUNK {
+            buf.resize(CHUNK, 0);
+        }
+        Scanner {
+            file,
+            buf,
+            start: 0,
+            end: 0,
+            base: 0,
+            next_seq: first_seq,
+            ready: None,
+        }
+    }
+
+    /// The seq of the next record (one past the last consumed).
+    pub(super) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The file offset just past the last consumed record.
+    pub(super) fn offset(&self) -> u64 {
+        self.base + self.start as u64
+    }
+
+    /// Gives the buffer back, for the next segment's scanner.
+    pub(super) fn into_buf(self) -> Vec<u8> {
+        self.buf
+    }
+
+    /// Looks at the record at the current position, reading more of the file if it is not
+    /// all in the buffer yet.
+    pub(super) fn peek(&mut self) -> io::Result<Peek> {
+        if self.ready.is_some() {
+            return Ok(Peek::Ready);
+        }
+        loop {
+            let avail = self.end - self.start;
+            let need = match self.buf[self.start..self.end].first_chunk::<HEADER_LEN>() {
+                None => HEADER_LEN,
+                Some(&header) => {
+                    let h = Header::decode(&header);
+                    if h.len > MAX_PAYLOAD {
+                        return Ok(Peek::Corrupt("record length out of range"));
+                    }
+                    let total = HEADER_LEN + h.len;
+                    if avail >= total {
+                        return Ok(self.check(&header, h, total));
+                    }
+                    total
+                }
+            };
+            if self.fill(need)? == 0 {
+                return Ok(Peek::Eof {
+                    partial: self.end - self.start,
+                });
+            }
+        }
+    }
+
+    /// Validates a whole record in the buffer.
+    fn check(&mut self, header: &[u8; HEADER_LEN], h: Header, total: usize) -> Peek {
+        let payload = &self.buf[self.start + HEADER_LEN..self.start + total];
+        if checksum(header, payload) != h.crc {
+            return Peek::Corrupt("record checksum mismatch");
+        }
+        if h.seq != self.next_seq {
+            return Peek::Corrupt("record out of sequence");
+        }
+        self.ready = Some((h, total));
+        Peek::Ready
+    }
+
+    /// The record a `Ready` peek found. `None` if the last peek was not `Ready`.
+    pub(super) fn record(&self) -> Option<Record<'_>> {
+        let (h, total) = self.ready?;
+        Some(Record {
+            seq: h.seq,
+            mask: h.mask,
+            time_ms: h.time_ms,
+            payload: &self.buf[self.start + HEADER_LEN..self.start + total],
+        })
+    }
+
+    /// Moves past the record a `Ready` peek found (nothing otherwise).
+    pub(super) fn consume(&mut self) {
+        if let Some((_, total)) = self.ready.take() {
+            self.start += total;
+            self.next_seq += 1;
+        }
+    }
+
+    /// Reads more of the file so that `need` bytes from `start` fit, making room first.
+    /// Returns the bytes read (0 at the end of the file).
+    fn fill(&mut self, need: usize) -> io::Result<usize> {
+        if self.start + need > self.buf.len() {
+            // Move the unconsumed tail to the front (at most one partial record).
+            self.buf.copy_within(self.start..self.end, 0);
+            self.base += self.start as u64;
+            self.end -= self.start;
+            self.start = 0;
+            if need > self.buf.len() {
+                self.buf.resize(need.next_multiple_of(CHUNK), 0);
+            }
+        }
+        loop {
+            match self.file.read(&mut self.buf[self.end..]) {
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_sort() {
+        assert_eq!(segment_name(1), "00000000000000000001.seg");
+        assert_eq!(parse_segment_name(&segment_name(1 << 40)), Some(1 << 40));
+        assert_eq!(parse_segment_name(&segment_name(u64::MAX)), None);
+        assert_eq!(parse_segment_name(&segment_name(0)), None);
+        assert_eq!(parse_segment_name("00000000000000000001.seg.tmp"), None);
+        assert_eq!(parse_segment_name("1.seg"), None);
+        assert_eq!(parse_segment_name("0000000000000000000x.seg"), None);
+        assert!(segment_name(9) < segment_name(10));
+    }
+
+    #[test]
+    fn encoded_records_check_and_flipped_bits_do_not() {
+        let mut buf = Vec::new();
+        encode(&mut buf, 7, 0b101, 99, b"hello");
+        assert_eq!(buf.len(), HEADER_LEN + 5);
+        let header: [u8; HEADER_LEN] = buf[..HEADER_LEN].try_into().unwrap();
+        let h = Header::decode(&header);
+        assert_eq!((h.len, h.seq, h.mask, h.time_ms), (5, 7, 0b101, 99));
+        assert_eq!(checksum(&header, &buf[HEADER_LEN..]), h.crc);
+        for i in (0..buf.len()).filter(|i| !(4..8).contains(i)) {
+            let mut bad = buf.clone();
+            bad[i] ^= 0x10;
+            let header: [u8; HEADER_LEN] = bad[..HEADER_LEN].try_into().unwrap();
+            let end = (HEADER_LEN + Header::decode(&header).len).min(bad.len());
+            assert_ne!(checksum(&header, &bad[HEADER_LEN..end]), h.crc, "byte {i}");
+        }
+    }
+}
