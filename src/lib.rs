@@ -2,8 +2,9 @@
 //! without losing them.
 //!
 //! It carries three proven designs into one library: docker/go-events' composable sinks,
-//! docker distribution's webhook endpoints and their counters, and (to come) Clair's persisted,
-//! locked, marked-sent notifications, and fixes where they fall short: queues are bounded with
+//! docker distribution's webhook endpoints and their counters, and Clair's persisted, locked,
+//! marked-sent notifications (the engine's durable endpoints, over [`store`]), and fixes
+//! where they fall short: queues are bounded with
 //! counted overflow, a slow sink does not stall its neighbours, the breaker is a real state
 //! machine, requests are signed (Standard Webhooks), and latency is recorded.
 //!
@@ -47,6 +48,8 @@
 //!   [`HttpSink`](http::HttpSink).
 //! - [`endpoint`]: docker distribution's endpoint, filter -> queue -> retry -> HTTP.
 //! - [`stats`]: counters, snapshots, expvar JSON and Prometheus text.
+//! - [`engine`]: the per-core dispatcher (memory and durable endpoints).
+//! - [`store`]: the durable log behind durable endpoints (segments, cursors, dead letters).
 //! - [`testkit`]: a loopback webhook receiver with fault injection.
 //!
 //! Every event an endpoint accepts is accounted for:
