@@ -342,7 +342,8 @@ fn check_older(path: &Path, first_seq: u64) -> Result<u64, Error> {
         .metadata()
         .map_err(|e| Error::storage("open", path, e))?
         .len();
-    let mut scanner = Scanner::new(file, first_seq, Vec::new());
+    // Only the first record is read: a small buffer (it grows if the record is larger).
+    let mut scanner = Scanner::new(file, first_seq, vec![0; 4096]);
     match scanner.peek() {
         Ok(Peek::Ready) => Ok(len),
         Ok(_) => Err(Error::storage(
