@@ -11,8 +11,8 @@
 //! that it stays on one line. Appends are synced (`fdatasync`); taking letters out rewrites
 //! the file atomically. A torn last line (a crash during an append) is cut at open.
 
-use std::fs::OpenOptions;
-use std::io::Write;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -124,9 +124,14 @@ impl DeadLetters {
         let existed = self.path.exists();
         let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&self.path)
             .map_err(|e| Error::storage("open", &self.path, e))?;
+        if ends_torn(&mut file).map_err(|e| Error::storage("read", &self.path, e))? {
+            // An append that failed earlier left half a line: end it, so ours stay readable.
+            out.insert(0, b'\n');
+        }
         file.write_all(&out)
             .map_err(|e| Error::storage("write", &self.path, e))?;
         file.sync_data()
@@ -170,6 +175,17 @@ impl DeadLetters {
         }
         Ok(taken)
     }
+}
+
+/// Whether the file's last byte is not a line break (a line was left half written).
+fn ends_torn(file: &mut File) -> io::Result<bool> {
+    if file.metadata()?.len() == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
 }
 
 /// The non-empty lines of `bytes`.
@@ -234,7 +250,11 @@ pub(super) fn letter(endpoint: &str, seq: u64, failed_ms: u64) -> DeadLetter {
         seq,
         published_ms: seq * 10,
         failed_ms,
-        status: if seq % 2 == 0 { Some(400) } else { None },
+        status: if seq.is_multiple_of(2) {
+            Some(400)
+        } else {
+            None
+        },
         error: format!("gave up on {seq}"),
         attempts: 3,
         event: RawEvent::parse(format!(r#"{{"id":"e{seq}","action":"push","n":{seq}}}"#))
@@ -281,6 +301,25 @@ mod tests {
         let back = parse(&out).unwrap();
         assert_eq!(back.event.json(), r#"{"id":"e3","action":"push","n":3}"#);
         assert_eq!(back.event.kind(), None);
+    }
+
+    #[test]
+    fn an_append_after_half_a_line_starts_a_new_one() {
+        let dir = crate::store::test_dir::TestDir::new("dlq-torn");
+        let (letters, skipped) = DeadLetters::open(dir.path()).unwrap();
+        assert_eq!(skipped, 0);
+        letters.append(&[letter("a", 1, 1)]).unwrap();
+        let mut file = OpenOptions::new().append(true).open(&letters.path).unwrap();
+        file.write_all(b"{\"endpoint\":").unwrap();
+        letters.append(&[letter("a", 2, 2)]).unwrap();
+        let seqs: Vec<_> = letters
+            .list(&DeadLetterFilter::all())
+            .unwrap()
+            .iter()
+            .map(|d| d.seq)
+            .collect();
+        assert_eq!(seqs, [1, 2]);
+        assert_eq!(DeadLetters::open(dir.path()).unwrap().1, 1, "the half line");
     }
 
     #[test]

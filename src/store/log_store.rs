@@ -178,3 +178,7 @@ impl Store for LogStore {
 #[cfg(test)]
 #[path = "log_store_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "log_store_model.rs"]
+mod model;

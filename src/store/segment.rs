@@ -147,10 +147,11 @@ pub(super) struct Scanner {
 
 impl Scanner {
     /// Scans `file` from its start; its first record must be `first_seq`. `buf` is a
-    /// buffer to reuse (its contents are ignored).
+    /// buffer to reuse (its contents are ignored; its length is how much to read at a time;
+    /// if it is shorter than a header, a buffer of 1 MiB is made).
     pub(super) fn new(file: File, first_seq: u64, mut buf: Vec<u8>) -> Scanner {
-        if buf.len() < CHUNK {
-            buf.resize(CHUNK, 0);
+        if buf.len() < HEADER_LEN {
+            buf = vec![0; CHUNK];
         }
         Scanner {
             file,

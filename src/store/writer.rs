@@ -145,7 +145,8 @@ impl Writer {
         Ok((writer, tail.repair))
     }
 
-    /// A writer whose active segment holds nothing yet.
+    /// A writer appending to `active`, its seqs set as for an empty segment (`open` sets
+    /// them for a recovered one).
     fn new(
         log_dir: &Path,
         segment_bytes: u64,
@@ -184,7 +185,7 @@ impl Writer {
         }
         let size = (HEADER_LEN + payload.len()) as u64;
         let used = self.used_bytes();
-        if used + size > self.quota_bytes {
+        if used.saturating_add(size) > self.quota_bytes {
             return Err(Error::Quota {
                 quota: self.quota_bytes,
                 used,
@@ -342,7 +343,8 @@ fn check_older(path: &Path, first_seq: u64) -> Result<u64, Error> {
         .metadata()
         .map_err(|e| Error::storage("open", path, e))?
         .len();
-    let mut scanner = Scanner::new(file, first_seq, Vec::new());
+    // Only the first record is read: a small buffer (it grows if the record is larger).
+    let mut scanner = Scanner::new(file, first_seq, vec![0; 4096]);
     match scanner.peek() {
         Ok(Peek::Ready) => Ok(len),
         Ok(_) => Err(Error::storage(
