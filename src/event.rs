@@ -232,8 +232,6 @@ impl RawEvent {
 ///
 /// `tag u8 (1) | id, kind, action, media_type: each u32 length (u32::MAX: absent) + bytes |
 /// json`.
-// The engine's persistence thread is the user; until it lands, only the tests are.
-#[allow(dead_code)]
 impl RawEvent {
     const RECORD_TAG: u8 = 1;
 
