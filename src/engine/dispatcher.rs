@@ -211,9 +211,8 @@ fn spawn_persister(
                 return;
             };
             durable.run(|committed| {
-                if let Some(inner) = weak.upgrade() {
-                    inner.publish_committed(committed);
-                }
+                weak.upgrade()
+                    .is_some_and(|inner| inner.publish_committed(committed))
             });
         })?;
     Ok((Arc::new(Mutex::new(Some(thread))), tx))
@@ -242,6 +241,8 @@ pub struct ShutdownReport {
     pub undelivered: u64,
     /// Events of durable endpoints that were not delivered and stay in the log: the next
     /// dispatcher on the same data directory delivers them (they are not counted as dropped).
+    /// A lower bound when an endpoint was stopped while reading its backlog from the log
+    /// (records it had not read yet are not counted; `drained` is then false).
     pub kept: u64,
     /// Every endpoint's final snapshot.
     pub endpoints: Vec<EndpointSnapshot>,
@@ -347,7 +348,8 @@ impl Inner {
     /// The persistence thread's hand-off: committed events go into the ring for the durable
     /// endpoints added now. It waits while the ring is full (the events are safe in the log);
     /// once the ring is sealed (shutdown), the rest stay in the log for the next start.
-    fn publish_committed(&self, committed: Vec<Committed>) {
+    /// Returns whether all of them were handled (false once sealed).
+    fn publish_committed(&self, committed: Vec<Committed>) -> bool {
         // Pairs with the fence in `add`: see there.
         fence(Ordering::SeqCst);
         for c in committed {
@@ -367,7 +369,7 @@ impl Inner {
                     Ok(_) => break,
                     Err(Full { value, gating }) => {
                         if gating == super::ring::SEALED_GATING {
-                            return;
+                            return false;
                         }
                         entry = value;
                         if let Some(s) = routes.shared(gating as u32) {
@@ -384,6 +386,7 @@ impl Inner {
                 }
             }
         }
+        true
     }
 
     /// Writes `entry` into the ring, waiting (up to `publish_timeout`) while a worker is a
@@ -580,6 +583,9 @@ impl Dispatcher {
         // endpoint, reading the log, sees what it committed before it stops reading.
         fence(Ordering::SeqCst);
         shared.routed.store(true, Ordering::Release);
+        // A durable endpoint that looked before it was routed waits for this to stop reading
+        // the log.
+        inner.workers[worker].wake.wake();
         admin.next_id += 1;
         admin.free_bits &= !(1 << bit);
         admin.load[worker] += 1;
@@ -751,7 +757,14 @@ impl Dispatcher {
                     version: routes.version,
                     seq: 0,
                 };
-                inner.enqueue(entry, memory_bits, &routes)?;
+                if let Err(e) = inner.enqueue(entry, memory_bits, &routes) {
+                    if mask & routes.durable == 0 {
+                        return Err(e);
+                    }
+                    // The durable endpoints have it: say so, rather than invite a retry.
+                    mask &= !memory_bits;
+                    first_refusal.get_or_insert(e);
+                }
             }
             if mask != 0 {
                 inner.published.inc();
@@ -1074,8 +1087,15 @@ impl Dispatcher {
                 .map(|s| s.pending())
                 .sum()
         };
+        // A durable endpoint stopped while reading the log leaves records not counted in `kept`.
+        let reading = inner
+            .admin
+            .lock()
+            .endpoints
+            .values()
+            .any(|s| s.disk.load(Ordering::Acquire));
         let r = ShutdownReport {
-            drained: drained && undelivered == 0 && kept == 0,
+            drained: drained && undelivered == 0 && kept == 0 && !reading,
             undelivered,
             kept,
             endpoints,

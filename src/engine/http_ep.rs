@@ -374,8 +374,28 @@ impl HttpEp {
             self.send(batch, io);
             progress = true;
         }
+        self.pass_foreign(src);
         self.gauges(io);
         progress
+    }
+
+    /// A durable endpoint that holds nothing and has read the ring to its head has finished
+    /// every record the persistence thread has put in the ring, its own or not: its cursor
+    /// moves past them, so an endpoint that filters everything out does not pin the log.
+    fn pass_foreign(&mut self, src: &mut Source) {
+        if self.holds_events() {
+            return;
+        }
+        let Some(d) = &mut self.durable else {
+            return;
+        };
+        // The mark first: every record up to it is in the ring before it is stored.
+        let mark = d.durable.published_through.load(Ordering::Acquire);
+        src.skip_foreign();
+        if !src.has_entry() && mark >= d.next_seq {
+            d.next_seq = mark + 1;
+            src.min_seq = d.next_seq;
+        }
     }
 
     /// Copies the oldest events out of the ring once the endpoint lags half a ring, and
@@ -423,15 +443,20 @@ impl HttpEp {
         let Some(d) = &mut self.durable else {
             return false;
         };
-        if !d.disk || d.retry_read.is_some_and(|t| io.now < t) {
+        if !d.disk {
+            return false;
+        }
+        // Routed first (see `Shared::routed`), then the ring, then the commit point: whatever
+        // was skipped in the ring is at or below it. The ring is skipped even while a failed
+        // read waits to be retried, so this endpoint never holds producers back.
+        let routed = self.shared.routed.load(Ordering::Acquire);
+        src.skip_all();
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let through = d.durable.durable_through.load(Ordering::Acquire);
+        if d.retry_read.is_some_and(|t| io.now < t) {
             return false;
         }
         d.retry_read = None;
-        // Routed first (see `Shared::routed`), then the ring, then the commit point: whatever
-        // was skipped in the ring is at or below it.
-        let routed = self.shared.routed.load(Ordering::Acquire);
-        src.skip_all();
-        let through = d.durable.durable_through.load(Ordering::Acquire);
         if d.next_seq > through && routed {
             d.disk = false;
             self.shared.disk.store(false, Ordering::Release);
@@ -454,10 +479,11 @@ impl HttpEp {
             },
         };
         let (now, now_ms, counted_from) = (io.now, unix_ms(), d.counted_from);
-        let (mut old, mut bad) = (0u64, 0u64);
+        let (mut old, mut bad, mut last) = (0u64, 0u64, None);
         let backlog = &mut self.backlog;
         let name = &self.shared.name;
         let read = reader.read(d.next_seq, through, d.slot_bit, room, &mut |rec| {
+            last = Some(rec.seq);
             if rec.seq < counted_from {
                 old += 1;
             }
@@ -491,7 +517,16 @@ impl HttpEp {
                 moved
             }
             Err(e) => {
-                log::error!("{}: reading the log failed: {e}", self.shared.name);
+                // What was handed over before the failure is held: go on after it.
+                if let Some(seq) = last {
+                    d.next_seq = seq + 1;
+                    src.min_seq = d.next_seq;
+                }
+                log::error!(
+                    "{}: reading the log at {} failed (retried every second): {e}",
+                    self.shared.name,
+                    d.next_seq
+                );
                 d.reader = None;
                 d.retry_read = io.now.checked_add(std::time::Duration::from_secs(1));
                 false

@@ -164,6 +164,10 @@ pub(crate) struct Durable {
     store: Mutex<Option<Box<dyn Store>>>,
     /// The highest committed sequence number; stored before the records enter the ring.
     pub durable_through: AtomicU64,
+    /// Every record up to here is in the ring for the durable endpoints routed when it was
+    /// committed (or was for none): an endpoint that has read the ring to its head and holds
+    /// nothing has finished everything up to here, even if none of it was its.
+    pub published_through: AtomicU64,
     /// What opening the store found.
     pub recovery: Recovery,
     intake: Mutex<Intake>,
@@ -210,6 +214,7 @@ impl Durable {
         Durable {
             store: Mutex::new(Some(store)),
             durable_through: AtomicU64::new(through),
+            published_through: AtomicU64::new(through),
             recovery,
             intake: Mutex::new(Intake::default()),
             work: Condvar::new(),
@@ -242,6 +247,13 @@ impl Durable {
     pub fn join(&self, shared: &Arc<Shared>) -> Result<(u8, u64, u64), Error> {
         let mut store = self.store()?;
         let state = store.endpoint(&shared.name)?;
+        if state.slot >= 64 {
+            return Err(Error::Storage {
+                op: "join",
+                path: shared.name.clone(),
+                message: format!("the store gave slot {}, past the 64 there are", state.slot),
+            });
+        }
         let counted_from = store.next_seq();
         let mut members = self.members.lock();
         members.retain(|m| m.slot != state.slot);
@@ -255,11 +267,14 @@ impl Durable {
     /// Forgets a removed endpoint's counters after writing its dead letters and saving its
     /// cursor (its slot and cursor stay in the store, so adding it again resumes it).
     pub fn leave(&self, shared: &Arc<Shared>) {
-        let mut members = self.members.lock();
-        let Some(i) = members.iter().position(|m| Arc::ptr_eq(&m.shared, shared)) else {
-            return;
+        let slot = {
+            let mut members = self.members.lock();
+            let Some(i) = members.iter().position(|m| Arc::ptr_eq(&m.shared, shared)) else {
+                return;
+            };
+            members.remove(i).slot
         };
-        let slot = members[i].slot;
+        // Lock order: the store before the members (see `join`); the members lock is let go.
         let acked = shared.acked.load(Ordering::Acquire);
         let Ok(mut store) = self.store() else {
             return;
@@ -276,7 +291,6 @@ impl Durable {
         } else if let Err(e) = store.save_cursors(&[(slot, acked)]) {
             log::error!("hookwire: saving {}'s cursor failed: {e}", shared.name);
         }
-        members.remove(i);
     }
 
     /// Queues `event` for the slots in `slots`. Waits up to `timeout` for room. Errors:
@@ -294,11 +308,14 @@ impl Durable {
             return Err(e.clone());
         }
         if self.quota_full.load(Ordering::Acquire) {
+            // Room may have come back (segments removed) without the flag being cleared yet.
             let store = self.store()?;
-            return Err(Error::Quota {
-                quota: store.quota_bytes(),
-                used: store.used_bytes(),
-            });
+            let (quota, used) = (store.quota_bytes(), store.used_bytes());
+            let need = event.json().len() as u64 + 128;
+            if used.saturating_add(need) > quota {
+                return Err(Error::Quota { quota, used });
+            }
+            self.quota_full.store(false, Ordering::Release);
         }
         let ticket = want_ticket.then(|| Arc::new(TicketCell::default()));
         let mut intake = self.intake.lock();
@@ -446,7 +463,6 @@ impl Durable {
                 );
                 let _ = self.failed.set(e.clone());
                 for (p, _) in appended {
-                    Self::count(&by_slot, p.slots, |s| s.taken.inc());
                     Self::refuse(&by_slot, p, e.clone(), DropReason::SinkError);
                 }
                 Vec::new()
@@ -455,8 +471,15 @@ impl Durable {
     }
 
     /// An event that could not be persisted: its ticket fails, each endpoint counts a drop.
+    /// A quota refusal is a refusal (`events` counts it through `dropped.quota`); any other
+    /// failure is an accepted event lost to the store, so it counts as taken too.
     fn refuse(by_slot: &[Option<Arc<Shared>>; 64], p: Pending, e: Error, reason: DropReason) {
-        Self::count(by_slot, p.slots, |s| s.dropped.inc(reason));
+        Self::count(by_slot, p.slots, |s| {
+            if reason != DropReason::Quota {
+                s.taken.inc();
+            }
+            s.dropped.inc(reason);
+        });
         if let Some(t) = &p.ticket {
             t.fail(e);
         }
@@ -505,8 +528,8 @@ impl Durable {
     }
 
     /// The persistence thread's loop. `publish` puts committed events into the ring (it
-    /// returns when they are in, or the ring is sealed).
-    pub fn run(&self, mut publish: impl FnMut(Vec<Committed>)) {
+    /// returns when they are in, or `false` once the ring is sealed).
+    pub fn run(&self, mut publish: impl FnMut(Vec<Committed>) -> bool) {
         let mut last = Vec::new();
         let mut last_at = Instant::now();
         loop {
@@ -528,8 +551,10 @@ impl Durable {
                 }
                 self.committed.notify_all();
             }
-            if !committed.is_empty() {
-                publish(committed);
+            if let Some(last) = committed.last().map(|c| c.seq)
+                && publish(committed)
+            {
+                self.published_through.store(last, Ordering::Release);
             }
             self.settled.fetch_add(n, Ordering::AcqRel);
             let drained = stop && self.intake.lock().queue.is_empty();

@@ -48,14 +48,31 @@ impl LogStore {
     /// Fails with [`Error::Storage`] if another store holds the directory (op `lock`), if a
     /// file cannot be read or written, or if a segment before the last one is damaged (op
     /// `recover`: that is not what a crash leaves, so it is not repaired silently); with
-    /// [`Error::Config`] if `segment_bytes` is 0.
+    /// [`Error::Config`] if `segment_bytes` is 0, or `quota_bytes` is less than two segments
+    /// (the active segment is never removed, so a smaller quota could fill for good).
     pub fn open(config: StoreConfig) -> Result<LogStore, Error> {
         if config.segment_bytes == 0 {
             return Err(Error::config("segment_bytes", "must be at least 1"));
         }
+        if config.quota_bytes < config.segment_bytes.saturating_mul(2) {
+            return Err(Error::config(
+                "quota_bytes",
+                format!(
+                    "{} is less than two segments of {} bytes: the segment being written is \
+                     never removed, so the quota could fill for good",
+                    config.quota_bytes, config.segment_bytes
+                ),
+            ));
+        }
         let dir = config.dir.clone();
         let log_dir = dir.join("log");
-        fs::create_dir_all(&dir).map_err(|e| Error::storage("create", &dir, e))?;
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(|e| Error::storage("create", &dir, e))?;
+            // The new directory's own entry must survive a power cut too.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
         let lock = lock_dir(&dir)?;
         if !log_dir.is_dir() {
             fs::create_dir_all(&log_dir).map_err(|e| Error::storage("create", &log_dir, e))?;
