@@ -6,45 +6,15 @@ mod common;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Out, hookwire, ids};
+use common::{Out, TempDir, hookwire, ids};
 use hookwire::testkit::{Receiver, ReceiverConfig, Reply};
 use serde_json::Value;
 
 /// The most any one run of the binary may take before the test fails.
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// A fresh data directory for one test (removed when dropped).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "hookwire-cli-durable-{name}-{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn arg(&self) -> &str {
-        self.0.to_str().expect("a UTF-8 temp dir")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// `e{from} .. e{to-1}` as NDJSON.
 fn events(from: usize, to: usize) -> String {
@@ -429,15 +399,7 @@ fn dlq_refuses_a_directory_a_running_send_holds() {
 
 /// Runs `hookwire ARGS` that must be refused: exit 2, a message naming `flag`, no output.
 fn rejects(args: &[&str], flag: &str) {
-    let out = run(args, String::new());
-    assert_eq!(out.code, Some(2), "{args:?}: stderr: {}", out.stderr);
-    assert!(
-        out.stderr.contains(flag),
-        "{args:?}: the message does not name {flag}: {}",
-        out.stderr
-    );
-    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
-    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    common::assert_refused(args, &run(args, String::new()), flag);
 }
 
 #[test]

@@ -152,15 +152,7 @@ fn two_endpoints_each_get_every_event() {
 
 /// Runs `send` with bad options: it must exit 2 with a message naming `flag`, no panic.
 fn rejects(args: &[&str], flag: &str) {
-    let out = send(args, String::new());
-    assert_eq!(out.code, Some(2), "{args:?}: stderr: {}", out.stderr);
-    assert!(
-        out.stderr.contains(flag),
-        "{args:?}: the message does not name {flag}: {}",
-        out.stderr
-    );
-    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
-    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    common::assert_refused(args, &send(args, String::new()), flag);
 }
 
 #[test]

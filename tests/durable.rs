@@ -3,10 +3,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use common::{assert_quiet_and_balanced, event, ids};
+use common::{TempDir, assert_quiet_and_balanced, event, ids};
 use hookwire::endpoint::{BatchConfig, EndpointConfig};
 use hookwire::engine::Dispatcher;
 use hookwire::store::{DeadLetterFilter, StoreConfig};
@@ -14,31 +14,6 @@ use hookwire::testkit::{Receiver, ReceiverConfig, Reply};
 use hookwire::{Error, Event};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A fresh data directory for one test (removed when dropped).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "hookwire-durable-{name}-{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn dispatcher(dir: &Path) -> Dispatcher {
     Dispatcher::builder()

@@ -335,25 +335,36 @@ impl Inner {
     /// sleep and want it.
     fn enqueue(&self, entry: Published, mask: u64, routes: &Routes) -> Result<(), Error> {
         self.claim(entry, mask, routes)?;
-        // Wake the workers that sleep and want events (Dekker with their SeqCst stores).
+        self.notify(routes, mask);
+        Ok(())
+    }
+
+    /// Wakes the workers of the endpoints in `mask` that sleep and want events, after the
+    /// entries for them are in the ring (Dekker with the workers' SeqCst stores).
+    fn notify(&self, routes: &Routes, mask: u64) {
+        if mask == 0 {
+            return;
+        }
         fence(Ordering::SeqCst);
         for (w, bits) in routes.worker_bits.iter().enumerate() {
             if bits & mask != 0 {
                 self.workers[w].wake.notify_if_wants(mask);
             }
         }
-        Ok(())
     }
 
     /// The persistence thread's hand-off: committed events go into the ring for the durable
-    /// endpoints added now. It waits while the ring is full (the events are safe in the log);
-    /// once the ring is sealed (shutdown), the rest stay in the log for the next start.
-    /// Returns whether all of them were handled (false once sealed).
+    /// endpoints added now, and their workers are woken once per group. It waits while the
+    /// ring is full (the events are safe in the log); once the ring is sealed (shutdown), the
+    /// rest stay in the log for the next start. Returns whether all of them were handled
+    /// (false once sealed).
     fn publish_committed(&self, committed: Vec<Committed>) -> bool {
-        // Pairs with the fence in `add`: see there.
+        // Pairs with the fence in `add`: see there. One table for the group is enough: the
+        // protocol only needs it read after the commit point was stored.
         fence(Ordering::SeqCst);
+        let routes = self.routes.load();
+        let mut unannounced = 0u64;
         for c in committed {
-            let routes = self.routes.load();
             let mask = routes.bits_for(c.slots);
             if mask == 0 {
                 continue;
@@ -372,6 +383,8 @@ impl Inner {
                             return false;
                         }
                         entry = value;
+                        // Whoever waits for what is already in must not wait on the ring.
+                        self.notify(&routes, std::mem::take(&mut unannounced));
                         if let Some(s) = routes.shared(gating as u32) {
                             self.workers[s.worker].wake.wake();
                         }
@@ -379,13 +392,9 @@ impl Inner {
                     }
                 }
             }
-            fence(Ordering::SeqCst);
-            for (w, bits) in routes.worker_bits.iter().enumerate() {
-                if bits & mask != 0 {
-                    self.workers[w].wake.notify_if_wants(mask);
-                }
-            }
+            unannounced |= mask;
         }
+        self.notify(&routes, unannounced);
         true
     }
 

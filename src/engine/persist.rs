@@ -279,17 +279,30 @@ impl Durable {
         let Ok(mut store) = self.store() else {
             return;
         };
-        let dead = std::mem::take(&mut *self.dead.lock());
-        if !dead.is_empty()
-            && let Err(e) = store.dead_letter(&dead)
+        if self.write_dead_letters(&mut **store)
+            && let Err(e) = store.save_cursors(&[(slot, acked)])
         {
-            log::error!(
-                "hookwire: writing {} dead letter(s) failed: {e}",
-                dead.len()
-            );
-            self.dead.lock().splice(0..0, dead);
-        } else if let Err(e) = store.save_cursors(&[(slot, acked)]) {
             log::error!("hookwire: saving {}'s cursor failed: {e}", shared.name);
+        }
+    }
+
+    /// Writes the queued dead letters; on failure puts them back. Returns whether none is
+    /// left unwritten: a cursor may only be saved past dead letters that are written.
+    fn write_dead_letters(&self, store: &mut dyn Store) -> bool {
+        let dead = std::mem::take(&mut *self.dead.lock());
+        if dead.is_empty() {
+            return true;
+        }
+        match store.dead_letter(&dead) {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!(
+                    "hookwire: writing {} dead letter(s) failed: {e}",
+                    dead.len()
+                );
+                self.dead.lock().splice(0..0, dead);
+                false
+            }
         }
     }
 
@@ -501,16 +514,7 @@ impl Durable {
         let Ok(mut store) = self.store() else {
             return;
         };
-        let dead = std::mem::take(&mut *self.dead.lock());
-        if !dead.is_empty()
-            && let Err(e) = store.dead_letter(&dead)
-        {
-            // The cursors must not pass events whose dead letters are not written.
-            log::error!(
-                "hookwire: writing {} dead letter(s) failed: {e}",
-                dead.len()
-            );
-            self.dead.lock().splice(0..0, dead);
+        if !self.write_dead_letters(&mut **store) {
             return;
         }
         if cursors != *last && (force || last_at.elapsed() >= CURSOR_INTERVAL) {

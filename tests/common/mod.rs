@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -80,4 +81,48 @@ pub fn hookwire(args: &[&str], input: String, limit: Duration) -> Out {
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
     }
+}
+
+/// A fresh data directory for one test (removed when dropped).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new, empty directory under the system's temp dir, named after `name`.
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "hookwire-test-{name}-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The path as a command-line argument.
+    pub fn arg(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp dir")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A run of `hookwire ARGS` that had to be refused: exit 2, a message naming `flag`, no
+/// panic, nothing on stdout.
+pub fn assert_refused(args: &[&str], out: &Out, flag: &str) {
+    assert_eq!(out.code, Some(2), "{args:?}: stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains(flag),
+        "{args:?}: the message does not name {flag}: {}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
 }
