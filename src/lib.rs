@@ -61,6 +61,7 @@
 mod error;
 mod event;
 
+pub mod config;
 pub mod endpoint;
 pub mod engine;
 pub mod http;

@@ -12,10 +12,7 @@
 //! order, one event per request (distribution-compatible). `close` drains within
 //! `close_timeout` and counts what it could not deliver as dropped (`shutdown`).
 
-mod config;
-
-pub(crate) use config::MAX_DURATION;
-pub use config::{BatchConfig, Durability, EndpointConfig, RetryConfig};
+pub use crate::config::{BatchConfig, Durability, EndpointConfig, RetryConfig};
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -26,9 +23,8 @@ use serde::{Serialize, Serializer};
 use crate::http::{HttpConfig, HttpSink, HttpStats};
 use crate::policy::{Clock, SystemClock};
 use crate::sink::{
-    AnyOf, CircuitBreaker, CloseReport, ConsecutiveFailures, DeadLetter, ExponentialBackoff,
-    Filter, FilterStats, MatchAction, MatchMediaType, Not, Queue, QueueBuilder, QueueStats,
-    RetryStats, RetryStrategy, RetryingSink, Schedule,
+    AnyOf, CloseReport, DeadLetter, Filter, FilterStats, MatchAction, MatchMediaType, Not, Queue,
+    QueueBuilder, QueueStats, RetryStats, RetryingSink,
 };
 use crate::stats::{EndpointSnapshot, LatencyHistogram, Metrics};
 use crate::{Error, Event, Sink};
@@ -194,8 +190,8 @@ impl<E: Event + Clone + 'static> EndpointBuilder<E> {
             lag: lag.clone(),
             clock: self.clock.clone(),
         };
-        let mut retry =
-            RetryingSink::new(deliver, strategy::<Timed<E>>(&cfg)?).clock(self.clock.clone());
+        let mut retry = RetryingSink::new(deliver, crate::config::strategy::<Timed<E>>(&cfg)?)
+            .clock(self.clock.clone());
         if let Some(dl) = self.dead_letter {
             retry = retry.dead_letter(Arc::new(Unwrap(dl)));
         }
@@ -231,36 +227,6 @@ impl<E: Event + Clone + 'static> EndpointBuilder<E> {
             clock: self.clock,
         })
     }
-}
-
-/// The retry strategy the configuration asks for, with its limits applied.
-pub(crate) fn strategy<E: 'static>(
-    cfg: &EndpointConfig,
-) -> Result<Box<dyn RetryStrategy<E>>, Error> {
-    macro_rules! limited {
-        ($s:expr) => {{
-            let mut s = $s;
-            if let Some(n) = cfg.max_attempts {
-                s = s.max_attempts(n)?;
-            }
-            if let Some(d) = cfg.max_age {
-                s = s.max_age(d)?;
-            }
-            Box::new(s) as Box<dyn RetryStrategy<E>>
-        }};
-    }
-    Ok(match &cfg.retry {
-        RetryConfig::ConsecutiveFailures => {
-            limited!(ConsecutiveFailures::new(cfg.threshold, cfg.backoff)?)
-        }
-        RetryConfig::Exponential { base, factor, max } => {
-            limited!(ExponentialBackoff::new(*base, *factor, *max)?)
-        }
-        RetryConfig::Schedule(delays) => limited!(Schedule::new(delays.clone())?),
-        RetryConfig::CircuitBreaker { breaker, backoff } => {
-            limited!(CircuitBreaker::new(*breaker, backoff.clone())?)
-        }
-    })
 }
 
 impl<E: Event + Clone + 'static> Endpoint<E> {
@@ -354,31 +320,11 @@ impl<E: Event + Clone + 'static> Endpoint<E> {
         };
         EndpointSnapshot {
             name: self.config.name.clone(),
-            url: redact_url(&self.config.url),
+            url: crate::config::redact_url(&self.config.url),
             config: self.config.view(),
             metrics,
         }
     }
-}
-
-/// The URL as a dump may show it: credentials in the userinfo and the query string (where
-/// webhook tokens often live) are replaced by `<redacted>`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, _)) => (b, "?<redacted>"),
-        None => (url, ""),
-    };
-    let base = match base.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            match rest[..authority_end].rfind('@') {
-                Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]),
-                None => base.to_string(),
-            }
-        }
-        None => base.to_string(),
-    };
-    format!("{base}{query}")
 }
 
 impl<E: Event + Clone + 'static> Drop for Endpoint<E> {
@@ -403,20 +349,5 @@ impl<E: Event + Clone + 'static> Sink<E> for Endpoint<E> {
     /// dropped.
     fn close(&self) -> Result<(), Error> {
         self.head.close()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact_url;
-
-    #[test]
-    fn dumps_do_not_show_credentials() {
-        assert_eq!(redact_url("http://h:1/p"), "http://h:1/p");
-        assert_eq!(
-            redact_url("https://u:pw@h/p/q?token=abc&x=1"),
-            "https://<redacted>@h/p/q?<redacted>"
-        );
-        assert_eq!(redact_url("https://h/p@x"), "https://h/p@x");
     }
 }

@@ -17,8 +17,7 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::endpoint::{Durability, EndpointConfig};
-use crate::sink::Overflow;
+use crate::config::{Durability, EndpointConfig, MAX_DURATION, Overflow};
 use crate::stats::{Counter, DropReason, EndpointSnapshot};
 use crate::store::{DeadLetter, DeadLetterFilter, LogStore, Recovery, Store, StoreConfig};
 use crate::{Error, Event, RawEvent, Sink};
@@ -138,7 +137,7 @@ impl DispatcherBuilder {
             ("publish_timeout", publish_timeout),
             ("shutdown_timeout", shutdown_timeout),
         ] {
-            if d > crate::endpoint::MAX_DURATION {
+            if d > MAX_DURATION {
                 return Err(Error::config(field, "is longer than a year"));
             }
         }
@@ -473,7 +472,7 @@ impl Dispatcher {
     pub fn add_endpoint(&self, config: EndpointConfig) -> Result<EndpointId, Error> {
         let secrets = config.validate()?;
         let prepared = super::http_ep::Prepared::new(&config, secrets)?;
-        let url = crate::endpoint::redact_url(&config.url);
+        let url = crate::config::redact_url(&config.url);
         let ignore = Ignore {
             actions: config.ignored_actions.clone().into(),
             media_types: config.ignored_media_types.clone().into(),
@@ -621,7 +620,7 @@ impl Dispatcher {
         inner.routes.store(Arc::new(routes.without(shared.bit)));
         inner.full.fetch_and(!(1 << shared.bit), Ordering::AcqRel);
         let (done, wait) = crossbeam_channel::bounded(1);
-        let deadline = Instant::now() + timeout.min(crate::endpoint::MAX_DURATION);
+        let deadline = Instant::now() + timeout.min(MAX_DURATION);
         let w = &inner.workers[shared.worker];
         if w.commands
             .send(Command::Remove { id, deadline, done })
@@ -630,7 +629,7 @@ impl Dispatcher {
             w.wake.wake();
             // The worker answers by the deadline (plus a margin for one loop turn).
             let margin = timeout
-                .min(crate::endpoint::MAX_DURATION)
+                .min(MAX_DURATION)
                 .saturating_add(Duration::from_secs(1));
             if wait.recv_timeout(margin).is_err() {
                 // Its worker still holds the cursor: the bit is freed once it lets go.
@@ -926,7 +925,7 @@ impl Dispatcher {
     /// endpoints, and nothing pending anywhere; durable events committed, and durable
     /// endpoints done reading the log), or `timeout` passes. Returns whether it got there.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout.min(crate::endpoint::MAX_DURATION);
+        let deadline = Instant::now() + timeout.min(MAX_DURATION);
         let submitted = self.inner.durable.as_ref().map_or(0, |d| d.submitted());
         let head = self.inner.ring.head();
         let mut pause = Duration::from_micros(50);
@@ -1049,7 +1048,7 @@ impl Dispatcher {
         if let Some(r) = report.as_ref() {
             return r.clone();
         }
-        let timeout = timeout.min(crate::endpoint::MAX_DURATION);
+        let timeout = timeout.min(MAX_DURATION);
         let deadline = Instant::now() + timeout;
         inner.closed.store(true, Ordering::SeqCst);
         // Durable events queued before the close are committed and put in the ring first.

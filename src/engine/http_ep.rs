@@ -13,19 +13,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::endpoint::{BatchConfig, EndpointConfig, MAX_DURATION};
+use crate::config::{BatchConfig, EndpointConfig, MAX_DURATION, Overflow};
 use crate::http::conn::{Conn, Progress, Response, Timeouts};
 use crate::http::target::Target;
 use crate::http::{Secret, Signer, WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
-use crate::policy::{Attempt, parse_retry_after};
-use crate::sink::{Overflow, RetryStrategy, Verdict};
+use crate::policy::{Attempt, RetryStrategy, Verdict, parse_retry_after};
 use crate::stats::DropReason;
 use crate::store::{DeadLetter, StoreReader};
 use crate::{Error, Event, RawEvent};
 
-use super::persist::{Durable, unix_ms};
+use super::persist::Durable;
 use super::shared::Shared;
 use super::worker::{Io, Source};
+use crate::store::unix_ms;
 
 /// How long an unused keep-alive connection is kept.
 const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -133,7 +133,7 @@ impl Prepared {
                 request: config.timeout,
                 idle: IDLE,
             },
-            strategy: crate::endpoint::strategy::<()>(config)?,
+            strategy: crate::config::strategy::<()>(config)?,
             capacity: config.capacity,
             overflow: config.overflow,
         })

@@ -18,4 +18,3 @@ mod worker;
 
 pub use dispatcher::{Dispatcher, DispatcherBuilder, DispatcherStats, EndpointId, ShutdownReport};
 pub use persist::Ticket;
-pub(crate) use persist::unix_ms;

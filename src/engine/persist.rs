@@ -12,12 +12,12 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::stats::DropReason;
-use crate::store::{DeadLetter, Recovery, Store};
+use crate::store::{DeadLetter, Recovery, Store, unix_ms};
 use crate::{Error, RawEvent};
 
 use super::shared::Shared;
@@ -197,13 +197,6 @@ impl std::fmt::Debug for Durable {
             )
             .finish_non_exhaustive()
     }
-}
-
-/// Wall-clock milliseconds, for records and dead letters.
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Durable {

@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::endpoint::EndpointConfig;
-use crate::sink::Overflow;
+use crate::config::{EndpointConfig, Overflow};
 use crate::stats::{
     ConfigView, Counter, DropCounts, DropReason, EndpointSnapshot, LatencyHistogram, Metrics,
     StatusCounts,

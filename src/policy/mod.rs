@@ -1,4 +1,5 @@
-//! The pure policy core: retry decisions, the circuit breaker, response classification.
+//! The pure policy core: retry decisions and strategies, the circuit breaker, response
+//! classification.
 //!
 //! No threads and no I/O live here. Every function takes the current time as an argument (or
 //! reads an injected [`Clock`]), so the layer-1 sinks (which wait by sleeping) and the engine
@@ -11,6 +12,7 @@ mod classify;
 mod clock;
 mod retry;
 mod rng;
+mod strategy;
 
 pub use backoff::*;
 pub use breaker::*;
@@ -18,3 +20,4 @@ pub use classify::*;
 pub use clock::*;
 pub use retry::*;
 pub use rng::*;
+pub use strategy::*;

@@ -23,6 +23,12 @@ pub use func::*;
 pub use queue::*;
 pub use retry::*;
 
+// Shared with the engine; re-exported where layer-1 users look for them.
+pub use crate::config::Overflow;
+pub use crate::policy::{
+    CircuitBreaker, ConsecutiveFailures, ExponentialBackoff, RetryStrategy, Schedule, Verdict,
+};
+
 use std::sync::Arc;
 
 use crate::Error;

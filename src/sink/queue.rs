@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::Error;
+use crate::config::{MAX_DURATION, Overflow};
 use crate::sink::Sink;
 use crate::stats::{Counter, DropCounts, DropReason};
 
@@ -38,37 +39,11 @@ pub const MAX_CAPACITY: usize = 1 << 24;
 /// How long [`Sink::close`] lets a queue drain unless told otherwise.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Durations longer than this are taken for a mistake in the configuration.
-const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Downstream failures are logged at most this often (with a count of the ones in between).
 /// The longest `close_within` waits, whatever it is asked.
 const MAX_WAIT: Duration = Duration::from_secs(366 * 24 * 3600);
 
 const WARN_EVERY: Duration = Duration::from_secs(10);
-
-/// What `write` does when the queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Overflow {
-    /// Wait for room; with a timeout, give up after it with [`Error::Timeout`] (counted
-    /// [`DropReason::BlockTimeout`]). A `close` during the wait gives [`Error::Closed`] (counted
-    /// [`DropReason::Shutdown`]).
-    Block {
-        /// How long to wait at most; `None` waits until there is room or the queue closes.
-        timeout: Option<Duration>,
-    },
-    /// Discard the incoming event; `write` returns `Ok` (counted [`DropReason::Newest`]).
-    DropNewest,
-    /// Evict the oldest queued event to make room (counted [`DropReason::Oldest`]).
-    DropOldest,
-    /// Refuse with [`Error::Full`] (counted [`DropReason::Rejected`]).
-    Reject,
-    /// Keep the backlog on disk (engine endpoints with
-    /// [`Durability::Durable`](crate::endpoint::Durability) only): the endpoint reads its
-    /// events back from the durable log, so memory stays bounded however long it is down. The
-    /// bound is the store's disk quota; past it, `publish` fails with
-    /// [`Error::Quota`](crate::Error::Quota). An in-memory queue cannot spill: it refuses this
-    /// policy with [`Error::Config`].
-    Spill,
-}
 
 /// A queue's counters. Shared: the `Arc` from [`Queue::stats`] outlives the queue.
 #[derive(Debug, Default)]

@@ -202,7 +202,7 @@ pub fn replay_dead_letters(store: &mut dyn Store, filter: &DeadLetterFilter) -> 
     for d in &letters {
         buf.clear();
         d.event.encode_record(&mut buf);
-        store.append(1 << slots[&d.endpoint], crate::engine::unix_ms(), &buf)?;
+        store.append(1 << slots[&d.endpoint], unix_ms(), &buf)?;
     }
     store.commit()?;
     store.take_dead_letters(&DeadLetterFilter::exactly(&letters))?;
@@ -278,4 +278,11 @@ pub trait Store: Send + 'static {
 
     /// What opening the store found and repaired.
     fn recovery(&self) -> &Recovery;
+}
+
+/// Wall-clock milliseconds, for records and dead letters.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

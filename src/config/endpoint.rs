@@ -1,4 +1,6 @@
-//! What an [`Endpoint`](super::Endpoint) is built from.
+//! What an endpoint is built from, in either layer: a layer-1
+//! [`Endpoint`](crate::endpoint::Endpoint) or an engine endpoint
+//! ([`Dispatcher::add_endpoint`](crate::engine::Dispatcher::add_endpoint)).
 //!
 //! The first fields are docker distribution's `EndpointConfig` (headers, timeout, threshold,
 //! backoff, ignored media types and actions), with its defaults; the rest are hookwire's
@@ -12,8 +14,12 @@ use std::time::Duration;
 use crate::Error;
 use crate::http::{MediaType, Secret, TlsOptions};
 use crate::policy::{Backoff, BreakerConfig};
-use crate::sink::Overflow;
+use crate::policy::{
+    CircuitBreaker, ConsecutiveFailures, ExponentialBackoff, RetryStrategy, Schedule,
+};
 use crate::stats::ConfigView;
+
+use super::{BatchConfig, Overflow};
 
 /// The longest duration any setting accepts; anything longer is a typo.
 pub(crate) const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
@@ -50,7 +56,8 @@ pub enum RetryConfig {
 }
 
 /// An endpoint's configuration. Build one with [`EndpointConfig::new`] and change the fields
-/// you need; [`Endpoint::new`](super::Endpoint::new) validates it.
+/// you need; [`Endpoint::new`](crate::endpoint::Endpoint::new) and
+/// [`Dispatcher::add_endpoint`](crate::engine::Dispatcher::add_endpoint) validate it.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct EndpointConfig {
@@ -116,42 +123,6 @@ pub enum Durability {
     /// a restart the endpoint resumes from its cursor. Needs `Overflow::Spill`: the backlog
     /// beyond `capacity` stays on disk, bounded by the store's quota.
     Durable,
-}
-
-/// How the engine groups an endpoint's events into one request.
-///
-/// A batch is sent when it holds `max_events` events, when adding the next event would pass
-/// `max_bytes`, or when its oldest event has waited `linger`, whichever comes first. An event
-/// larger than `max_bytes` still goes, alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct BatchConfig {
-    /// Most events per request (1 to 10,000). Default 1.
-    pub max_events: usize,
-    /// Most envelope bytes per request, roughly (at least 1 KiB). Default 1 MiB.
-    pub max_bytes: usize,
-    /// How long a partial batch may wait for more events. Default zero: send what is there.
-    pub linger: Duration,
-}
-
-impl Default for BatchConfig {
-    fn default() -> Self {
-        BatchConfig {
-            max_events: 1,
-            max_bytes: 1 << 20,
-            linger: Duration::ZERO,
-        }
-    }
-}
-
-impl BatchConfig {
-    /// Up to `max_events` events per request, sent as soon as there is no more to add.
-    pub fn events(max_events: usize) -> Self {
-        BatchConfig {
-            max_events,
-            ..Self::default()
-        }
-    }
 }
 
 impl EndpointConfig {
@@ -266,5 +237,70 @@ impl EndpointConfig {
             retry: format!("{:?}", self.retry),
             signed: !self.secrets.is_empty(),
         }
+    }
+}
+
+/// The retry strategy the configuration asks for, with its limits applied.
+pub(crate) fn strategy<E: 'static>(
+    cfg: &EndpointConfig,
+) -> Result<Box<dyn RetryStrategy<E>>, Error> {
+    macro_rules! limited {
+        ($s:expr) => {{
+            let mut s = $s;
+            if let Some(n) = cfg.max_attempts {
+                s = s.max_attempts(n)?;
+            }
+            if let Some(d) = cfg.max_age {
+                s = s.max_age(d)?;
+            }
+            Box::new(s) as Box<dyn RetryStrategy<E>>
+        }};
+    }
+    Ok(match &cfg.retry {
+        RetryConfig::ConsecutiveFailures => {
+            limited!(ConsecutiveFailures::new(cfg.threshold, cfg.backoff)?)
+        }
+        RetryConfig::Exponential { base, factor, max } => {
+            limited!(ExponentialBackoff::new(*base, *factor, *max)?)
+        }
+        RetryConfig::Schedule(delays) => limited!(Schedule::new(delays.clone())?),
+        RetryConfig::CircuitBreaker { breaker, backoff } => {
+            limited!(CircuitBreaker::new(*breaker, backoff.clone())?)
+        }
+    })
+}
+
+/// The URL as a dump may show it: credentials in the userinfo and the query string (where
+/// webhook tokens often live) are replaced by `<redacted>`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, _)) => (b, "?<redacted>"),
+        None => (url, ""),
+    };
+    let base = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]),
+                None => base.to_string(),
+            }
+        }
+        None => base.to_string(),
+    };
+    format!("{base}{query}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn dumps_do_not_show_credentials() {
+        assert_eq!(redact_url("http://h:1/p"), "http://h:1/p");
+        assert_eq!(
+            redact_url("https://u:pw@h/p/q?token=abc&x=1"),
+            "https://<redacted>@h/p/q?<redacted>"
+        );
+        assert_eq!(redact_url("https://h/p@x"), "https://h/p@x");
     }
 }
