@@ -1,0 +1,74 @@
+//! The durable store's side of the API: what recovery found, dead letters and their replay.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::Error;
+use crate::store::{DeadLetter, DeadLetterFilter, Recovery};
+
+use super::Dispatcher;
+use crate::engine::persist::{Durable, Ticket};
+
+impl Dispatcher {
+    /// What opening the durable store found and repaired (`None` without a store).
+    pub fn recovery(&self) -> Option<Recovery> {
+        self.inner.durable.as_ref().map(|d| d.recovery.clone())
+    }
+
+    /// The dead letters of durable endpoints that `filter` selects, oldest first.
+    pub fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error> {
+        self.store()?.store()?.dead_letters(filter)
+    }
+
+    /// Re-queues the dead letters `filter` selects: each event is published again to its
+    /// endpoint only (a new sequence number; the same event, so the same `webhook-id`),
+    /// and removed from the dead letters once it is committed. A crash in between replays it
+    /// twice, never loses it. Dead letters of endpoints the store does not know are left.
+    /// Returns how many were re-queued.
+    pub fn replay_dead_letters(&self, filter: &DeadLetterFilter) -> Result<u64, Error> {
+        let d = self.store()?;
+        let (letters, slots) = {
+            let store = d.store()?;
+            let slots: std::collections::HashMap<String, u8> = store
+                .endpoints()
+                .into_iter()
+                .map(|(name, st)| (name, st.slot))
+                .collect();
+            (store.dead_letters(filter)?, slots)
+        };
+        let letters: Vec<DeadLetter> = letters
+            .into_iter()
+            .filter(|l| slots.contains_key(&l.endpoint))
+            .collect();
+        let mut tickets = Vec::with_capacity(letters.len());
+        for l in &letters {
+            let slot = slots.get(&l.endpoint).copied().unwrap_or(0);
+            let cell = d.submit(
+                l.event.clone(),
+                1 << slot,
+                Instant::now(),
+                true,
+                self.inner.publish_timeout,
+            )?;
+            tickets.push(Ticket {
+                cell,
+                durable: Some(d.clone()),
+            });
+        }
+        for t in &tickets {
+            t.wait(self.inner.publish_timeout.max(Duration::from_secs(30)))?;
+        }
+        d.store()?
+            .take_dead_letters(&DeadLetterFilter::exactly(&letters))?;
+        Ok(letters.len() as u64)
+    }
+
+    pub(super) fn store(&self) -> Result<&Arc<Durable>, Error> {
+        self.inner.durable.as_ref().ok_or_else(|| {
+            Error::config(
+                "store",
+                "this dispatcher has no store (DispatcherBuilder::data_dir)",
+            )
+        })
+    }
+}
