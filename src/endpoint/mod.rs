@@ -308,6 +308,7 @@ impl<E: Event + Clone + 'static> Endpoint<E> {
             delivered,
             dropped,
             dead_lettered,
+            dead_letter_errors: self.retry_stats.dead_letter_errors.get(),
             filtered: self.filter_stats.filtered.get(),
             successes: h.successes.get(),
             failures: h.failures.get(),
@@ -319,6 +320,7 @@ impl<E: Event + Clone + 'static> Endpoint<E> {
             delivery_lag: self.lag.summary(),
         };
         EndpointSnapshot {
+            health: Default::default(),
             name: self.config.name.clone(),
             url: crate::config::redact_url(&self.config.url),
             config: self.config.view(),

@@ -6,13 +6,23 @@
 //! (batching, keep-alive HTTP/1.1, TLS, retries, the breaker, timers) happens in that worker,
 //! so a slow or dead endpoint costs its neighbours nothing but its share of CPU. See
 //! `docs/engine.md` for the design and its invariants.
+//!
+//! The map: `dispatcher/` is the host's side (builder, publish, admin, durable API,
+//! shutdown); `endpoint/` is one endpoint as a Sans-IO state machine; `worker.rs` and
+//! `task.rs` drive it (sockets, timers, panics); `source.rs`, `ring.rs`, `wake.rs` and
+//! `routes.rs` carry events to it; `persist.rs` (group commit), `reader.rs` (log reads) and
+//! `resolver.rs` (DNS) are the threads that do what a worker must not.
 
 mod dispatcher;
-mod http_ep;
+pub(crate) mod endpoint;
 mod persist;
+mod reader;
+mod resolver;
 pub(crate) mod ring;
 mod routes;
 mod shared;
+pub(crate) mod source;
+mod task;
 pub(crate) mod wake;
 mod worker;
 

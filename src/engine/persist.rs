@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::stats::DropReason;
-use crate::store::{DeadLetter, Recovery, Store, unix_ms};
+use crate::store::{DeadLetter, DeadLetterStore, Recovery, Store, unix_ms};
 use crate::{Error, RawEvent};
 
+use super::endpoint::LogMarks;
 use super::shared::Shared;
 
 /// How often cursors are saved at most (each save is a write, an fsync and a rename). A crash
@@ -162,12 +163,8 @@ pub(crate) struct Durable {
     /// The store (`None` once closed, which releases its directory). The persistence thread
     /// holds the lock while it appends and commits.
     store: Mutex<Option<Box<dyn Store>>>,
-    /// The highest committed sequence number; stored before the records enter the ring.
-    pub durable_through: AtomicU64,
-    /// Every record up to here is in the ring for the durable endpoints routed when it was
-    /// committed (or was for none): an endpoint that has read the ring to its head and holds
-    /// nothing has finished everything up to here, even if none of it was its.
-    pub published_through: AtomicU64,
+    /// How far the log has got (committed, and handed to the ring), for the endpoints.
+    pub marks: Arc<LogMarks>,
     /// What opening the store found.
     pub recovery: Recovery,
     intake: Mutex<Intake>,
@@ -186,6 +183,10 @@ pub(crate) struct Durable {
     members: Mutex<Vec<Member>>,
     /// Dead letters from the workers, written at the next turn.
     dead: Mutex<Vec<DeadLetter>>,
+    /// The store's dead letters (written, listed and replayed without the store's lock).
+    pub letters: Arc<dyn DeadLetterStore>,
+    /// Removed endpoints, forgotten at the next turn once their cursors are saved.
+    leaving: Mutex<Vec<Arc<Shared>>>,
 }
 
 impl std::fmt::Debug for Durable {
@@ -193,7 +194,7 @@ impl std::fmt::Debug for Durable {
         f.debug_struct("Durable")
             .field(
                 "durable_through",
-                &self.durable_through.load(Ordering::Relaxed),
+                &self.marks.durable_through.load(Ordering::Relaxed),
             )
             .finish_non_exhaustive()
     }
@@ -203,11 +204,11 @@ impl Durable {
     /// Wraps an open store.
     pub fn new(store: Box<dyn Store>) -> Durable {
         let recovery = store.recovery().clone();
+        let letters = store.dead_letters();
         let through = store.durable_through();
         Durable {
             store: Mutex::new(Some(store)),
-            durable_through: AtomicU64::new(through),
-            published_through: AtomicU64::new(through),
+            marks: Arc::new(LogMarks::at(through)),
             recovery,
             intake: Mutex::new(Intake::default()),
             work: Condvar::new(),
@@ -219,6 +220,8 @@ impl Durable {
             settled: AtomicU64::new(0),
             members: Mutex::new(Vec::new()),
             dead: Mutex::new(Vec::new()),
+            letters,
+            leaving: Mutex::new(Vec::new()),
         }
     }
 
@@ -257,36 +260,34 @@ impl Durable {
         Ok((state.slot, state.acked, counted_from))
     }
 
-    /// Forgets a removed endpoint's counters after writing its dead letters and saving its
-    /// cursor (its slot and cursor stay in the store, so adding it again resumes it).
+    /// A removed endpoint leaves: at the persistence thread's next turn its dead letters
+    /// (queued before this) are written, its cursor saved, and its counters forgotten (its
+    /// slot and cursor stay in the store, so adding it again resumes it). Never blocks on
+    /// the disk: workers call it.
     pub fn leave(&self, shared: &Arc<Shared>) {
-        let slot = {
-            let mut members = self.members.lock();
-            let Some(i) = members.iter().position(|m| Arc::ptr_eq(&m.shared, shared)) else {
-                return;
-            };
-            members.remove(i).slot
-        };
-        // Lock order: the store before the members (see `join`); the members lock is let go.
-        let acked = shared.acked.load(Ordering::Acquire);
-        let Ok(mut store) = self.store() else {
+        self.leaving.lock().push(shared.clone());
+        self.work.notify_one();
+    }
+
+    /// The members that left since the last turn, taken out of `members` (call after their
+    /// cursors were saved).
+    fn forget_leavers(&self, leavers: &[Arc<Shared>]) {
+        if leavers.is_empty() {
             return;
-        };
-        if self.write_dead_letters(&mut **store)
-            && let Err(e) = store.save_cursors(&[(slot, acked)])
-        {
-            log::error!("hookwire: saving {}'s cursor failed: {e}", shared.name);
         }
+        self.members
+            .lock()
+            .retain(|m| !leavers.iter().any(|l| Arc::ptr_eq(&m.shared, l)));
     }
 
     /// Writes the queued dead letters; on failure puts them back. Returns whether none is
     /// left unwritten: a cursor may only be saved past dead letters that are written.
-    fn write_dead_letters(&self, store: &mut dyn Store) -> bool {
+    fn write_dead_letters(&self) -> bool {
         let dead = std::mem::take(&mut *self.dead.lock());
         if dead.is_empty() {
             return true;
         }
-        match store.dead_letter(&dead) {
+        match self.letters.append(&dead) {
             Ok(()) => true,
             Err(e) => {
                 log::error!(
@@ -445,7 +446,7 @@ impl Durable {
         match store.commit() {
             Ok(through) => {
                 drop(store);
-                self.durable_through.store(through, Ordering::Release);
+                self.marks.durable_through.store(through, Ordering::Release);
                 let mut out = Vec::with_capacity(appended.len());
                 for (p, seq) in appended {
                     // Accepted for each durable endpoint once committed.
@@ -495,6 +496,10 @@ impl Durable {
     /// has passed, or `force`). The cursors are read before the dead letters are taken: a
     /// worker queues its dead letters before it moves its cursor past them.
     fn save(&self, last: &mut Vec<(u8, u64)>, last_at: &mut Instant, force: bool) {
+        // Leavers first: their dead letters were queued before they left, so the dead letters
+        // taken below include them; their cursors are read below, then they are forgotten.
+        let leavers = std::mem::take(&mut *self.leaving.lock());
+        let force = force || !leavers.is_empty();
         if !force && last_at.elapsed() < CURSOR_INTERVAL && self.dead.lock().is_empty() {
             return;
         }
@@ -504,23 +509,35 @@ impl Durable {
             .iter()
             .map(|m| (m.slot, m.shared.acked.load(Ordering::Acquire)))
             .collect();
+        // Dead letters before the store's lock: they need none.
+        let written = self.write_dead_letters();
         let Ok(mut store) = self.store() else {
+            self.forget_leavers(&leavers);
             return;
         };
-        if !self.write_dead_letters(&mut **store) {
-            return;
-        }
-        if cursors != *last && (force || last_at.elapsed() >= CURSOR_INTERVAL) {
-            match store.save_cursors(&cursors) {
-                Ok(()) => {
-                    *last = cursors;
-                    *last_at = Instant::now();
-                    if store.used_bytes() < store.quota_bytes() {
-                        self.quota_full.store(false, Ordering::Release);
+        let saved = written
+            && (cursors == *last
+                || !(force || last_at.elapsed() >= CURSOR_INTERVAL)
+                || match store.save_cursors(&cursors) {
+                    Ok(()) => {
+                        *last = cursors;
+                        *last_at = Instant::now();
+                        if store.used_bytes() < store.quota_bytes() {
+                            self.quota_full.store(false, Ordering::Release);
+                        }
+                        true
                     }
-                }
-                Err(e) => log::error!("hookwire: saving cursors failed: {e}"),
-            }
+                    Err(e) => {
+                        log::error!("hookwire: saving cursors failed: {e}");
+                        false
+                    }
+                });
+        drop(store);
+        if saved {
+            self.forget_leavers(&leavers);
+        } else {
+            // Tried again at the next turn.
+            self.leaving.lock().extend(leavers);
         }
     }
 
@@ -551,7 +568,7 @@ impl Durable {
             if let Some(last) = committed.last().map(|c| c.seq)
                 && publish(committed)
             {
-                self.published_through.store(last, Ordering::Release);
+                self.marks.published_through.store(last, Ordering::Release);
             }
             self.settled.fetch_add(n, Ordering::AcqRel);
             let drained = stop && self.intake.lock().queue.is_empty();

@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub delivered: Counter,
     /// Events given up on.
     pub dead_lettered: Counter,
+    /// Dead letters the dead-letter hook refused.
+    pub dead_letter_errors: Counter,
     /// Events dropped, by reason (host threads and the worker both count here).
     pub dropped: DropCounts,
     /// Events the filter did not want.
@@ -64,6 +66,12 @@ pub(crate) struct Shared {
     pub disabled: AtomicBool,
     /// Why it was disabled, if it is.
     pub disabled_reason: Mutex<Option<String>>,
+    /// Why it failed for good (a caught panic), if it did.
+    pub failed: Mutex<Option<String>>,
+    /// Whether it failed (read by `publish`, so an atomic).
+    failed_flag: AtomicBool,
+    /// The last failed attempt's error.
+    pub last_error: Mutex<Option<String>>,
     /// Durable endpoints: the store slot (set once, when it joins the store).
     pub slot: OnceLock<u8>,
     /// Durable endpoints: every record for it below this sequence number is finished (set
@@ -101,6 +109,7 @@ impl Shared {
             taken: Counter::default(),
             delivered: Counter::default(),
             dead_lettered: Counter::default(),
+            dead_letter_errors: Counter::default(),
             dropped: DropCounts::default(),
             filtered: Counter::default(),
             successes: Counter::default(),
@@ -112,6 +121,9 @@ impl Shared {
             in_flight: AtomicU64::new(0),
             disabled: AtomicBool::new(false),
             disabled_reason: Mutex::new(None),
+            failed: Mutex::new(None),
+            failed_flag: AtomicBool::new(false),
+            last_error: Mutex::new(None),
             slot: OnceLock::new(),
             acked: AtomicU64::new(0),
             disk: AtomicBool::new(false),
@@ -129,6 +141,7 @@ impl Shared {
             + self.dropped.get(DropReason::Rejected)
             + self.dropped.get(DropReason::BlockTimeout)
             + self.dropped.get(DropReason::Quota)
+            + self.dropped.get(DropReason::Failed)
     }
 
     /// Whether it is a durable endpoint.
@@ -146,6 +159,22 @@ impl Shared {
     pub fn set_disabled(&self, reason: Option<String>) {
         self.disabled.store(reason.is_some(), Ordering::Release);
         *self.disabled_reason.lock() = reason;
+    }
+
+    /// Records the last failed attempt's error (failures only: not on the hot path).
+    pub fn set_last_error(&self, e: &crate::Error) {
+        *self.last_error.lock() = Some(e.to_string());
+    }
+
+    /// Marks the endpoint failed for good (a caught panic), with what happened.
+    pub fn set_failed(&self, what: String) {
+        *self.failed.lock() = Some(what);
+        self.failed_flag.store(true, Ordering::Release);
+    }
+
+    /// Whether it failed for good.
+    pub fn is_failed(&self) -> bool {
+        self.failed_flag.load(Ordering::Acquire)
     }
 
     /// The endpoint's counters, now. `events = delivered + dropped + dead_lettered + pending`.
@@ -168,6 +197,7 @@ impl Shared {
             delivered,
             dropped,
             dead_lettered,
+            dead_letter_errors: self.dead_letter_errors.get(),
             filtered: self.filtered.get(),
             successes: self.successes.get(),
             failures: self.failures.get(),
@@ -183,6 +213,11 @@ impl Shared {
             url: self.url.clone(),
             config: self.view.clone(),
             metrics,
+            health: crate::stats::Health {
+                disabled: self.disabled_reason.lock().clone(),
+                failed: self.failed.lock().clone(),
+                last_error: self.last_error.lock().clone(),
+            },
         }
     }
 }

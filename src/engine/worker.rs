@@ -1,47 +1,36 @@
 //! A worker: one thread, one `mio::Poll`, and the endpoints it owns outright.
 //!
-//! Each turn of the loop: apply commands (add, remove, disable, shutdown), let every endpoint
-//! take what it can from the ring and start requests, handle due timers, then poll. The poll
-//! does not wait while there is work; before it waits, the worker tells producers it sleeps
-//! (and which endpoints want events), then looks at the ring once more, so an event published
-//! meanwhile is either seen or wakes it (see `wake.rs`).
+//! It is the only driver of its endpoints' state machines (see `endpoint/` and `task.rs`):
+//! it owns their sockets, their timers and the clock, and hands their log reads, lookups and
+//! dead letters to the threads that do those. Each turn of the loop: apply commands (add,
+//! remove, disable, answers from the log reader and the resolver, shutdown), let every
+//! endpoint take what it can from the ring and start requests, handle due timers, then poll.
+//! The poll does not wait while there is work; before it waits, the worker tells producers it
+//! sleeps (and which endpoints want events), then looks at the ring once more, so an event
+//! published meanwhile is either seen or wakes it (see `wake.rs`).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use mio::{Events, Poll, Token};
+use mio::{Events as MioEvents, Poll, Token};
 use parking_lot::Mutex;
 
-use crate::stats::DropReason;
-use crate::{Error, RawEvent};
+use crate::Error;
 
 use super::EndpointId;
 use super::dispatcher::WorkerHandle;
-use super::http_ep::{DurableLink, HttpEp, Prepared};
+use super::endpoint::LogRead;
+use super::ring::Ring;
 use super::ring::sync::Arc as RingArc;
-use super::ring::{Consumer, Ring};
-use super::shared::Shared;
+use super::source::{Events, Published};
+use super::task::{Io, Services, Task};
 use super::wake::Wake;
-
-/// What the ring holds: the event (shared bytes), when it was published, and the routing
-/// table's version it was routed with.
-#[derive(Debug)]
-pub(crate) struct Published {
-    /// The event.
-    pub event: RawEvent,
-    /// When `publish` took it (for the delivery-lag histogram).
-    pub at: Instant,
-    /// The routing table's version at publish time.
-    pub version: u64,
-    /// Its sequence number in the durable log (0: a memory-only event).
-    pub seq: u64,
-}
 
 /// A clock producers can read with one load: the workers store the time at every turn of
 /// their loops. `Instant::now()` costs over 100 ns on some virtual machines, more than the
@@ -74,7 +63,7 @@ impl CoarseClock {
     }
 }
 
-/// What the dispatcher asks of a worker.
+/// What the dispatcher, and the threads workers hand work to, ask of a worker.
 pub(crate) enum Command {
     /// Take ownership of a new endpoint.
     Add(Box<Task>),
@@ -94,250 +83,26 @@ pub(crate) enum Command {
         /// Paused?
         disabled: bool,
     },
+    /// The log reader's answer to an endpoint's read.
+    LogRead {
+        /// Which endpoint asked.
+        id: EndpointId,
+        /// What was read.
+        read: LogRead,
+    },
+    /// The resolver's answer to an endpoint's lookup.
+    Resolved {
+        /// Which endpoint asked.
+        id: EndpointId,
+        /// Its host's addresses, or why not.
+        result: Result<Vec<SocketAddr>, Error>,
+    },
     /// Count everything still held as dropped (`shutdown`) and exit. The ring is sealed at
     /// `end`: no event will ever be published past it.
     Shutdown {
         /// The sealed ring's head.
         end: u64,
     },
-}
-
-/// Where an endpoint's events come from: its ring cursor.
-pub(crate) struct Source {
-    consumer: Consumer<Published>,
-    bit: u64,
-    since: u64,
-    /// Durable endpoints: entries with a lower sequence number were already taken from the
-    /// log, and are passed over.
-    pub min_seq: u64,
-}
-
-impl Source {
-    /// Hands the endpoint's events to `f`, in order, in place, until `f` returns false (that
-    /// event stays), `max` were taken, or the ring has nothing more. Entries routed elsewhere
-    /// are skipped. Returns how many `f` took.
-    pub fn take(&mut self, max: usize, mut f: impl FnMut(&Published) -> bool) -> usize {
-        let mut pos = self.consumer.position();
-        let mut taken = 0;
-        while taken < max {
-            let Some(entry) = self.consumer.get(pos) else {
-                break;
-            };
-            #[allow(clippy::needless_borrow)] // loom's read guard needs the borrow
-            let value: &Published = &entry.value;
-            if self.mine(entry.mask, value) {
-                // `&*` turns loom's read guard into a plain reference (a no-op without loom).
-                #[allow(clippy::borrow_deref_ref)]
-                if !f(&*entry.value) {
-                    break;
-                }
-                taken += 1;
-            }
-            pos += 1;
-        }
-        self.consumer.advance(pos);
-        taken
-    }
-
-    /// Takes everything up to position `end` without looking at it, returning how many were
-    /// this endpoint's (shutdown, removal). A producer that claimed a slot before `end`
-    /// publishes it within moments; it is waited for, up to a second.
-    pub fn discard(&mut self, end: u64) -> u64 {
-        let started = Instant::now();
-        let mut n = 0;
-        loop {
-            n += self.take(usize::MAX, |_| true) as u64;
-            if self.consumer.position() >= end || started.elapsed() > Duration::from_secs(1) {
-                return n;
-            }
-            std::thread::yield_now();
-        }
-    }
-
-    /// Whether a ring entry is for this endpoint.
-    #[inline]
-    fn mine(&self, mask: u64, p: &Published) -> bool {
-        mask & self.bit != 0 && p.version >= self.since && p.seq >= self.min_seq
-    }
-
-    /// Moves the cursor past the entries at its front that are not this endpoint's.
-    pub fn skip_foreign(&mut self) {
-        let mut pos = self.consumer.position();
-        while let Some(entry) = self.consumer.get(pos) {
-            #[allow(clippy::needless_borrow)] // loom's read guard needs the borrow
-            let value: &Published = &entry.value;
-            if self.mine(entry.mask, value) {
-                break;
-            }
-            pos += 1;
-        }
-        self.consumer.advance(pos);
-    }
-
-    /// Moves the cursor past everything published (a durable endpoint reading the log: what
-    /// the ring holds for it is committed, so the log has it too).
-    pub fn skip_all(&mut self) {
-        let mut pos = self.consumer.position();
-        while self.consumer.get(pos).is_some() {
-            pos += 1;
-        }
-        self.consumer.advance(pos);
-    }
-
-    /// Whether a published entry waits at the cursor (maybe not this endpoint's).
-    pub fn has_entry(&self) -> bool {
-        self.consumer.get(self.consumer.position()).is_some()
-    }
-
-    /// How far the cursor is behind the ring's head.
-    pub fn lag(&self) -> u64 {
-        self.consumer.lag()
-    }
-}
-
-enum Kind {
-    Local(Box<dyn FnMut(&RawEvent) + Send>),
-    Http(Box<HttpEp>),
-}
-
-/// One endpoint, as its worker owns it.
-pub(crate) struct Task {
-    shared: Arc<Shared>,
-    src: Source,
-    kind: Kind,
-    /// The deadline a timer is set for, if any.
-    armed: Option<Instant>,
-    /// Being removed: answer `done` once idle or at the deadline.
-    removing: Option<(Instant, Sender<()>)>,
-}
-
-/// How many ring entries one endpoint takes per loop turn, so one busy endpoint cannot keep
-/// its neighbours waiting.
-const BUDGET: usize = 4096;
-
-impl Task {
-    /// An in-process consumer.
-    pub fn local(
-        shared: Arc<Shared>,
-        consumer: Consumer<Published>,
-        since: u64,
-        f: Box<dyn FnMut(&RawEvent) + Send>,
-    ) -> Task {
-        Task::new(shared, consumer, since, Kind::Local(f))
-    }
-
-    /// A webhook endpoint.
-    pub fn http(
-        shared: Arc<Shared>,
-        consumer: Consumer<Published>,
-        since: u64,
-        prepared: Prepared,
-        durable: Option<DurableLink>,
-    ) -> Task {
-        let min_seq = durable.as_ref().map_or(0, DurableLink::resume_at);
-        let ep = HttpEp::new(prepared, shared.clone(), durable);
-        let mut task = Task::new(shared, consumer, since, Kind::Http(Box::new(ep)));
-        task.src.min_seq = min_seq;
-        task
-    }
-
-    fn new(shared: Arc<Shared>, consumer: Consumer<Published>, since: u64, kind: Kind) -> Task {
-        Task {
-            src: Source {
-                consumer,
-                bit: 1 << shared.bit,
-                since,
-                min_seq: 0,
-            },
-            shared,
-            kind,
-            armed: None,
-            removing: None,
-        }
-    }
-
-    /// Takes events and starts requests. Returns whether anything moved.
-    fn pump(&mut self, io: &mut Io<'_>) -> bool {
-        // Entries for other endpoints never wait at this cursor, so an endpoint that cannot
-        // take its own events now does not look behind (`wait_idle`, removal).
-        self.src.skip_foreign();
-        match &mut self.kind {
-            Kind::Local(f) => {
-                let mut failed = 0u64;
-                let n = self.src.take(BUDGET, |p| {
-                    if catch_unwind(AssertUnwindSafe(|| f(&p.event))).is_err() {
-                        failed += 1;
-                    }
-                    true
-                }) as u64;
-                if n > 0 {
-                    self.shared.taken.add(n);
-                    self.shared.delivered.add(n - failed);
-                    if failed > 0 {
-                        self.shared.dropped.add(DropReason::SinkError, failed);
-                    }
-                }
-                n > 0
-            }
-            Kind::Http(ep) => ep.pump(&mut self.src, io),
-        }
-    }
-
-    /// Whether this endpoint would take an event now (so producers should wake the worker).
-    fn wants_events(&self) -> bool {
-        match &self.kind {
-            Kind::Local(_) => true,
-            Kind::Http(ep) => ep.wants_events(),
-        }
-    }
-
-    /// Whether it holds nothing (and has taken everything the ring had for it).
-    fn is_idle(&self) -> bool {
-        let held = match &self.kind {
-            Kind::Local(_) => false,
-            Kind::Http(ep) => ep.holds_events(),
-        };
-        !held && !self.src.has_entry()
-    }
-
-    fn deadline(&self) -> Option<Instant> {
-        let ep = match &self.kind {
-            Kind::Local(_) => None,
-            Kind::Http(ep) => ep.deadline(),
-        };
-        match (ep, self.removing.as_ref().map(|r| r.0)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Counts everything it still holds, and everything the ring still has for it, as
-    /// dropped (`shutdown`), and closes its connections. A durable endpoint drops nothing:
-    /// what it did not deliver stays in the log, and stays pending.
-    fn abandon(&mut self, io: &mut Io<'_>, end: u64) {
-        let n = self.src.discard(end);
-        if !self.shared.is_durable() {
-            self.shared.taken.add(n);
-            self.shared.dropped.add(DropReason::Shutdown, n);
-        }
-        if let Kind::Http(ep) = &mut self.kind {
-            ep.abandon(io);
-        }
-    }
-}
-
-/// What an endpoint may use of its worker while it runs.
-pub(crate) struct Io<'a> {
-    /// Registers sockets.
-    pub registry: &'a mio::Registry,
-    /// The time of this loop turn.
-    pub now: Instant,
-    /// The endpoint's slot (its tokens are `slot << 8 | connection`).
-    pub slot: usize,
-    /// The ring's size: an endpoint lagging more than half of it copies its backlog out.
-    pub ring_capacity: u64,
-    /// The dispatcher's "full" bits.
-    pub full: &'a AtomicU64,
 }
 
 /// How long an idle worker watches the ring before it sleeps.
@@ -356,6 +121,9 @@ struct Worker {
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     full: Arc<AtomicU64>,
     clock: Arc<CoarseClock>,
+    services: Services,
+    /// Its own commands, for the answers of the threads it hands work to.
+    reply: Sender<Command>,
 }
 
 /// Starts worker `index`.
@@ -364,6 +132,7 @@ pub(crate) fn spawn(
     ring: RingArc<Ring<Published>>,
     full: Arc<AtomicU64>,
     clock: Arc<CoarseClock>,
+    services: Services,
 ) -> Result<WorkerHandle, Error> {
     let poll = Poll::new()?;
     let waker = mio::Waker::new(poll.registry(), WAKE)?;
@@ -379,6 +148,8 @@ pub(crate) fn spawn(
         timers: BinaryHeap::new(),
         full,
         clock,
+        services,
+        reply: tx.clone(),
     };
     let thread = std::thread::Builder::new()
         .name(format!("hookwire-worker-{index}"))
@@ -392,7 +163,7 @@ pub(crate) fn spawn(
 
 impl Worker {
     fn run(&mut self) {
-        let mut events = Events::with_capacity(256);
+        let mut events = MioEvents::with_capacity(256);
         loop {
             let now = Instant::now();
             self.clock.tick(now);
@@ -424,17 +195,13 @@ impl Worker {
                     continue;
                 }
                 let (slot, conn) = (token.0 >> 8, token.0 & 0xff);
-                self.with_task(slot, now, |t, io| {
-                    if let Kind::Http(ep) = &mut t.kind {
-                        ep.on_io(conn, io);
-                    }
-                    true
-                });
+                self.with_task(slot, now, |t, io| t.on_io(conn, io));
             }
         }
     }
 
-    /// Runs `f` on the task in `slot` (if any) and re-arms its timer.
+    /// Runs `f` on the task in `slot` (if any) as one step (panics contained, its actions
+    /// carried out; see `task.rs`) and re-arms its timer.
     fn with_task(
         &mut self,
         slot: usize,
@@ -448,10 +215,12 @@ impl Worker {
             registry: self.poll.registry(),
             now,
             slot,
-            ring_capacity: self.ring.capacity() as u64,
+            services: &self.services,
+            reply: &self.reply,
+            wake: &self.wake,
             full: &self.full,
         };
-        let progress = f(task, &mut io);
+        let progress = task.step(&mut io, f);
         if let Some(d) = task.deadline()
             && task.armed.is_none_or(|a| d < a)
         {
@@ -483,12 +252,7 @@ impl Worker {
             }
             task.armed = None;
             fired = true;
-            self.with_task(slot, now, |t, io| {
-                if let Kind::Http(ep) = &mut t.kind {
-                    ep.on_timer(io);
-                }
-                true
-            });
+            self.with_task(slot, now, |t, io| t.on_timer(io));
         }
         fired
     }
@@ -516,17 +280,18 @@ impl Worker {
                 }
                 Command::SetDisabled { id, disabled } => {
                     if let Some(slot) = self.slot_of(id) {
-                        self.with_task(slot, now, |t, io| {
-                            if let Kind::Http(ep) = &mut t.kind {
-                                ep.set_disabled(disabled, io);
-                            } else if disabled {
-                                log::warn!(
-                                    "{}: in-process consumers cannot be disabled",
-                                    t.shared.name
-                                );
-                            }
-                            true
-                        });
+                        self.with_task(slot, now, |t, io| t.set_disabled(disabled, io));
+                    }
+                }
+                Command::LogRead { id, read } => {
+                    // An endpoint removed meanwhile does not need it.
+                    if let Some(slot) = self.slot_of(id) {
+                        self.with_task(slot, now, |t, io| t.on_log(read, io));
+                    }
+                }
+                Command::Resolved { id, result } => {
+                    if let Some(slot) = self.slot_of(id) {
+                        self.with_task(slot, now, |t, io| t.on_resolved(result, io));
                     }
                 }
                 Command::Shutdown { end } => return Some(end),
@@ -580,7 +345,9 @@ impl Worker {
             registry: self.poll.registry(),
             now,
             slot,
-            ring_capacity: self.ring.capacity() as u64,
+            services: &self.services,
+            reply: &self.reply,
+            wake: &self.wake,
             full: &self.full,
         }
     }
@@ -633,7 +400,7 @@ impl Worker {
         let mut wants = 0u64;
         for t in self.tasks.iter().flatten() {
             if t.wants_events() {
-                wants |= t.src.bit;
+                wants |= t.src.bit();
             }
         }
         self.wake.prepare_sleep_wanting(wants);

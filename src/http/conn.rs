@@ -505,6 +505,11 @@ impl Conn {
         request.or(self.idle_deadline)
     }
 
+    /// TCP is connected and, for `https`, the handshake is done (and it has not failed).
+    pub fn is_established(&self) -> bool {
+        !self.dead && !self.connecting()
+    }
+
     /// Still connecting or handshaking.
     fn connecting(&self) -> bool {
         !self.io.is_connected() || self.io.handshaking()

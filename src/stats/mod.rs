@@ -66,11 +66,14 @@ pub enum DropReason {
     /// A durable endpoint's store was full (its disk quota): the event was not persisted.
     /// `publish` returned [`Error::Quota`](crate::Error::Quota) when it could tell at once.
     Quota,
+    /// The endpoint had failed (a panic inside it was caught) and took no more events:
+    /// `publish` returned [`Error::Disabled`](crate::Error::Disabled) for it.
+    Failed,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::Newest,
         DropReason::Oldest,
         DropReason::Rejected,
@@ -78,6 +81,7 @@ impl DropReason {
         DropReason::Shutdown,
         DropReason::SinkError,
         DropReason::Quota,
+        DropReason::Failed,
     ];
 
     /// The reason's name in JSON and Prometheus output.
@@ -90,13 +94,14 @@ impl DropReason {
             DropReason::Shutdown => "shutdown",
             DropReason::SinkError => "sink_error",
             DropReason::Quota => "quota",
+            DropReason::Failed => "failed",
         }
     }
 }
 
 /// One counter per [`DropReason`].
 #[derive(Debug, Default)]
-pub struct DropCounts([Counter; 7]);
+pub struct DropCounts([Counter; 8]);
 
 impl DropCounts {
     /// Counts one drop.

@@ -291,6 +291,7 @@ mod tests {
             max_us: 2000,
         };
         EndpointSnapshot {
+            health: Default::default(),
             name: "a\"b".into(),
             url: "http://127.0.0.1:1/".into(),
             config: ConfigView {

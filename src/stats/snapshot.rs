@@ -25,6 +25,21 @@ pub struct EndpointSnapshot {
     pub config: ConfigView,
     /// Its counters.
     pub metrics: Metrics,
+    /// Why it is not delivering, if it is not, and the last error it met.
+    pub health: Health,
+}
+
+/// Why an endpoint is not delivering, in words for a person (all `None` for a healthy one).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Health {
+    /// Why delivery is paused (410 Gone, failing too long, or by the host).
+    pub disabled: Option<String>,
+    /// The endpoint failed for good (a panic inside it was caught): what happened. It takes no
+    /// more events; remove it (and add it again) to start over.
+    pub failed: Option<String>,
+    /// The last failed attempt's error (a connection refused, a timeout, a status), kept
+    /// after later successes.
+    pub last_error: Option<String>,
 }
 
 /// The parts of an endpoint's configuration that a dump shows.
@@ -75,6 +90,9 @@ pub struct Metrics {
     pub dropped: BTreeMap<DropReason, u64>,
     /// Events given up on and handed to the dead-letter sink (or counted, without one).
     pub dead_lettered: u64,
+    /// Dead letters the dead-letter sink refused (an error or a panic). They are still
+    /// counted in `dead_lettered`: the endpoint gave them up either way.
+    pub dead_letter_errors: u64,
     /// Events the endpoint's filter did not want (not part of `events`).
     pub filtered: u64,
     /// Requests answered 2xx.

@@ -10,16 +10,23 @@
 //! byte for byte, except that line breaks in it (whitespace, in valid JSON) become spaces so
 //! that it stays on one line. Appends are synced (`fdatasync`); taking letters out rewrites
 //! the file atomically. A torn last line (a crash during an append) is cut at open.
+//!
+//! Nothing here waits on the store's lock, and no lock is held across a read of the whole
+//! file or its rewrite: listing reads without a lock (a line being appended is not whole yet,
+//! so it is not read); taking writes what stays to a temp file without a lock, then, holding
+//! the append lock only for that, adds what was appended meanwhile and renames.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::files::{read_optional, sync_dir, write_atomic};
-use super::{DeadLetter, DeadLetterFilter};
+use super::files::{TMP_SUFFIX, read_optional, sync_dir};
+use super::{DeadLetter, DeadLetterFilter, DeadLetterStore};
 use crate::{Error, Event, RawEvent};
 
 const FILE: &str = "dead-letters.ndjson";
@@ -69,6 +76,11 @@ struct LineIn {
 pub(super) struct DeadLetters {
     dir: PathBuf,
     path: PathBuf,
+    /// Held by an append, and by a take only while it adds what was appended meanwhile and
+    /// renames: appends never wait for a whole rewrite.
+    append: Mutex<()>,
+    /// One take at a time (a second works on the first's result).
+    take: Mutex<()>,
 }
 
 impl DeadLetters {
@@ -78,6 +90,8 @@ impl DeadLetters {
         let letters = DeadLetters {
             dir: dir.to_owned(),
             path: dir.join(FILE),
+            append: Mutex::new(()),
+            take: Mutex::new(()),
         };
         let skipped = letters.recover()?;
         Ok((letters, skipped))
@@ -113,7 +127,7 @@ impl DeadLetters {
     }
 
     /// Appends `letters`, one line each, and syncs the file.
-    pub(super) fn append(&self, letters: &[DeadLetter]) -> Result<(), Error> {
+    fn append_lines(&self, letters: &[DeadLetter]) -> Result<(), Error> {
         if letters.is_empty() {
             return Ok(());
         }
@@ -121,6 +135,7 @@ impl DeadLetters {
         for letter in letters {
             encode(letter, &mut out)?;
         }
+        let _appending = self.append.lock();
         let existed = self.path.exists();
         let mut file = OpenOptions::new()
             .create(true)
@@ -142,8 +157,62 @@ impl DeadLetters {
         Ok(())
     }
 
-    /// The letters `filter` selects, oldest first. Lines that cannot be read are skipped.
-    pub(super) fn list(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error> {
+    /// Removes the letters `filter` selects and returns them. The file is replaced
+    /// atomically with the rest (unreadable lines are kept, for a person to look at), and
+    /// letters appended while it was rewritten are kept too.
+    fn take_lines(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error> {
+        let _taking = self.take.lock();
+        // Without the append lock: what is whole now. A line being appended is not yet.
+        let Some(bytes) = read_optional(&self.path)? else {
+            return Ok(Vec::new());
+        };
+        let seen = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let mut taken = Vec::new();
+        let mut kept = Vec::with_capacity(seen);
+        for line in lines(&bytes[..seen]) {
+            match parse(line) {
+                Some(d) if filter.matches(&d) => taken.push(d),
+                _ => {
+                    kept.extend_from_slice(line);
+                    kept.push(b'\n');
+                }
+            }
+        }
+        if taken.is_empty() {
+            return Ok(taken);
+        }
+        let mut tmp_name = self.path.as_os_str().to_owned();
+        tmp_name.push(TMP_SUFFIX);
+        let tmp = PathBuf::from(tmp_name);
+        let mut out = File::create(&tmp)
+            .and_then(|mut f| f.write_all(&kept).map(|()| f))
+            .map_err(|e| Error::storage("write", &tmp, e))?;
+        // With the append lock, briefly: what was appended since, then the swap.
+        let _appending = self.append.lock();
+        let swapped = (|| {
+            let mut file = File::open(&self.path)?;
+            file.seek(SeekFrom::Start(seen as u64))?;
+            let mut since = Vec::new();
+            file.read_to_end(&mut since)?;
+            out.write_all(&since)?;
+            out.sync_data()?;
+            fs::rename(&tmp, &self.path)
+        })();
+        if let Err(e) = swapped {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::storage("rewrite", &self.path, e));
+        }
+        sync_dir(&self.dir)?;
+        Ok(taken)
+    }
+}
+
+impl DeadLetterStore for DeadLetters {
+    fn append(&self, letters: &[DeadLetter]) -> Result<(), Error> {
+        self.append_lines(letters)
+    }
+
+    fn list(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error> {
         let Some(bytes) = read_optional(&self.path)? else {
             return Ok(Vec::new());
         };
@@ -153,27 +222,8 @@ impl DeadLetters {
             .collect())
     }
 
-    /// Removes the letters `filter` selects and returns them. The file is rewritten
-    /// atomically with the rest (unreadable lines are kept, for a person to look at).
-    pub(super) fn take(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error> {
-        let Some(bytes) = read_optional(&self.path)? else {
-            return Ok(Vec::new());
-        };
-        let mut taken = Vec::new();
-        let mut kept = Vec::with_capacity(bytes.len());
-        for line in lines(&bytes) {
-            match parse(line) {
-                Some(d) if filter.matches(&d) => taken.push(d),
-                _ => {
-                    kept.extend_from_slice(line);
-                    kept.push(b'\n');
-                }
-            }
-        }
-        if !taken.is_empty() {
-            write_atomic(&self.dir, FILE, &kept)?;
-        }
-        Ok(taken)
+    fn take(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error> {
+        self.take_lines(filter)
     }
 }
 
@@ -301,6 +351,30 @@ mod tests {
         let back = parse(&out).unwrap();
         assert_eq!(back.event.json(), r#"{"id":"e3","action":"push","n":3}"#);
         assert_eq!(back.event.kind(), None);
+    }
+
+    #[test]
+    fn takes_lose_nothing_appended_while_they_rewrite() {
+        let dir = crate::store::test_dir::TestDir::new("dlq-race");
+        let letters = std::sync::Arc::new(DeadLetters::open(dir.path()).unwrap().0);
+        let n = 300u64;
+        let appender = {
+            let letters = letters.clone();
+            std::thread::spawn(move || {
+                for seq in 1..=n {
+                    letters.append(&[letter("a", seq, seq)]).unwrap();
+                }
+            })
+        };
+        let mut seen = Vec::new();
+        while !appender.is_finished() {
+            seen.extend(letters.take(&DeadLetterFilter::all()).unwrap());
+        }
+        appender.join().unwrap();
+        seen.extend(letters.list(&DeadLetterFilter::all()).unwrap());
+        let mut seqs: Vec<u64> = seen.iter().map(|d| d.seq).collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "each once, none lost");
     }
 
     #[test]

@@ -20,9 +20,7 @@ use super::meta::{Loaded, Meta};
 use super::reader::LogReader;
 use super::segment;
 use super::writer::Writer;
-use super::{
-    DeadLetter, DeadLetterFilter, EndpointState, Recovery, Store, StoreConfig, StoreReader,
-};
+use super::{DeadLetterStore, EndpointState, Recovery, Store, StoreConfig, StoreReader};
 use crate::Error;
 
 /// The embedded default [`Store`]: an append-only log of segment files in one directory.
@@ -35,7 +33,7 @@ pub struct LogStore {
     log_dir: PathBuf,
     writer: Writer,
     meta: Meta,
-    dead_letters: DeadLetters,
+    dead_letters: std::sync::Arc<DeadLetters>,
     recovery: Recovery,
     /// Holds the directory's lock for as long as the store lives.
     _lock: File,
@@ -112,7 +110,7 @@ impl LogStore {
             log_dir,
             writer,
             meta,
-            dead_letters,
+            dead_letters: std::sync::Arc::new(dead_letters),
             recovery,
             _lock: lock,
         })
@@ -175,16 +173,8 @@ impl Store for LogStore {
         Ok(())
     }
 
-    fn dead_letter(&mut self, letters: &[DeadLetter]) -> Result<(), Error> {
-        self.dead_letters.append(letters)
-    }
-
-    fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error> {
-        self.dead_letters.list(filter)
-    }
-
-    fn take_dead_letters(&mut self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error> {
-        self.dead_letters.take(filter)
+    fn dead_letters(&self) -> std::sync::Arc<dyn DeadLetterStore> {
+        self.dead_letters.clone()
     }
 
     fn recovery(&self) -> &Recovery {

@@ -7,6 +7,7 @@ use super::*;
 use crate::Event;
 use crate::store::dlq::letter;
 use crate::store::test_dir::TestDir;
+use crate::store::{DeadLetter, DeadLetterFilter};
 
 pub(super) fn config(dir: &Path, segment_bytes: u64, quota_bytes: u64) -> StoreConfig {
     let mut config = StoreConfig::new(dir);
@@ -555,42 +556,46 @@ fn leftover_temp_files_are_swept() {
 fn dead_letters_are_kept_listed_and_taken() {
     let dir = TestDir::new("dlq");
     let cfg = config(dir.path(), 1024, 1 << 30);
-    let mut store = LogStore::open(cfg.clone()).unwrap();
+    let store = LogStore::open(cfg.clone()).unwrap();
     assert!(
         store
-            .dead_letters(&DeadLetterFilter::all())
+            .dead_letters()
+            .list(&DeadLetterFilter::all())
             .unwrap()
             .is_empty()
     );
     let letters: Vec<_> = (1..=6)
         .map(|seq| letter(if seq <= 3 { "a" } else { "b" }, seq, 100 * seq))
         .collect();
-    store.dead_letter(&letters[..4]).unwrap();
-    store.dead_letter(&letters[4..]).unwrap();
+    store.dead_letters().append(&letters[..4]).unwrap();
+    store.dead_letters().append(&letters[4..]).unwrap();
     let seqs = |v: Vec<DeadLetter>| v.iter().map(|d| d.seq).collect::<Vec<_>>();
-    let all = store.dead_letters(&DeadLetterFilter::all()).unwrap();
+    let all = store.dead_letters().list(&DeadLetterFilter::all()).unwrap();
     assert_eq!(all[3].event.id(), "e4");
     assert_eq!(all[3].status, Some(400));
     assert_eq!(seqs(all), [1, 2, 3, 4, 5, 6]);
 
     let mut by_endpoint = DeadLetterFilter::all();
     by_endpoint.endpoint = Some("b".into());
-    assert_eq!(seqs(store.dead_letters(&by_endpoint).unwrap()), [4, 5, 6]);
+    assert_eq!(
+        seqs(store.dead_letters().list(&by_endpoint).unwrap()),
+        [4, 5, 6]
+    );
     let mut by_seq = DeadLetterFilter::all();
     by_seq.seqs = Some((2, 4));
-    assert_eq!(seqs(store.dead_letters(&by_seq).unwrap()), [2, 3, 4]);
+    assert_eq!(seqs(store.dead_letters().list(&by_seq).unwrap()), [2, 3, 4]);
     let mut by_time = DeadLetterFilter::all();
     by_time.failed_ms = Some((500, 10_000));
-    assert_eq!(seqs(store.dead_letters(&by_time).unwrap()), [5, 6]);
+    assert_eq!(seqs(store.dead_letters().list(&by_time).unwrap()), [5, 6]);
     by_time.endpoint = Some("a".into());
-    assert!(store.dead_letters(&by_time).unwrap().is_empty());
+    assert!(store.dead_letters().list(&by_time).unwrap().is_empty());
 
-    assert_eq!(seqs(store.take_dead_letters(&by_seq).unwrap()), [2, 3, 4]);
+    assert_eq!(seqs(store.dead_letters().take(&by_seq).unwrap()), [2, 3, 4]);
     assert_eq!(
-        seqs(store.dead_letters(&DeadLetterFilter::all()).unwrap()),
+        seqs(store.dead_letters().list(&DeadLetterFilter::all()).unwrap()),
         [1, 5, 6]
     );
-    assert!(store.take_dead_letters(&by_seq).unwrap().is_empty());
+    assert!(store.dead_letters().take(&by_seq).unwrap().is_empty());
     drop(store);
 
     // A torn last line: skipped (and cut) at open; appends go on cleanly.
@@ -598,10 +603,10 @@ fn dead_letters_are_kept_listed_and_taken() {
     let mut bytes = fs::read(&file).unwrap();
     bytes.extend_from_slice(br#"{"endpoint":"a","seq":9,"publ"#);
     fs::write(&file, &bytes).unwrap();
-    let mut store = LogStore::open(cfg.clone()).unwrap();
+    let store = LogStore::open(cfg.clone()).unwrap();
     assert_eq!(store.recovery().dead_letters_skipped, 1);
-    store.dead_letter(&[letter("a", 7, 1)]).unwrap();
-    let all = store.dead_letters(&DeadLetterFilter::all()).unwrap();
+    store.dead_letters().append(&[letter("a", 7, 1)]).unwrap();
+    let all = store.dead_letters().list(&DeadLetterFilter::all()).unwrap();
     assert_eq!(seqs(all), [1, 5, 6, 7]);
     drop(store);
     let store = LogStore::open(cfg).unwrap();

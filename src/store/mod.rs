@@ -190,8 +190,9 @@ pub fn replay_dead_letters(store: &mut dyn Store, filter: &DeadLetterFilter) -> 
         .into_iter()
         .map(|(name, st)| (name, st.slot))
         .collect();
-    let letters: Vec<DeadLetter> = store
-        .dead_letters(filter)?
+    let dead = store.dead_letters();
+    let letters: Vec<DeadLetter> = dead
+        .list(filter)?
         .into_iter()
         .filter(|d| slots.contains_key(&d.endpoint))
         .collect();
@@ -205,7 +206,7 @@ pub fn replay_dead_letters(store: &mut dyn Store, filter: &DeadLetterFilter) -> 
         store.append(1 << slots[&d.endpoint], unix_ms(), &buf)?;
     }
     store.commit()?;
-    store.take_dead_letters(&DeadLetterFilter::exactly(&letters))?;
+    dead.take(&DeadLetterFilter::exactly(&letters))?;
     Ok(letters.len() as u64)
 }
 
@@ -223,6 +224,20 @@ pub trait StoreReader: Send {
         max: usize,
         f: &mut dyn FnMut(Record<'_>),
     ) -> Result<u64, Error>;
+}
+
+/// A store's dead letters, shared by the threads that write, list and replay them. Every
+/// method may be called from any thread at any time.
+pub trait DeadLetterStore: Send + Sync + std::fmt::Debug {
+    /// Appends dead letters, durably.
+    fn append(&self, letters: &[DeadLetter]) -> Result<(), Error>;
+
+    /// The dead letters `filter` selects, oldest first.
+    fn list(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error>;
+
+    /// Removes the dead letters `filter` selects, durably, and returns them. Letters
+    /// appended meanwhile are kept.
+    fn take(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error>;
 }
 
 /// What the engine needs from durable storage. All methods are called from one thread at a
@@ -267,14 +282,11 @@ pub trait Store: Send + 'static {
     /// that every known endpoint has passed.
     fn save_cursors(&mut self, acked: &[(u8, u64)]) -> Result<(), Error>;
 
-    /// Appends dead letters, durably.
-    fn dead_letter(&mut self, letters: &[DeadLetter]) -> Result<(), Error>;
-
-    /// The dead letters `filter` selects, oldest first.
-    fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error>;
-
-    /// Removes the dead letters `filter` selects, durably, and returns them.
-    fn take_dead_letters(&mut self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error>;
+    /// The dead letters, as a handle that works without this store's lock (the engine
+    /// keeps the store behind one, held across every group commit): listing or replaying
+    /// dead letters never stalls durable publishes, and appending them never waits for a
+    /// listing.
+    fn dead_letters(&self) -> std::sync::Arc<dyn DeadLetterStore>;
 
     /// What opening the store found and repaired.
     fn recovery(&self) -> &Recovery;

@@ -160,7 +160,7 @@ fn open(dir: &Path) -> Result<LogStore, Error> {
 
 /// Writes the selected dead letters, one JSON object per line.
 fn list(store: &dyn Store, filter: &DeadLetterFilter, out: &mut dyn Write) -> Result<(), Error> {
-    for d in store.dead_letters(filter)? {
+    for d in store.dead_letters().list(filter)? {
         serde_json::to_writer(&mut *out, &Listed::from(&d))?;
         writeln!(out)?;
     }

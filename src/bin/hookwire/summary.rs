@@ -150,6 +150,7 @@ mod tests {
             DropReason::ALL.iter().map(|r| (*r, 0)).collect();
         dropped.insert(DropReason::Oldest, dropped_oldest);
         EndpointSnapshot {
+            health: Default::default(),
             name: "ep".into(),
             url: "http://127.0.0.1:1/".into(),
             config: ConfigView::default(),

@@ -6,29 +6,68 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Durability, EndpointConfig, MAX_DURATION, Overflow};
 use crate::stats::EndpointSnapshot;
-use crate::{Error, RawEvent};
+use crate::store::DeadLetter;
+use crate::{Error, RawEvent, Sink};
 
 use super::{Dispatcher, EndpointId};
-use crate::engine::http_ep::DurableLink;
+use crate::engine::endpoint::{LogLink, Prepared};
 use crate::engine::ring::Ring;
 use crate::engine::routes::{Ignore, Route};
 use crate::engine::shared::Shared;
-use crate::engine::worker::{Command, Published, Task};
+use crate::engine::source::Published;
+use crate::engine::task::{DeadLetterHook, Task};
+use crate::engine::worker::Command;
 
 impl Dispatcher {
     /// Adds a webhook endpoint; it receives events published from now on. Fails with
     /// [`Error::Config`] naming the bad field (the URL is parsed and its host resolved here,
     /// on the caller's thread), or [`Error::Full`] when 64 endpoints are already in use.
+    ///
+    /// Events it gives up on are counted (`dead_lettered`); a durable endpoint also keeps them
+    /// in its store ([`dead_letters`](Self::dead_letters)). To receive a memory endpoint's,
+    /// use [`add_endpoint_with_dead_letters`](Self::add_endpoint_with_dead_letters).
     pub fn add_endpoint(&self, config: EndpointConfig) -> Result<EndpointId, Error> {
+        self.add_http(config, None)
+    }
+
+    /// Adds a webhook endpoint like [`add_endpoint`](Self::add_endpoint), and hands every
+    /// event it gives up on to `dead_letters`, with why (its `seq` is 0: memory events have no
+    /// place in a log). The sink is called on the endpoint's worker thread, so it must not
+    /// block: put a bounded [`Queue`](crate::sink::Queue) in front of anything slow. What it
+    /// refuses (an error or a panic) is counted in `Metrics::dead_letter_errors`.
+    ///
+    /// A durable endpoint keeps its dead letters in its store instead: this fails with
+    /// [`Error::Config`] for one.
+    pub fn add_endpoint_with_dead_letters(
+        &self,
+        config: EndpointConfig,
+        dead_letters: impl Sink<DeadLetter> + 'static,
+    ) -> Result<EndpointId, Error> {
+        if config.durability == Durability::Durable {
+            return Err(Error::config(
+                "durability",
+                "a durable endpoint keeps its dead letters in the store \
+                 (Dispatcher::dead_letters); a dead-letter sink is for memory endpoints",
+            ));
+        }
+        self.add_http(config, Some(Arc::new(dead_letters)))
+    }
+
+    fn add_http(
+        &self,
+        config: EndpointConfig,
+        hook: Option<DeadLetterHook>,
+    ) -> Result<EndpointId, Error> {
         let secrets = config.validate()?;
-        let prepared = crate::engine::http_ep::Prepared::new(&config, secrets)?;
+        let prepared = Prepared::new(&config, secrets)?;
         let url = crate::config::redact_url(&config.url);
         let ignore = Ignore {
             actions: config.ignored_actions.clone().into(),
             media_types: config.ignored_media_types.clone().into(),
         };
+        let full = self.inner.full.clone();
         self.add(config, url, ignore, |shared, consumer, since, link| {
-            Task::http(shared, consumer, since, prepared, link)
+            Task::http(shared, consumer, since, prepared, link, hook, full)
         })
     }
 
@@ -61,7 +100,7 @@ impl Dispatcher {
             Arc<Shared>,
             crate::engine::ring::Consumer<Published>,
             u64,
-            Option<DurableLink>,
+            Option<LogLink>,
         ) -> Task,
     ) -> Result<EndpointId, Error> {
         let inner = &self.inner;
@@ -109,7 +148,7 @@ impl Dispatcher {
             Some(d) => {
                 let (slot, acked, counted_from) = d.join(&shared)?;
                 let _ = shared.slot.set(slot);
-                Some(DurableLink::new(d.clone(), slot, acked, counted_from))
+                Some(LogLink::new(d.marks.clone(), slot, acked, counted_from))
             }
         };
         let leave = |e: Error| {
@@ -160,39 +199,51 @@ impl Dispatcher {
         timeout: Duration,
     ) -> Result<EndpointSnapshot, Error> {
         let inner = &self.inner;
-        let mut admin = inner.admin.lock();
-        let shared = admin
-            .endpoints
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| Error::config("id", format!("no {id} in this dispatcher")))?;
-        let routes = inner.routes.load_full();
-        inner.routes.store(Arc::new(routes.without(shared.bit)));
-        inner.full.fetch_and(!(1 << shared.bit), Ordering::AcqRel);
-        let (done, wait) = crossbeam_channel::bounded(1);
-        let deadline = Instant::now() + timeout.min(MAX_DURATION);
-        let w = &inner.workers[shared.worker];
-        if w.commands
-            .send(Command::Remove { id, deadline, done })
-            .is_ok()
-        {
-            w.wake.wake();
-            // The worker answers by the deadline (plus a margin for one loop turn).
-            let margin = timeout
-                .min(MAX_DURATION)
-                .saturating_add(Duration::from_secs(1));
-            if wait.recv_timeout(margin).is_err() {
-                // Its worker still holds the cursor: the bit is freed once it lets go.
-                admin.zombies.push((shared.bit, wait));
-                admin.load[shared.worker] -= 1;
-                admin.endpoints.remove(&id);
-                return Ok(self.snap(&shared));
+        let (shared, wait) = {
+            let mut admin = inner.admin.lock();
+            let shared = admin
+                .endpoints
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| Error::config("id", format!("no {id} in this dispatcher")))?;
+            if !admin.removing.insert(id) {
+                return Err(Error::config(
+                    "id",
+                    format!("{id} is being removed already"),
+                ));
             }
-        }
-        admin.free_bits |= 1 << shared.bit;
+            let routes = inner.routes.load_full();
+            inner.routes.store(Arc::new(routes.without(shared.bit)));
+            inner.full.fetch_and(!(1 << shared.bit), Ordering::AcqRel);
+            let (done, wait) = crossbeam_channel::bounded(1);
+            let deadline = Instant::now() + timeout.min(MAX_DURATION);
+            let w = &inner.workers[shared.worker];
+            let sent = w.commands.send(Command::Remove { id, deadline, done });
+            w.wake.wake();
+            (shared, sent.is_ok().then_some(wait))
+        };
+        // Waiting without the admin lock: snapshots, adds and other removals go on.
+        // The worker answers by the deadline (plus a margin for one loop turn).
+        let margin = timeout
+            .min(MAX_DURATION)
+            .saturating_add(Duration::from_secs(1));
+        let answered = wait.as_ref().is_none_or(|w| w.recv_timeout(margin).is_ok());
+        let mut admin = inner.admin.lock();
+        admin.removing.remove(&id);
         admin.load[shared.worker] -= 1;
         admin.endpoints.remove(&id);
-        Ok(shared.snapshot(0))
+        match wait {
+            Some(wait) if !answered => {
+                // Its worker still holds the cursor: the bit is freed once it lets go.
+                admin.zombies.push((shared.bit, wait));
+                drop(admin);
+                Ok(self.snap(&shared))
+            }
+            _ => {
+                admin.free_bits |= 1 << shared.bit;
+                Ok(shared.snapshot(0))
+            }
+        }
     }
 
     /// Pauses delivery to an endpoint; events keep queueing (within its capacity).

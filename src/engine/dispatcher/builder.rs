@@ -21,7 +21,9 @@ use crate::engine::persist::Durable;
 use crate::engine::ring::Ring;
 use crate::engine::ring::sync::Arc as RingArc;
 use crate::engine::routes::Routes;
+use crate::engine::task::Services;
 use crate::engine::worker::{self, CoarseClock};
+use crate::engine::{reader, resolver};
 
 /// Builds a [`Dispatcher`].
 #[derive(Default)]
@@ -133,6 +135,18 @@ impl DispatcherBuilder {
         let ring = RingArc::new(Ring::new(ring_capacity));
         let full = Arc::new(AtomicU64::new(0));
         let clock = Arc::new(CoarseClock::new());
+        let (reader, reader_thread) = match &durable {
+            None => (None, None),
+            Some(d) => {
+                let (tx, thread) = reader::spawn(d.clone())?;
+                (Some(tx), Some(thread))
+            }
+        };
+        let services = Services {
+            reader,
+            resolver: Some(resolver::spawn()?),
+            durable: durable.clone(),
+        };
         let mut handles = Vec::with_capacity(workers);
         for index in 0..workers {
             handles.push(worker::spawn(
@@ -140,8 +154,11 @@ impl DispatcherBuilder {
                 ring.clone(),
                 full.clone(),
                 clock.clone(),
+                services.clone(),
             )?);
         }
+        // The workers hold the only senders: once they exit, the reader thread ends.
+        drop(services);
         let persister = match &durable {
             None => None,
             Some(d) => Some(spawn_persister(d.clone())?),
@@ -154,12 +171,14 @@ impl DispatcherBuilder {
             workers: handles,
             durable,
             persister: Mutex::new(persister.as_ref().map(|p| p.0.clone())),
+            reader_thread: Mutex::new(reader_thread),
             admin: Mutex::new(Admin {
                 next_id: 1,
                 free_bits: u64::MAX,
                 endpoints: BTreeMap::new(),
                 load: vec![0; workers],
                 zombies: Vec::new(),
+                removing: Default::default(),
             }),
             closed: AtomicBool::new(false),
             report: Mutex::new(None),

@@ -17,7 +17,7 @@ impl Dispatcher {
 
     /// The dead letters of durable endpoints that `filter` selects, oldest first.
     pub fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error> {
-        self.store()?.store()?.dead_letters(filter)
+        self.store()?.letters.list(filter)
     }
 
     /// Re-queues the dead letters `filter` selects: each event is published again to its
@@ -27,16 +27,16 @@ impl Dispatcher {
     /// Returns how many were re-queued.
     pub fn replay_dead_letters(&self, filter: &DeadLetterFilter) -> Result<u64, Error> {
         let d = self.store()?;
-        let (letters, slots) = {
-            let store = d.store()?;
-            let slots: std::collections::HashMap<String, u8> = store
-                .endpoints()
-                .into_iter()
-                .map(|(name, st)| (name, st.slot))
-                .collect();
-            (store.dead_letters(filter)?, slots)
-        };
-        let letters: Vec<DeadLetter> = letters
+        let slots: std::collections::HashMap<String, u8> = d
+            .store()?
+            .endpoints()
+            .into_iter()
+            .map(|(name, st)| (name, st.slot))
+            .collect();
+        // Read and removed through the dead-letter handle, never under the store's lock.
+        let letters: Vec<DeadLetter> = d
+            .letters
+            .list(filter)?
             .into_iter()
             .filter(|l| slots.contains_key(&l.endpoint))
             .collect();
@@ -58,8 +58,7 @@ impl Dispatcher {
         for t in &tickets {
             t.wait(self.inner.publish_timeout.max(Duration::from_secs(30)))?;
         }
-        d.store()?
-            .take_dead_letters(&DeadLetterFilter::exactly(&letters))?;
+        d.letters.take(&DeadLetterFilter::exactly(&letters))?;
         Ok(letters.len() as u64)
     }
 

@@ -39,8 +39,9 @@ use crate::engine::ring::Ring;
 use crate::engine::ring::sync::Arc as RingArc;
 use crate::engine::routes::Routes;
 use crate::engine::shared::Shared;
+use crate::engine::source::Published;
 use crate::engine::wake::Wake;
-use crate::engine::worker::{CoarseClock, Command, Published};
+use crate::engine::worker::{CoarseClock, Command};
 
 /// Identifies an endpoint within its [`Dispatcher`]. Ids are never reused by one dispatcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -85,6 +86,8 @@ struct Admin {
     /// Bits of removed endpoints whose worker had not let go by the removal's deadline, and
     /// how it will say it has.
     zombies: Vec<(u32, crossbeam_channel::Receiver<()>)>,
+    /// Endpoints whose removal is under way (waiting for their worker, without this lock).
+    removing: std::collections::BTreeSet<EndpointId>,
 }
 
 struct Inner {
@@ -98,6 +101,8 @@ struct Inner {
     /// The durable log and its persistence thread, with a store.
     durable: Option<Arc<Durable>>,
     persister: Mutex<Option<PersisterHandle>>,
+    /// The log reader thread (with a store), joined at shutdown after the workers.
+    reader_thread: Mutex<Option<JoinHandle<()>>>,
     admin: Mutex<Admin>,
     closed: AtomicBool,
     report: Mutex<Option<ShutdownReport>>,

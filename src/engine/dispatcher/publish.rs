@@ -14,7 +14,7 @@ use super::{Dispatcher, Inner};
 use crate::engine::persist::{Committed, Ticket, TicketCell};
 use crate::engine::ring::Full;
 use crate::engine::routes::Routes;
-use crate::engine::worker::Published;
+use crate::engine::source::Published;
 
 impl Inner {
     /// Writes `entry` into the ring for the endpoints in `mask` and wakes the workers that
@@ -322,6 +322,16 @@ impl Dispatcher {
             let Some(shared) = routes.shared(bit) else {
                 continue;
             };
+            if shared.is_failed() {
+                // A failed endpoint takes nothing (see `task.rs`): refuse, and say why.
+                let reason = shared.failed.lock().clone().unwrap_or_default();
+                first.get_or_insert(Error::Disabled {
+                    reason: format!("{} failed: {reason}", shared.name),
+                });
+                shared.dropped.inc(DropReason::Failed);
+                refused |= 1 << bit;
+                continue;
+            }
             let reason = match shared.overflow {
                 // Durable endpoints never set their "full" bit: their backlog is on disk.
                 Overflow::DropOldest | Overflow::Spill => continue,

@@ -67,6 +67,10 @@ impl Dispatcher {
                 let _ = t.join();
             }
         }
+        // The workers held the log reader's only senders: it ends after its current read.
+        if let Some(t) = inner.reader_thread.lock().take() {
+            let _ = t.join();
+        }
         // The persistence thread finishes what is queued, saves the cursors, and stops.
         if let Some(d) = &inner.durable {
             d.stop();
