@@ -244,9 +244,21 @@ impl EndpointConfig {
 pub(crate) fn strategy<E: 'static>(
     cfg: &EndpointConfig,
 ) -> Result<Box<dyn RetryStrategy<E>>, Error> {
+    strategy_seeded(cfg, None)
+}
+
+/// Like [`strategy`], with its jitter seeded (`None`: from entropy), so that a run can be
+/// replayed exactly (the simulator).
+pub(crate) fn strategy_seeded<E: 'static>(
+    cfg: &EndpointConfig,
+    seed: Option<u64>,
+) -> Result<Box<dyn RetryStrategy<E>>, Error> {
     macro_rules! limited {
         ($s:expr) => {{
             let mut s = $s;
+            if let Some(seed) = seed {
+                s = s.seed(seed);
+            }
             if let Some(n) = cfg.max_attempts {
                 s = s.max_attempts(n)?;
             }

@@ -15,4 +15,6 @@ pub use batch::BatchConfig;
 pub use endpoint::{Durability, EndpointConfig, RetryConfig};
 pub use overflow::Overflow;
 
+#[cfg(test)]
+pub(crate) use endpoint::strategy_seeded;
 pub(crate) use endpoint::{MAX_DURATION, redact_url, strategy};

@@ -180,6 +180,26 @@ impl Shared {
     /// The endpoint's counters, now. `events = delivered + dropped + dead_lettered + pending`.
     /// `unread` is how far its ring cursor is behind the head.
     pub fn snapshot(&self, unread: u64) -> EndpointSnapshot {
+        let metrics = Metrics {
+            rtt: self.rtt.summary(),
+            delivery_lag: self.lag.summary(),
+            ..self.counts(unread)
+        };
+        EndpointSnapshot {
+            name: self.name.clone(),
+            url: self.url.clone(),
+            config: self.view.clone(),
+            metrics,
+            health: crate::stats::Health {
+                disabled: self.disabled_reason.lock().clone(),
+                failed: self.failed.lock().clone(),
+                last_error: self.last_error.lock().clone(),
+            },
+        }
+    }
+
+    /// The counters without the latency summaries (cheap: no histogram is read).
+    pub fn counts(&self, unread: u64) -> Metrics {
         // Fates first, arrivals last.
         let delivered = self.delivered.get();
         let dead_lettered = self.dead_lettered.get();
@@ -188,7 +208,7 @@ impl Shared {
         let queued = self.queued.load(Ordering::Acquire);
         let events = self.events();
         let finished = delivered + dead_lettered + dropped.values().sum::<u64>();
-        let metrics = Metrics {
+        Metrics {
             events,
             pending: events.saturating_sub(finished),
             queued,
@@ -205,19 +225,7 @@ impl Shared {
             retries: self.retries.get(),
             statuses: self.statuses.iter().collect(),
             disabled: self.disabled.load(Ordering::Acquire),
-            rtt: self.rtt.summary(),
-            delivery_lag: self.lag.summary(),
-        };
-        EndpointSnapshot {
-            name: self.name.clone(),
-            url: self.url.clone(),
-            config: self.view.clone(),
-            metrics,
-            health: crate::stats::Health {
-                disabled: self.disabled_reason.lock().clone(),
-                failed: self.failed.lock().clone(),
-                last_error: self.last_error.lock().clone(),
-            },
+            ..Metrics::default()
         }
     }
 }

@@ -582,8 +582,23 @@ impl Endpoint {
         out.extend(self.backlog.drain(..));
         out
     }
+
+    /// How much it holds in memory: backlog, formed batches, requests, connections (tests).
+    #[cfg(test)]
+    pub(crate) fn sizes(&self) -> (usize, usize, usize, usize) {
+        let conns = self.conns.iter().flatten().count();
+        (
+            self.backlog.len(),
+            self.ready.len(),
+            self.flights.len(),
+            conns,
+        )
+    }
 }
 
 #[cfg(test)]
 #[path = "tests.rs"]
 pub(crate) mod tests;
+
+#[cfg(test)]
+mod sim;
