@@ -10,6 +10,7 @@ use mio::{Events, Poll};
 
 use super::*;
 use crate::http::TlsOptions;
+use crate::http::response::{MAX_HEAD, MAX_RESPONSE_BODY};
 use crate::testkit::{Receiver, ReceiverConfig, Reply};
 
 /// A safety net: every test ends far sooner unless something is broken.
@@ -55,20 +56,30 @@ impl Lp {
         .unwrap()
     }
 
-    /// Waits for one event or the conn's deadline (bounded by `until`), then drives it.
+    /// Waits for one event or the conn's deadline (bounded by `until`), then drives it, as
+    /// a worker does: a connection that wants to be driven again is, without waiting, and a
+    /// due deadline is handled whatever came.
     fn turn(&mut self, conn: &mut Conn, until: Instant) -> Progress {
         let now = Instant::now();
         assert!(
             now < until,
             "no outcome before the safety deadline: {conn:?}"
         );
-        let wait = conn.deadline().map_or(until, |d| d.min(until)) - now.min(until);
+        let wait = if conn.wants_drive() {
+            Duration::ZERO
+        } else {
+            conn.deadline().map_or(until, |d| d.min(until)) - now.min(until)
+        };
         self.poll.poll(&mut self.events, Some(wait)).unwrap();
         let now = Instant::now();
-        if self.events.iter().any(|e| e.token() == TOKEN) {
+        if conn.deadline().is_some_and(|d| now >= d) {
+            let p = conn.on_timer(now);
+            if !matches!(p, Progress::Pending) {
+                return p;
+            }
+        }
+        if conn.wants_drive() || self.events.iter().any(|e| e.token() == TOKEN) {
             conn.on_event(self.poll.registry(), now)
-        } else if conn.deadline().is_some_and(|d| now >= d) {
-            conn.on_timer(now)
         } else {
             Progress::Pending
         }

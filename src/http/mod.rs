@@ -7,6 +7,7 @@
 pub(crate) mod conn;
 mod envelope;
 mod request;
+pub(crate) mod response;
 mod signing;
 mod sink;
 #[allow(dead_code)]
