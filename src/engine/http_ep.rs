@@ -345,7 +345,8 @@ impl HttpEp {
 
     /// Takes events, forms batches, starts requests. Returns whether anything moved.
     pub fn pump(&mut self, src: &mut Source, io: &mut Io<'_>) -> bool {
-        let mut progress = self.relieve(src, io);
+        let mut progress = self.redrive(io);
+        progress |= self.relieve(src, io);
         progress |= self.read_log(src, io);
         if let Some(t) = self.not_before
             && io.now >= t
@@ -722,6 +723,19 @@ impl HttpEp {
         };
         let progress = c.on_event(io.registry, io.now);
         self.settle(i, progress, io);
+    }
+
+    /// Drives again the connections whose last drive stopped at its budget (mio reports
+    /// them no more). Returns whether there was one, so the worker does not sleep.
+    fn redrive(&mut self, io: &mut Io<'_>) -> bool {
+        let mut any = false;
+        for i in 0..self.conns.len() {
+            if self.conns[i].as_ref().is_some_and(Conn::wants_drive) {
+                any = true;
+                self.on_io(i, io);
+            }
+        }
+        any
     }
 
     /// A timer fired: time out what is overdue.
