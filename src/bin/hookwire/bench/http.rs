@@ -221,7 +221,12 @@ pub(crate) fn isolation(ctx: &Ctx) -> Result<Values, Error> {
 /// then a chunk-size line that never ends, as fast as the socket takes it (issue 9).
 pub(crate) fn isolation_hostile(ctx: &Ctx) -> Result<Values, Error> {
     let hostile = Hostile::endless_chunk_size()?;
-    let mut v = beside(ctx, "isolation_hostile", "beside_hostile_per_s", &hostile.url())?;
+    let mut v = beside(
+        ctx,
+        "isolation_hostile",
+        "beside_hostile_per_s",
+        &hostile.url(),
+    )?;
     let st = hostile.stats();
     v.put("hostile_requests", st.requests as f64)
         .put("hostile_bytes_written", st.bytes_written as f64);
