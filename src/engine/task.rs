@@ -194,7 +194,18 @@ impl Task {
                 }
                 n > 0
             }
-            Kind::Http(h) => h.ep.pump(&mut self.src, io.now),
+            Kind::Http(h) => {
+                // A connection that stopped at its drive budget gets no new socket event
+                // (edge-triggered): it is driven again here, every turn, until it is through.
+                let mut progress = false;
+                for conn in 0..h.conns.len() {
+                    if h.conns[conn].as_ref().is_some_and(Conn::wants_drive) {
+                        progress = true;
+                        h.on_io(conn, io);
+                    }
+                }
+                progress | h.ep.pump(&mut self.src, io.now)
+            }
             Kind::Failed(hook, why) => {
                 let (shared, hook, why) = (&self.shared, hook.as_ref(), why.as_str());
                 if shared.is_durable() {
@@ -224,26 +235,7 @@ impl Task {
         let Kind::Http(h) = &mut self.kind else {
             return false;
         };
-        let Some(Some(c)) = h.conns.get_mut(conn) else {
-            return false;
-        };
-        let was_up = c.is_established();
-        let progress = c.on_event(io.registry, io.now);
-        if !was_up && c.is_established() {
-            h.ep.handle_connected(conn, io.now);
-        }
-        match progress {
-            Progress::Done(resp) => h.ep.handle_response(conn, resp, io.now),
-            Progress::Failed(e) => {
-                let stale = c.failed_stale();
-                h.ep.handle_failure(conn, e, stale, io.now);
-            }
-            Progress::Pending => {
-                if c.is_dead() {
-                    h.ep.handle_closed(conn, io.now);
-                }
-            }
-        }
+        h.on_io(conn, io);
         true
     }
 
@@ -512,6 +504,15 @@ impl Http {
         }
         // `start` does no I/O, and an edge-triggered socket that is already writable will not
         // say so again: drive it now.
+        self.on_io(conn, io);
+    }
+
+    /// Drives connection `conn` (a socket event, a re-drive, or a request just started) and
+    /// tells the endpoint what came of it.
+    fn on_io(&mut self, conn: usize, io: &mut Io<'_>) {
+        let Some(Some(c)) = self.conns.get_mut(conn) else {
+            return;
+        };
         let was_up = c.is_established();
         let progress = c.on_event(io.registry, io.now);
         if !was_up && c.is_established() {
@@ -523,7 +524,11 @@ impl Http {
                 let stale = c.failed_stale();
                 self.ep.handle_failure(conn, e, stale, io.now);
             }
-            Progress::Pending => {}
+            Progress::Pending => {
+                if c.is_dead() {
+                    self.ep.handle_closed(conn, io.now);
+                }
+            }
         }
     }
 }

@@ -3,47 +3,50 @@
 //! A [`Conn`] is one TCP connection (plus TLS for `https`) carrying at most one request at a
 //! time, kept alive between requests. It never blocks and never sleeps: the loop calls
 //! [`Conn::on_event`] when the socket's token fires, and [`Conn::on_timer`] when
-//! [`Conn::deadline`] has passed. The socket is edge-triggered, so every call reads and writes
-//! until the kernel says `WouldBlock`.
+//! [`Conn::deadline`] has passed.
 //!
-//! The HTTP/1.1 rules (request framing, response head parsing, `Content-Length`, chunked and
-//! close-delimited bodies, 1xx answers, and whether the connection may be reused) come from
-//! `ureq-proto`, ureq's Sans-IO core: it works over byte buffers, which is what a
-//! non-blocking loop has. Its `Call` is prepared and written into a reused head buffer when a
-//! request starts; the body is written straight from the caller's `Vec` (the call is told with
-//! `consume_direct_write`), so the call reaches `RecvResponse` at once and the bytes drain to
-//! the socket at the socket's pace. Response bytes are fed to it as they arrive.
+//! It is the I/O half of the client: it owns the [`Transport`] (the socket, and rustls), the
+//! request's bytes, and the timers. The protocol half, reading the response, is a
+//! [`ResponseReader`] (`response.rs`), which sees only byte slices. The request's
+//! `ureq-proto` `Call` is prepared and written into a reused head buffer when a request
+//! starts; the body is written straight from the caller's `Vec` (the call is told with
+//! `consume_direct_write`), so the call waits for the response at once and the bytes drain
+//! to the socket at the socket's pace.
 //!
 //! TLS is `rustls::ClientConnection` over the same socket (`read_tls`/`write_tls`); the
 //! handshake is driven by the same events, and counts against the connect timeout.
 //!
-//! Bounds: a response head over 64 KiB is an error; a response body over 64 KiB is not read
-//! past that point: the status is still reported, but the connection is not reused. The request
-//! timeout covers everything from [`Conn::start`] to the last byte of the response, connecting
-//! included if the request was queued while connecting.
+//! **A bounded share of the loop.** One `on_event` moves at most [`DRIVE_BUDGET`] bytes (read
+//! and written together). The socket is edge-triggered: mio reports it again only after it
+//! said `WouldBlock`, so a connection that stopped at its budget says so
+//! ([`Conn::wants_drive`]) and its owner calls `on_event` again on the next loop turn, after
+//! the other connections, endpoints and timers had theirs. A server that sends without end
+//! therefore cannot keep its worker from anything else, and the request timeout fires.
+//!
+//! Bounds: the response is read within the reader's bounds (64 KiB of head, 64 KiB of body,
+//! 8 KiB of an unfinished chunked-body line): a head or line past its bound fails the request
+//! with a typed error; a body past its bound is not read further: the status is still
+//! reported, but the connection is not reused. The request timeout covers everything from
+//! [`Conn::start`] to the last byte of the response, connecting included if the request was
+//! queued while connecting, however slowly the bytes come.
 
 use std::io;
-use std::mem;
 use std::time::{Duration, Instant};
 
 use mio::{Registry, Token};
-use ureq_proto::BodyMode;
-use ureq_proto::client::state::{Cleanup, RecvBody, RecvResponse};
-use ureq_proto::client::{Call, RecvBodyResult, RecvResponseResult};
 
 use super::request::RequestHead;
+use super::response::{Answer, Fed, ResponseReader};
 use super::target::Target;
 use super::transport::{Got, Transport};
 use crate::Error;
 
-/// A response head larger than this is refused.
-const MAX_HEAD: usize = 64 * 1024;
-/// At most this much response body is read; a longer one costs the connection.
-pub(crate) const MAX_RESPONSE_BODY: usize = 64 * 1024;
-/// Raw (chunk-framed) body bytes allowed beyond [`MAX_RESPONSE_BODY`] for chunk headers.
-const MAX_FRAMING: usize = 16 * 1024;
 /// One socket read.
 const CHUNK: usize = 16 * 1024;
+/// Bytes one [`Conn::on_event`] may move (read and written together) before it hands the
+/// loop back: enough for any webhook answer and a large part of a request, small enough that
+/// a worker's other endpoints and timers wait well under a millisecond for it.
+pub(crate) const DRIVE_BUDGET: usize = 256 * 1024;
 
 /// How long each stage of a connection's life may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,25 +84,12 @@ pub(crate) enum Progress {
     Failed(Error),
 }
 
-/// The protocol state of the request in flight.
-enum Phase {
-    Head(Call<RecvResponse>),
-    Body(Call<RecvBody>),
-    /// Only while moving between the two.
-    Gone,
-}
-
 /// The request in flight.
 struct Exchange {
-    phase: Phase,
+    reader: ResponseReader,
     deadline: Instant,
     /// Any response byte (plaintext) arrived.
     got_byte: bool,
-    status: u16,
-    retry_after: Option<String>,
-    /// Body bytes after decoding, and the raw bytes they came in.
-    body: usize,
-    raw: usize,
 }
 
 /// One TCP (+TLS) connection to a [`Target`], carrying at most one request at a time.
@@ -128,13 +118,13 @@ pub(crate) struct Conn {
     /// The request body, and how much of it was written.
     body: Vec<u8>,
     body_sent: usize,
-    /// Received plaintext not yet consumed by the protocol.
-    inbuf: Vec<u8>,
     /// Requests answered on this connection.
     served: u64,
     stale: bool,
     /// A response completed during the current `on_event`, to return at its end.
     done: Option<Response>,
+    /// The last `on_event` stopped at its budget, maybe before `WouldBlock`.
+    more: bool,
 }
 
 impl std::fmt::Debug for Conn {
@@ -145,15 +135,13 @@ impl std::fmt::Debug for Conn {
             .field("connected", &self.io.is_connected())
             .field("dead", &self.dead)
             .field("busy", &self.req.is_some())
+            .field(
+                "buffered",
+                &self.req.as_ref().map_or(0, |r| r.reader.buffered()),
+            )
             .field("served", &self.served)
+            .field("wants_drive", &self.more)
             .finish_non_exhaustive()
-    }
-}
-
-fn protocol_error(what: impl std::fmt::Display) -> Error {
-    Error::Io {
-        kind: io::ErrorKind::InvalidData,
-        message: format!("bad HTTP response: {what}"),
     }
 }
 
@@ -185,10 +173,10 @@ impl Conn {
             head_sent: 0,
             body: Vec::new(),
             body_sent: 0,
-            inbuf: Vec::new(),
             served: 0,
             stale: false,
             done: None,
+            more: false,
         })
     }
 
@@ -232,26 +220,22 @@ impl Conn {
         self.body = body;
         self.body_sent = 0;
         self.head_sent = 0;
-        self.inbuf.clear();
         self.stale = false;
         self.idle_deadline = None;
         self.req = Some(Exchange {
-            phase: Phase::Head(call),
+            reader: ResponseReader::new(call),
             deadline: now + self.timeouts.request,
             got_byte: false,
-            status: 0,
-            retry_after: None,
-            body: 0,
-            raw: 0,
         });
         Ok(())
     }
 
-    /// Drives the connection after a mio event for its token: connect completion (falling
-    /// back to the next address through `registry` if this one failed), TLS handshake,
-    /// writing the request until `WouldBlock`, reading until `WouldBlock`. Returns `Done` once
-    /// the whole response (head and body) is read, `Failed` if the pending request failed.
-    /// Spurious calls are harmless.
+    /// Drives the connection after a mio event for its token (or again, while
+    /// [`wants_drive`](Conn::wants_drive)): connect completion (falling back to the next
+    /// address through `registry` if this one failed), TLS handshake, writing the request,
+    /// reading the response, until the socket says `WouldBlock` or [`DRIVE_BUDGET`] bytes
+    /// moved. Returns `Done` once the whole response (head and body) is read, `Failed` if the
+    /// pending request failed. Spurious calls are harmless. Never blocks.
     pub fn on_event(&mut self, registry: &Registry, now: Instant) -> Progress {
         let result = self.drive(registry, now);
         match (self.done.take(), result) {
@@ -267,18 +251,31 @@ impl Conn {
         }
     }
 
+    /// Whether the last [`on_event`](Conn::on_event) stopped because its budget ran out,
+    /// before the socket said `WouldBlock`: mio will not report this socket again until it
+    /// has, so the owner must call `on_event` again on its next loop turn (and not sleep
+    /// while any connection wants it). False once the connection is dead.
+    pub fn wants_drive(&self) -> bool {
+        self.more && !self.dead
+    }
+
     fn drive(&mut self, registry: &Registry, now: Instant) -> Result<(), Error> {
+        self.more = false;
         if self.dead || !self.io.poll_connect(registry)? {
             return Ok(());
         }
+        let mut budget = DRIVE_BUDGET;
         loop {
-            let (taken, wrote) = self
-                .io
-                .send(&self.head[self.head_sent..], &self.body[self.body_sent..])?;
-            let head_left = self.head.len() - self.head_sent;
+            let head = &self.head[self.head_sent..];
+            let head = &head[..head.len().min(budget)];
+            let body = &self.body[self.body_sent..];
+            let body = &body[..body.len().min(budget - head.len())];
+            let (taken, wrote) = self.io.send(head, body)?;
+            let head_left = head.len();
             self.head_sent += taken.min(head_left);
             self.body_sent += taken.saturating_sub(head_left);
-            let read = self.read_all(now)?;
+            budget -= taken.min(budget);
+            let read = self.read_all(now, &mut budget)?;
             if self.dead {
                 return Ok(());
             }
@@ -286,183 +283,86 @@ impl Conn {
                 // Just connected (and handshaken) with nothing to send.
                 self.idle_deadline = Some(now + self.timeouts.idle);
             }
+            if budget == 0 {
+                // Maybe more to read or write, and no event will say so: come back.
+                self.more = true;
+                return Ok(());
+            }
             if !(wrote || read) {
                 return Ok(());
             }
         }
     }
 
-    /// Reads until `WouldBlock`, end of stream, or a dead connection, feeding the protocol.
-    /// Returns whether anything was read.
-    fn read_all(&mut self, now: Instant) -> Result<bool, Error> {
+    /// Reads until `WouldBlock`, end of stream, a dead connection, or the end of `budget`
+    /// (which it spends), feeding the response reader. Returns whether anything was read.
+    fn read_all(&mut self, now: Instant, budget: &mut usize) -> Result<bool, Error> {
         let mut buf = [0u8; CHUNK];
         let mut progressed = false;
-        while !self.dead {
-            match self.io.read(&mut buf)? {
+        while !self.dead && *budget > 0 {
+            let before = self.io.received();
+            let got = self.io.read(&mut buf[..CHUNK.min(*budget)])?;
+            let raw = usize::try_from(self.io.received() - before).unwrap_or(usize::MAX);
+            match got {
                 Got::WouldBlock => break,
                 Got::Eof => {
-                    self.on_eof()?;
+                    self.on_eof(now)?;
                     progressed = true;
                     break;
                 }
+                Got::Again => {
+                    progressed = true;
+                    *budget -= raw.max(1).min(*budget);
+                }
                 Got::Data(n) => {
                     progressed = true;
-                    if self.req.is_none() {
+                    *budget -= raw.max(n).min(*budget);
+                    let Some(ex) = self.req.as_mut() else {
                         // Bytes nobody asked for (a server's parting 408, say): the stream
                         // cannot be trusted for another request.
                         self.die();
                         break;
+                    };
+                    ex.got_byte = true;
+                    if let Fed::Done(answer) = ex.reader.feed(&buf[..n])? {
+                        self.complete(answer, now);
                     }
-                    self.inbuf.extend_from_slice(&buf[..n]);
-                    self.consume(now)?;
                 }
             }
         }
         Ok(progressed)
     }
 
-    /// The peer closed its side.
-    fn on_eof(&mut self) -> Result<(), Error> {
+    /// The peer closed its side: the end of a close-delimited body, or a broken exchange.
+    fn on_eof(&mut self, now: Instant) -> Result<(), Error> {
         let Some(ex) = self.req.as_mut() else {
             self.die();
             return Ok(());
         };
-        let ended = match &ex.phase {
-            Phase::Body(call) => {
-                matches!(call.body_mode(), BodyMode::CloseDelimited) || call.is_ended_chunked()
-            }
-            _ => false,
-        };
-        if ended {
-            self.over_limit();
-            return Ok(());
-        }
-        Err(Error::Io {
-            kind: io::ErrorKind::UnexpectedEof,
-            message: "the server closed the connection before the response was complete".into(),
-        })
-    }
-
-    /// Feeds `inbuf` to the protocol.
-    fn consume(&mut self, now: Instant) -> Result<(), Error> {
-        let mut out = [0u8; CHUNK];
-        let Some(ex) = self.req.as_mut() else {
-            return Ok(());
-        };
-        ex.got_byte = true;
-        loop {
-            match mem::replace(&mut ex.phase, Phase::Gone) {
-                Phase::Head(mut call) => {
-                    let (used, resp) = call
-                        .try_response(&self.inbuf, false)
-                        .map_err(protocol_error)?;
-                    if used > MAX_HEAD {
-                        return Err(protocol_error("head larger than 64 KiB"));
-                    }
-                    self.inbuf.drain(..used);
-                    let Some(resp) = resp else {
-                        ex.phase = Phase::Head(call);
-                        if used > 0 {
-                            continue; // a 1xx answer was skipped
-                        }
-                        if self.inbuf.len() > MAX_HEAD {
-                            return Err(protocol_error("head larger than 64 KiB"));
-                        }
-                        return Ok(());
-                    };
-                    ex.status = resp.status().as_u16();
-                    ex.retry_after = resp
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
-                    match call.proceed() {
-                        Some(RecvResponseResult::RecvBody(call)) => ex.phase = Phase::Body(call),
-                        Some(RecvResponseResult::Redirect(call)) => {
-                            return self.complete(call.proceed(), now);
-                        }
-                        Some(RecvResponseResult::Cleanup(call)) => return self.complete(call, now),
-                        None => return Err(protocol_error("incomplete response head")),
-                    }
-                }
-                Phase::Body(mut call) => {
-                    if matches!(call.body_mode(), BodyMode::CloseDelimited) {
-                        // The body ends when the server closes: count it, never reuse.
-                        ex.body += self.inbuf.len();
-                        self.inbuf.clear();
-                        ex.phase = Phase::Body(call);
-                        if ex.body > MAX_RESPONSE_BODY {
-                            self.over_limit();
-                        }
-                        return Ok(());
-                    }
-                    // Never decode more than one byte past the bound.
-                    let room = (MAX_RESPONSE_BODY + 1)
-                        .saturating_sub(ex.body)
-                        .min(out.len());
-                    let (used, produced) = call
-                        .read(&self.inbuf, &mut out[..room])
-                        .map_err(protocol_error)?;
-                    self.inbuf.drain(..used);
-                    ex.body += produced;
-                    ex.raw += used;
-                    if ex.body > MAX_RESPONSE_BODY || ex.raw > MAX_RESPONSE_BODY + MAX_FRAMING {
-                        self.over_limit();
-                        return Ok(());
-                    }
-                    if call.can_proceed() {
-                        return match call.proceed() {
-                            Some(RecvBodyResult::Cleanup(c)) => self.complete(c, now),
-                            Some(RecvBodyResult::Redirect(c)) => self.complete(c.proceed(), now),
-                            None => Err(protocol_error("incomplete response body")),
-                        };
-                    }
-                    ex.phase = Phase::Body(call);
-                    if used == 0 {
-                        return Ok(());
-                    }
-                }
-                Phase::Gone => return Err(protocol_error("internal state lost")),
-            }
-        }
-    }
-
-    /// The response is complete.
-    fn complete(&mut self, call: Call<Cleanup>, now: Instant) -> Result<(), Error> {
-        let Some(ex) = self.req.as_mut() else {
-            return Ok(());
-        };
-        let sent_all = self.head_sent == self.head.len() && self.body_sent == self.body.len();
-        let resp = Response {
-            status: ex.status,
-            retry_after: ex.retry_after.take(),
-            // Bytes after the response, or a request not fully sent, leave the stream in a
-            // state no next request can start from.
-            keep_alive: !call.must_close_connection() && sent_all && self.inbuf.is_empty(),
-        };
-        let idle = resp.keep_alive.then(|| now + self.timeouts.idle);
-        self.finish(resp, idle);
+        let answer = ex.reader.eof()?;
+        self.complete(answer, now);
+        self.die();
         Ok(())
     }
 
-    /// The body outgrew its bound, or ended with the connection: report the status, give up
-    /// the connection.
-    fn over_limit(&mut self) {
-        if let Some(ex) = self.req.as_mut() {
-            let resp = Response {
-                status: ex.status,
-                retry_after: ex.retry_after.take(),
-                keep_alive: false,
-            };
-            self.finish(resp, None);
-        }
+    /// The response is read (as far as its bounds allow).
+    fn complete(&mut self, answer: Answer, now: Instant) {
+        // A request not fully sent leaves the stream in a state no next request can start
+        // from (the server answered early).
+        let sent_all = self.head_sent == self.head.len() && self.body_sent == self.body.len();
+        let resp = Response {
+            status: answer.status,
+            retry_after: answer.retry_after,
+            keep_alive: answer.reusable && sent_all,
+        };
+        let idle = resp.keep_alive.then(|| now + self.timeouts.idle);
+        self.finish(resp, idle);
     }
 
     /// Ends the exchange with `resp`: idle until `idle` if reusable, else dead.
     fn finish(&mut self, resp: Response, idle: Option<Instant>) {
         self.req = None;
         self.served += 1;
-        self.inbuf.clear();
         self.idle_deadline = idle;
         if idle.is_none() {
             self.die();

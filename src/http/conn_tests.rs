@@ -10,6 +10,7 @@ use mio::{Events, Poll};
 
 use super::*;
 use crate::http::TlsOptions;
+use crate::http::response::{MAX_HEAD, MAX_RESPONSE_BODY};
 use crate::testkit::{Receiver, ReceiverConfig, Reply};
 
 /// A safety net: every test ends far sooner unless something is broken.
@@ -55,20 +56,30 @@ impl Lp {
         .unwrap()
     }
 
-    /// Waits for one event or the conn's deadline (bounded by `until`), then drives it.
+    /// Waits for one event or the conn's deadline (bounded by `until`), then drives it, as
+    /// a worker does: a connection that wants to be driven again is, without waiting, and a
+    /// due deadline is handled whatever came.
     fn turn(&mut self, conn: &mut Conn, until: Instant) -> Progress {
         let now = Instant::now();
         assert!(
             now < until,
             "no outcome before the safety deadline: {conn:?}"
         );
-        let wait = conn.deadline().map_or(until, |d| d.min(until)) - now.min(until);
+        let wait = if conn.wants_drive() {
+            Duration::ZERO
+        } else {
+            conn.deadline().map_or(until, |d| d.min(until)) - now.min(until)
+        };
         self.poll.poll(&mut self.events, Some(wait)).unwrap();
         let now = Instant::now();
-        if self.events.iter().any(|e| e.token() == TOKEN) {
+        if conn.deadline().is_some_and(|d| now >= d) {
+            let p = conn.on_timer(now);
+            if !matches!(p, Progress::Pending) {
+                return p;
+            }
+        }
+        if conn.wants_drive() || self.events.iter().any(|e| e.token() == TOKEN) {
             conn.on_event(self.poll.registry(), now)
-        } else if conn.deadline().is_some_and(|d| now >= d) {
-            conn.on_timer(now)
         } else {
             Progress::Pending
         }
@@ -677,4 +688,188 @@ fn tls_with_a_private_ca_without_it_and_insecure() {
     let mut conn = lp.connect(&Target::parse(&url, &insecure).unwrap(), timeouts());
     assert_eq!(done(lp.post(&mut conn, "f")).status, 200);
     assert_eq!(r.stats().requests, requests + 1);
+}
+
+// Hostile servers (issue 9): every one ends in a bounded outcome, promptly.
+
+fn hostile_conn(lp: &Lp, h: &crate::testkit::Hostile, t: Timeouts) -> Conn {
+    lp.connect(&target(&h.url()), t)
+}
+
+fn invalid_data(err: &Error) -> &str {
+    match err {
+        Error::Io {
+            kind: io::ErrorKind::InvalidData,
+            message,
+        } => message,
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_endless_chunk_size_line_fails_with_a_typed_error() {
+    let h = crate::testkit::Hostile::endless_chunk_size().unwrap();
+    let mut lp = Lp::new();
+    let mut conn = hostile_conn(&lp, &h, timeouts());
+    let started = Instant::now();
+    let err = failed(lp.post(&mut conn, "a"));
+    assert!(invalid_data(&err).contains("line"), "{err}");
+    assert!(conn.is_dead() && !conn.failed_stale());
+    // Long before the request timeout: the line bound, not a timer, ended it.
+    assert!(
+        started.elapsed() < timeouts().request,
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn an_endless_chunk_body_reports_the_status_and_costs_the_connection() {
+    let h = crate::testkit::Hostile::endless_chunk_body().unwrap();
+    let mut lp = Lp::new();
+    let mut conn = hostile_conn(&lp, &h, timeouts());
+    let resp = done(lp.post(&mut conn, "a"));
+    assert_eq!((resp.status, resp.keep_alive), (200, false));
+    assert!(conn.is_dead());
+}
+
+#[test]
+fn a_100_mb_body_is_cut_at_the_bound_without_being_transferred() {
+    const LEN: u64 = 100_000_000;
+    let h = crate::testkit::Hostile::large_body(LEN).unwrap();
+    let mut lp = Lp::new();
+    let mut conn = hostile_conn(&lp, &h, timeouts());
+    let resp = done(lp.post(&mut conn, "a"));
+    assert_eq!((resp.status, resp.keep_alive), (200, false));
+    assert!(conn.is_dead());
+    conn.close(lp.poll.registry());
+    // The server's writer ends at its first failed write after the close.
+    h.shutdown();
+    let sent = h.stats().bytes_written;
+    assert!(sent < LEN / 4, "{sent} bytes went out: the client read on");
+}
+
+#[test]
+fn ten_thousand_headers_pass_the_head_bound() {
+    let h = crate::testkit::Hostile::many_headers(10_000).unwrap();
+    let mut lp = Lp::new();
+    let mut conn = hostile_conn(&lp, &h, timeouts());
+    let err = failed(lp.post(&mut conn, "a"));
+    assert!(invalid_data(&err).contains("head passed 65536"), "{err}");
+    assert!(conn.is_dead());
+}
+
+#[test]
+fn informational_answers_before_the_answer_keep_the_connection() {
+    let h = crate::testkit::Hostile::informational().unwrap();
+    let mut lp = Lp::new();
+    let mut conn = hostile_conn(&lp, &h, timeouts());
+    for id in ["a", "b"] {
+        let resp = done(lp.post(&mut conn, id));
+        assert_eq!((resp.status, resp.keep_alive), (201, true));
+    }
+    assert_eq!((h.stats().connections, h.stats().requests), (1, 2));
+}
+
+#[test]
+fn a_close_delimited_body_ends_with_the_connection() {
+    let h = crate::testkit::Hostile::close_delimited(3000).unwrap();
+    let mut lp = Lp::new();
+    let mut conn = hostile_conn(&lp, &h, timeouts());
+    let resp = done(lp.post(&mut conn, "a"));
+    assert_eq!((resp.status, resp.keep_alive), (200, false));
+    assert!(conn.is_dead());
+}
+
+#[test]
+fn a_trickle_fails_at_the_request_timeout() {
+    // 40 bytes, one per 100 ms: the whole answer would take 4 s.
+    let h = crate::testkit::Hostile::trickle(Duration::from_millis(100)).unwrap();
+    let mut lp = Lp::new();
+    let request = Duration::from_millis(500);
+    let mut conn = hostile_conn(
+        &lp,
+        &h,
+        Timeouts {
+            request,
+            ..timeouts()
+        },
+    );
+    let started = Instant::now();
+    conn.start(&JSON, body("a"), started).unwrap();
+    let err = failed(lp.run(&mut conn));
+    let took = started.elapsed();
+    assert!(
+        matches!(err, Error::Timeout { waiting_for: "response", after } if after == request),
+        "{err:?}"
+    );
+    // At the timeout, not when the bytes stop: the margin (1.5 s) is for a loaded machine;
+    // the answer itself would have ended at 4 s.
+    assert!(took >= request && took < request * 4, "{took:?}");
+}
+
+#[test]
+fn a_stalled_tls_handshake_fails_at_the_connect_timeout() {
+    let h = crate::testkit::Hostile::silent().unwrap();
+    let insecure = TlsOptions {
+        ca_pem: None,
+        insecure: true,
+    };
+    let t = Target::parse(&format!("https://{}/hook", h.addr()), &insecure).unwrap();
+    let mut lp = Lp::new();
+    let connect = Duration::from_millis(300);
+    let started = Instant::now();
+    let mut conn = lp.connect(
+        &t,
+        Timeouts {
+            connect,
+            ..timeouts()
+        },
+    );
+    conn.start(&JSON, body("a"), started).unwrap();
+    let err = failed(lp.run(&mut conn));
+    let took = started.elapsed();
+    assert!(
+        matches!(err, Error::Timeout { waiting_for: "connect", after } if after == connect),
+        "{err:?}"
+    );
+    // TCP connected at once; the handshake is what never finished.
+    assert!(took >= connect && took < timeouts().request, "{took:?}");
+    assert_eq!((h.stats().connections, h.stats().requests), (1, 0));
+}
+
+#[test]
+fn one_drive_moves_at_most_its_budget_and_asks_for_another() {
+    let r = Receiver::start(ReceiverConfig::new()).unwrap();
+    let mut lp = Lp::new();
+    let mut conn = lp.connect(&target(&r.url()), timeouts());
+    lp.until(&mut conn, Conn::is_idle);
+    let body = big_body("big");
+    let len = body.len();
+    conn.start(&JSON, body, Instant::now()).unwrap();
+    let until = Instant::now() + SAFETY;
+    let mut drives = 0;
+    let mut budget_ends = 0;
+    let mut p = Progress::Pending;
+    while matches!(p, Progress::Pending) {
+        let before = conn.head_sent + conn.body_sent;
+        p = if drives == 0 {
+            conn.on_event(lp.poll.registry(), Instant::now())
+        } else {
+            lp.turn(&mut conn, until)
+        };
+        drives += 1;
+        let moved = conn.head_sent + conn.body_sent - before;
+        assert!(moved <= DRIVE_BUDGET, "{moved} bytes in one drive");
+        budget_ends += usize::from(conn.wants_drive());
+    }
+    assert_eq!(done(p).status, 200);
+    assert!(
+        drives > len / DRIVE_BUDGET,
+        "{drives} drives for {len} bytes"
+    );
+    // Loopback socket buffers grow to megabytes, so some drive stops at its budget (not at
+    // `WouldBlock`), and the re-drive without an event is what finishes the request.
+    assert!(budget_ends > 0, "the budget never ran out");
+    assert_eq!(r.ids(), ["big"]);
 }

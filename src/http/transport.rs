@@ -3,8 +3,10 @@
 //!
 //! It knows nothing of HTTP. It connects (falling back through the target's addresses),
 //! carries the TLS handshake along with whatever is written and read, and turns the socket's
-//! and rustls' results into three answers: data, end of stream, or `WouldBlock`. Every call
-//! goes until the kernel says `WouldBlock`, as an edge-triggered registration needs.
+//! and rustls' results into answers: data, end of stream, `WouldBlock`, or (TLS) "records
+//! came but no plaintext yet, call again". A read call does a bounded amount of work; the
+//! caller reads until `WouldBlock` (as an edge-triggered registration needs) or until its own
+//! budget for the loop turn is spent.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -33,6 +35,9 @@ pub(crate) enum Got {
     Eof,
     /// Nothing more for now.
     WouldBlock,
+    /// TLS records worth about one buffer were read and gave no plaintext yet (handshake
+    /// messages, alerts, empty records): call again. Keeps one call's work bounded.
+    Again,
 }
 
 /// A registered, non-blocking TCP (+TLS) connection.
@@ -44,6 +49,8 @@ pub(crate) struct Transport {
     addr: usize,
     tls: Option<ClientConnection>,
     connected: bool,
+    /// Bytes read from the socket so far (TLS records included).
+    received: u64,
 }
 
 impl Transport {
@@ -65,12 +72,18 @@ impl Transport {
             addr,
             tls,
             connected: false,
+            received: 0,
         })
     }
 
     /// The address connected to (or being tried).
     pub fn addr(&self) -> SocketAddr {
         self.addrs[self.addr]
+    }
+
+    /// Bytes read from the socket so far, TLS records included (for read budgets).
+    pub fn received(&self) -> u64 {
+        self.received
     }
 
     /// Whether TCP is connected. Handshaking may still be going on.
@@ -164,18 +177,24 @@ impl Transport {
     }
 
     /// Reads plaintext into `buf`: from what rustls has decrypted, else from the socket.
+    /// Reads at most about `buf.len()` bytes from the socket per call (`Got::Again` when
+    /// those were all TLS records without plaintext).
     pub fn read(&mut self, buf: &mut [u8]) -> Result<Got, Error> {
         let Some(tls) = &mut self.tls else {
             return loop {
                 match self.sock.read(buf) {
                     Ok(0) => break Ok(Got::Eof),
-                    Ok(n) => break Ok(Got::Data(n)),
+                    Ok(n) => {
+                        self.received += n as u64;
+                        break Ok(Got::Data(n));
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(Got::WouldBlock),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => break Err(io_error(&e, "receive")),
                 }
             };
         };
+        let mut records = 0;
         loop {
             match tls.reader().read(buf) {
                 Ok(0) => return Ok(Got::Eof),
@@ -184,8 +203,15 @@ impl Transport {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(io_error(&e, "TLS receive")),
             }
+            if records >= buf.len() {
+                // A peer sending records that never carry data must not hold the loop.
+                return Ok(Got::Again);
+            }
             match tls.read_tls(&mut self.sock) {
-                Ok(_) => {}
+                Ok(n) => {
+                    records += n;
+                    self.received += n as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Got::WouldBlock),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(io_error(&e, "receive")),

@@ -1,9 +1,12 @@
-//! A loopback webhook receiver with fault injection, shared by tests, benches and the CLI.
+//! A loopback webhook receiver with fault injection, and a scripted server that misbehaves
+//! at the byte level ([`Hostile`]), shared by tests, benches and the CLI.
 
 mod conn;
+mod hostile;
 mod plan;
 mod receiver;
 mod tls;
 
+pub use hostile::{Behaviour, Hostile, HostileStats};
 pub use plan::{ReceiverConfig, Reply};
 pub use receiver::*;

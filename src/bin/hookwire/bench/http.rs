@@ -1,4 +1,5 @@
-//! The HTTP scenarios: `http_1`, `http_outage`, `http_batch` and `isolation`.
+//! The HTTP scenarios: `http_1`, `http_outage`, `http_batch`, `isolation` and
+//! `isolation_hostile`.
 //!
 //! Each publishes the peer's manifest-push events (built before the clock starts, 1,158-byte
 //! bodies) to one endpoint and stops the clock when the receiver has counted every id: the
@@ -13,7 +14,7 @@ use hookwire::endpoint::{BatchConfig, EndpointConfig};
 use hookwire::engine::Dispatcher;
 use hookwire::sink::Overflow;
 use hookwire::stats::Metrics;
-use hookwire::testkit::{Receiver, ReceiverConfig};
+use hookwire::testkit::{Hostile, Receiver, ReceiverConfig};
 use hookwire::{Error, RawEvent};
 
 use super::event::{ManifestGen, PEER_BODY_BYTES};
@@ -212,14 +213,38 @@ pub(crate) fn batch(ctx: &Ctx, id: &'static str, max_in_flight: usize) -> Result
 /// `isolation`: on ONE worker, a healthy endpoint's rate beside an endpoint whose receiver
 /// never answers, against the same endpoint alone, in the same run.
 pub(crate) fn isolation(ctx: &Ctx) -> Result<Values, Error> {
+    let hanging = Receiver::start(ReceiverConfig::default().hang())?;
+    beside(ctx, "isolation", "beside_hanging_per_s", &hanging.url())
+}
+
+/// `isolation_hostile`: as `isolation`, but the neighbour's server answers `200`, chunked,
+/// then a chunk-size line that never ends, as fast as the socket takes it (issue 9).
+pub(crate) fn isolation_hostile(ctx: &Ctx) -> Result<Values, Error> {
+    let hostile = Hostile::endless_chunk_size()?;
+    let mut v = beside(
+        ctx,
+        "isolation_hostile",
+        "beside_hostile_per_s",
+        &hostile.url(),
+    )?;
+    let st = hostile.stats();
+    v.put("hostile_requests", st.requests as f64)
+        .put("hostile_bytes_written", st.bytes_written as f64);
+    Ok(v)
+}
+
+/// The healthy endpoint alone on one worker, then beside an endpoint delivering to
+/// `neighbour` (its rate reported as `key`), and the ratio.
+fn beside(ctx: &Ctx, id: &str, key: &'static str, neighbour: &str) -> Result<Values, Error> {
     let n = ctx.count(20_000);
+    let alone = format!("{id} (alone)");
     let solo = {
         let target = Target::open(ctx.target.as_deref(), ReceiverConfig::default())?;
         deliver(
             ctx,
             &target,
             Plan {
-                id: "isolation (alone)",
+                id: &alone,
                 n,
                 batch: 1,
                 max_in_flight: 1,
@@ -229,18 +254,18 @@ pub(crate) fn isolation(ctx: &Ctx) -> Result<Values, Error> {
             },
         )?
     };
+    let with = format!("{id} (beside)");
     let beside = {
-        let hanging = Receiver::start(ReceiverConfig::default().hang())?;
-        let mut dead = EndpointConfig::new("hanging", hanging.url());
-        dead.overflow = Overflow::DropOldest; // bounded: 10,000 held at most
+        let mut other = EndpointConfig::new("neighbour", neighbour);
+        other.overflow = Overflow::DropOldest; // bounded: 10,000 held at most
         let target = Target::open(ctx.target.as_deref(), ReceiverConfig::default())?;
         let plan = Plan {
-            id: "isolation (beside)",
+            id: &with,
             n,
             batch: 1,
             max_in_flight: 1,
             workers: Some(1),
-            beside: vec![dead],
+            beside: vec![other],
             outage: None,
         };
         deliver(ctx, &target, plan)?
@@ -248,7 +273,7 @@ pub(crate) fn isolation(ctx: &Ctx) -> Result<Values, Error> {
     let (a, b) = (solo.delivered_per_s(), beside.delivered_per_s());
     let mut v = Values::default();
     v.put("solo_per_s", a)
-        .put("beside_hanging_per_s", b)
+        .put(key, b)
         .put("ratio", b / a)
         .put("n", n as f64)
         .put("solo_lost", solo.lost(n) as f64)

@@ -185,6 +185,7 @@ pub(crate) fn run_scenario(id: &str, ctx: &Ctx) -> Result<Values, Error> {
         "http_batch" => http::batch(ctx, "http_batch", 1),
         "http_batch_inflight2" => http::batch(ctx, "http_batch_inflight2", 2),
         "isolation" => http::isolation(ctx),
+        "isolation_hostile" => http::isolation_hostile(ctx),
         "dead_endpoint_rss_N1" => rss::dead_endpoints(ctx, id, 1, 1_000_000),
         "dead_endpoint_rss_N4" => rss::dead_endpoints(ctx, id, 4, 1_000_000),
         "dead_endpoint_rss_N16" => rss::dead_endpoints(ctx, id, 16, 1_000_000),
@@ -333,6 +334,10 @@ mod tests {
         assert_eq!(
             keys("isolation"),
             ["solo_per_s", "beside_hanging_per_s", "ratio"]
+        );
+        assert_eq!(
+            keys("isolation_hostile"),
+            ["solo_per_s", "beside_hostile_per_s", "ratio"]
         );
     }
 

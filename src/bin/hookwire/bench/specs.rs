@@ -161,6 +161,19 @@ pub(crate) const SPECS: &[Spec] = &[
         ],
     },
     Spec {
+        id: "isolation_hostile",
+        desc: "healthy endpoint beside an endless chunk-size line on 1 worker, vs alone (20k)",
+        metrics: &[
+            m("solo_per_s", "healthy alone, delivered/s", 0),
+            m(
+                "beside_hostile_per_s",
+                "healthy beside an endless answer, delivered/s",
+                0,
+            ),
+            m("ratio", "beside / alone", 3),
+        ],
+    },
+    Spec {
         id: "dead_endpoint_rss_N1",
         desc: "1 hanging endpoint, cap 10k DropOldest, 1M published",
         metrics: DEAD,
