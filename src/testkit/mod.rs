@@ -3,6 +3,7 @@
 mod conn;
 mod plan;
 mod receiver;
+mod scan;
 mod tls;
 
 pub use plan::{ReceiverConfig, Reply};

@@ -2,10 +2,11 @@
 //! benchmark, and (later) the CLI.
 //!
 //! [`Receiver::start`] binds `127.0.0.1:0` and serves HTTP/1.1 with keep-alive, one thread per
-//! connection (see `conn.rs` for what it parses and refuses). For each request it decodes the
-//! `{"events":[...]}` envelope, takes each event's id, checks the Standard Webhooks signature
-//! when it was given secrets, and then follows its [`ReceiverConfig`]'s fault plan: a script
-//! of replies, a failing window, hangs, dropped connections, slow reads, delays.
+//! connection (see `conn.rs` for what it parses and refuses). For each request it scans the
+//! `{"events":[...]}` envelope for each event's id (`scan.rs`; with `strict_json`, it also
+//! parses the whole body), checks the Standard Webhooks signature when it was given secrets,
+//! and then follows its [`ReceiverConfig`]'s fault plan: a script of replies, a failing
+//! window, hangs, dropped connections, slow reads, delays.
 //!
 //! Its contract is on [`Receiver`], where rustdoc shows it (this module is private).
 //!
@@ -20,12 +21,13 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
-use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use super::conn::{Conn, Framing, Incoming, Request};
 use super::plan::{Fault, ReceiverConfig, Reply};
+use super::scan::{NotEnvelope, event_ids};
 use super::tls::{Stream, server_config};
-use crate::http::{decode_envelope, verify};
+use crate::http::verify;
 use crate::policy::Wakeup;
 
 /// What a [`Receiver`] has seen so far.
@@ -306,66 +308,32 @@ fn serve(stream: TcpStream, shared: &Shared) {
     }
 }
 
-/// An envelope whose events are all objects, read for their ids in one pass.
-#[derive(Deserialize)]
-struct FastEnvelope<'a> {
-    #[serde(borrow)]
-    events: Vec<IdProbe<'a>>,
-}
-
-/// A request's events: probed in one pass, or raw (some event is not an object).
-enum Events<'a> {
-    Probed(Vec<IdProbe<'a>>),
-    Raw(Vec<&'a serde_json::value::RawValue>),
-}
-
-#[derive(Deserialize)]
-struct IdProbe<'a> {
-    #[serde(borrow, default)]
-    id: Option<IdValue<'a>>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum IdValue<'a> {
-    Str(#[serde(borrow)] Cow<'a, str>),
-    Num(serde_json::Number),
-}
-
-/// An event's id: its JSON `"id"` (a non-empty string, or a number), else the request's
+/// The id an event without a usable id of its own is counted under: the request's
 /// `webhook-id`, suffixed `#i` (its index) when the request carries more than one event.
-fn event_id(raw: &str, webhook_id: Option<&str>, index: usize, count: usize) -> String {
-    let id = serde_json::from_str::<IdProbe<'_>>(raw)
-        .ok()
-        .and_then(|p| p.id);
-    id_or_fallback(id, webhook_id, index, count)
-}
-
-/// The id an event is counted under: see [`event_id`].
-fn id_or_fallback(
-    id: Option<IdValue<'_>>,
-    webhook_id: Option<&str>,
-    index: usize,
-    count: usize,
-) -> String {
-    match id {
-        Some(IdValue::Str(s)) if !s.is_empty() => s.into_owned(),
-        Some(IdValue::Num(n)) => n.to_string(),
-        _ => {
-            let base = webhook_id.unwrap_or("");
-            if count > 1 {
-                format!("{base}#{index}")
-            } else {
-                base.to_owned()
-            }
-        }
+fn fallback_id(webhook_id: Option<&str>, index: usize, count: usize) -> String {
+    let base = webhook_id.unwrap_or("");
+    if count > 1 {
+        format!("{base}#{index}")
+    } else {
+        base.to_owned()
     }
 }
 
 impl Shared {
     /// Counts the request and applies, in order: envelope decoding (400), the signature
-    /// (401), then the fault plan. Returns the answer and the ids it would receive.
-    fn decide(&self, req: &Request, body: &[u8]) -> (Answer, Vec<String>) {
+    /// (401), then the fault plan. Returns the answer and the ids it would receive: each
+    /// event's own (see `scan.rs`), else [`fallback_id`].
+    fn decide<'b>(&self, req: &Request, body: &'b [u8]) -> (Answer, Vec<Cow<'b, str>>) {
+        // Reading and verifying the body are the costly part: done before taking the lock.
+        let found = event_ids(body).and_then(|ids| {
+            let strict = self.config.strict_json;
+            if strict && serde_json::from_slice::<IgnoredAny>(body).is_err() {
+                return Err(NotEnvelope);
+            }
+            Ok(ids)
+        });
+        let signed = found.is_err() || self.config.secrets.is_empty() || self.signed(req, body);
+
         let now = Instant::now();
         let mut st = self.state.lock();
         st.stats.requests += 1;
@@ -374,38 +342,12 @@ impl Shared {
             let answer = Answer::Status(status, None, self.config.delay, Framing::default());
             (answer, Vec::new())
         };
-
-        // One pass over the body when every event is an object (the usual case); the raw
-        // envelope otherwise. Parsing twice made this receiver the bottleneck of batch runs.
-        let events = match serde_json::from_slice::<FastEnvelope<'_>>(body) {
-            Ok(env) => Events::Probed(env.events),
-            Err(_) => match decode_envelope(body) {
-                Ok(raw) => Events::Raw(raw),
-                Err(_) => return refuse(400),
-            },
+        let Ok(found) = found else {
+            return refuse(400);
         };
-        if !self.config.secrets.is_empty() {
-            let ok = match (
-                &req.webhook_id,
-                &req.webhook_timestamp,
-                &req.webhook_signature,
-            ) {
-                (Some(id), Some(ts), Some(sig)) => verify(
-                    &self.config.secrets,
-                    id,
-                    ts,
-                    sig,
-                    body,
-                    SystemTime::now(),
-                    self.config.tolerance,
-                )
-                .is_ok(),
-                _ => false,
-            };
-            if !ok {
-                st.stats.bad_signatures += 1;
-                return refuse(401);
-            }
+        if !signed {
+            st.stats.bad_signatures += 1;
+            return refuse(401);
         }
         match self.config.fault {
             Fault::Hang => {
@@ -433,23 +375,12 @@ impl Shared {
         };
         let ids = if (200..300).contains(&status) {
             let wid = req.webhook_id.as_deref();
-            match events {
-                Events::Probed(probes) => {
-                    let n = probes.len();
-                    probes
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, p)| id_or_fallback(p.id, wid, i, n))
-                        .collect()
-                }
-                Events::Raw(raw) => {
-                    let n = raw.len();
-                    raw.iter()
-                        .enumerate()
-                        .map(|(i, raw)| event_id(raw.get(), wid, i, n))
-                        .collect()
-                }
-            }
+            let n = found.len();
+            found
+                .into_iter()
+                .enumerate()
+                .map(|(i, id)| id.unwrap_or_else(|| Cow::Owned(fallback_id(wid, i, n))))
+                .collect()
         } else {
             Vec::new()
         };
@@ -457,9 +388,31 @@ impl Shared {
         (Answer::Status(status, retry_after, delay, framing), ids)
     }
 
+    /// Whether the request carries a valid Standard Webhooks signature of `body`.
+    fn signed(&self, req: &Request, body: &[u8]) -> bool {
+        match (
+            &req.webhook_id,
+            &req.webhook_timestamp,
+            &req.webhook_signature,
+        ) {
+            (Some(id), Some(ts), Some(sig)) => verify(
+                &self.config.secrets,
+                id,
+                ts,
+                sig,
+                body,
+                SystemTime::now(),
+                self.config.tolerance,
+            )
+            .is_ok(),
+            _ => false,
+        }
+    }
+
     /// Records an answer about to be sent; a 2xx receives `ids`.
-    fn record_answer(&self, status: u16, ids: Vec<String>) {
-        let mut st = self.state.lock();
+    fn record_answer(&self, status: u16, ids: Vec<Cow<'_, str>>) {
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
         *st.stats.statuses.entry(status).or_default() += 1;
         if !(200..300).contains(&status) {
             st.faulted = true;
@@ -468,16 +421,16 @@ impl Shared {
         if st.faulted && st.stats.first_2xx_after_fault.is_none() {
             st.stats.first_2xx_after_fault = st.first_request.map(|t| t.elapsed());
         }
-        for id in ids {
+        for id in &ids {
             st.stats.events += 1;
-            if st.seen.insert(id.clone()) {
+            if st.seen.insert(id.to_string()) {
                 st.stats.distinct += 1;
             } else {
                 st.stats.duplicates += 1;
             }
-            st.ids.push(id);
+            st.ids.push(id.to_string());
         }
-        drop(st);
+        drop(guard);
         self.changed.notify_all();
     }
 
@@ -585,11 +538,42 @@ mod tests {
         let h = "webhook-id: w1\r\n";
         assert_eq!(status(&mut c, r#"{"events":[{"x":1}]}"#, h), 200);
         assert_eq!(
-            status(&mut c, r#"{"events":[{"id":""},5.5,{"id":"k"}]}"#, h),
+            status(&mut c, r#"{"events":[{"id":""},5.5,{"id":"k"},["x"]]}"#, h),
             200
         );
-        // An event that is not an object has no id of its own either.
-        assert_eq!(r.ids(), ["w1", "w1#0", "w1#1", "k"]);
+        // An event that is not an object has no id of its own either (an array's first
+        // item is not its id, as serde's struct decoding once made it).
+        assert_eq!(r.ids(), ["w1", "w1#0", "w1#1", "k", "w1#3"]);
+    }
+
+    #[test]
+    fn strict_json_also_refuses_bodies_that_are_not_json() {
+        // Envelopes whose structure is sound but whose skipped text is not JSON.
+        let not_json = [
+            r#"{"events":[{"id":"a","n":01}]}"#,
+            r#"{"events":[{"id":"b","s":"\q"}]}"#,
+            "{\"events\":[{\"id\":\"c\",\"s\":\"tab\there\"}]}",
+            r#"{"events":[{"id":"d","t":tru}]}"#,
+        ];
+        let lax = Receiver::start(ReceiverConfig::new()).unwrap();
+        let strict = Receiver::start(ReceiverConfig::new().strict_json(true)).unwrap();
+        let (mut l, mut s) = (connect(&lax), connect(&strict));
+        for body in not_json {
+            assert_eq!(status(&mut l, body, ""), 200, "{body}");
+            assert_eq!(status(&mut s, body, ""), 400, "{body}");
+        }
+        assert_eq!(lax.ids(), ["a", "b", "c", "d"]);
+        // Both read a valid envelope the same way, and refuse one that is not an envelope.
+        let valid = r#"{"events":[{"id":"x","n":1.5e3},{"id":2}]}"#;
+        assert_eq!(status(&mut l, valid, ""), 200);
+        assert_eq!(status(&mut s, valid, ""), 200);
+        assert_eq!(strict.ids(), ["x", "2"]);
+        assert_eq!(status(&mut l, r#"{"events":[{"id":"x"}"#, ""), 400);
+        assert_eq!(status(&mut s, r#"{"events":[{"id":"x"}"#, ""), 400);
+        assert_eq!(
+            strict.stats().statuses,
+            BTreeMap::from([(200, 1), (400, 5)])
+        );
     }
 
     #[test]
