@@ -1,5 +1,6 @@
 //! A loopback webhook receiver with fault injection, shared by tests, benches and the CLI.
 
+mod arrivals;
 mod conn;
 mod plan;
 mod receiver;

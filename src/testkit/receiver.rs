@@ -6,14 +6,15 @@
 //! `{"events":[...]}` envelope for each event's id (`scan.rs`; with `strict_json`, it also
 //! parses the whole body), checks the Standard Webhooks signature when it was given secrets,
 //! and then follows its [`ReceiverConfig`]'s fault plan: a script of replies, a failing
-//! window, hangs, dropped connections, slow reads, delays.
+//! window, hangs, dropped connections, slow reads, delays. The ids it receives are kept in
+//! `arrivals.rs`.
 //!
 //! Its contract is on [`Receiver`], where rustdoc shows it (this module is private).
 //!
 //! Its clock is real time: `fail_for` windows and `first_2xx_after_fault` use `Instant`.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::{Condvar, Mutex};
 use serde::de::IgnoredAny;
 
+use super::arrivals::Arrivals;
 use super::conn::{Conn, Framing, Incoming, Request};
 use super::plan::{Fault, ReceiverConfig, Reply};
 use super::scan::{NotEnvelope, event_ids};
@@ -53,14 +55,28 @@ pub struct ReceiverStats {
     pub first_2xx_after_fault: Option<Duration>,
 }
 
-#[derive(Default)]
 struct State {
     stats: ReceiverStats,
-    seen: HashSet<String>,
-    ids: Vec<String>,
+    arrivals: Arrivals,
+    /// The smallest `distinct` count a [`Receiver::wait_for_distinct`] waits for (`u64::MAX`
+    /// when none does): arrivals below it wake nobody, so a waiter is not woken per request.
+    wake_at: u64,
     script: VecDeque<Reply>,
     first_request: Option<Instant>,
     faulted: bool,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            stats: ReceiverStats::default(),
+            arrivals: Arrivals::default(),
+            wake_at: u64::MAX,
+            script: VecDeque::new(),
+            first_request: None,
+            faulted: false,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -163,7 +179,7 @@ impl Receiver {
 
     /// The ids of received events, in arrival order, duplicates included.
     pub fn ids(&self) -> Vec<String> {
-        self.shared.state.lock().ids.clone()
+        self.shared.state.lock().arrivals.to_vec()
     }
 
     /// Waits until at least `n` distinct events were received, or `timeout` passed. Returns
@@ -173,6 +189,7 @@ impl Receiver {
         let deadline = Instant::now() + timeout.min(Duration::from_secs(365 * 24 * 3600));
         let mut st = self.shared.state.lock();
         while st.stats.distinct < n {
+            st.wake_at = st.wake_at.min(n);
             if self
                 .shared
                 .changed
@@ -423,15 +440,21 @@ impl Shared {
         }
         for id in &ids {
             st.stats.events += 1;
-            if st.seen.insert(id.to_string()) {
+            if st.arrivals.push(id) {
                 st.stats.distinct += 1;
             } else {
                 st.stats.duplicates += 1;
             }
-            st.ids.push(id.to_string());
+        }
+        // Every waiter wakes, and those still short of their count set `wake_at` again.
+        let wake = st.stats.distinct >= st.wake_at;
+        if wake {
+            st.wake_at = u64::MAX;
         }
         drop(guard);
-        self.changed.notify_all();
+        if wake {
+            self.changed.notify_all();
+        }
     }
 
     /// Records a request refused before it could be read whole.
@@ -762,6 +785,28 @@ mod tests {
         );
         assert_eq!(status(&mut c, r#"{"events":[{"id":"b"}]}"#, ""), 200);
         assert!(rx.recv_timeout(SAFETY).unwrap());
+    }
+
+    #[test]
+    fn waiters_for_different_counts_each_wake() {
+        let r = Arc::new(Receiver::start(ReceiverConfig::new()).unwrap());
+        let waiter = |n| {
+            let (tx, rx) = mpsc::channel();
+            let r = r.clone();
+            thread::spawn(move || tx.send(r.wait_for_distinct(n, SAFETY)).unwrap());
+            rx
+        };
+        let (three, one) = (waiter(3), waiter(1));
+        let mut c = connect(&r);
+        assert_eq!(status(&mut c, r#"{"events":[{"id":"a"}]}"#, ""), 200);
+        assert!(one.recv_timeout(SAFETY).unwrap());
+        // The waiter for 3 was woken too (or not yet asleep): it waits on, for its own count.
+        assert!(three.try_recv().is_err());
+        assert_eq!(
+            status(&mut c, r#"{"events":[{"id":"b"},{"id":"c"}]}"#, ""),
+            200
+        );
+        assert!(three.recv_timeout(SAFETY).unwrap());
     }
 
     #[test]
