@@ -9,6 +9,11 @@
 //! from; ids are compared only when hashes are equal. Two different ids with the same 64-bit
 //! hash (a seeded SipHash, as `HashMap`'s, so not arranged by a sender) are still told apart:
 //! the later one goes to a small set of its own.
+//!
+//! Appending and classifying are separate steps: appending is cheap, while a probe of a set of
+//! 500,000 hashes misses the cache and costs more than reading the id did. The receiver appends
+//! before it answers and classifies after (its readers classify first), so the sender does not
+//! wait for the set.
 
 use std::collections::hash_map::Entry;
 use std::collections::hash_map::RandomState;
@@ -26,6 +31,8 @@ pub(super) struct Arrivals<S = RandomState> {
     first: HashMap<u64, usize, BuildHasherDefault<Prehashed>>,
     /// Distinct ids whose hash an earlier, different id already had.
     collided: HashSet<Box<str>>,
+    /// How many of the ids (the first ones) are classified.
+    classified: usize,
     hasher: S,
 }
 
@@ -42,30 +49,55 @@ impl<S: BuildHasher> Arrivals<S> {
             ends: Vec::new(),
             first: HashMap::default(),
             collided: HashSet::new(),
+            classified: 0,
             hasher,
         }
     }
 
-    /// Records `id`; returns whether it had not arrived before.
-    pub(super) fn push(&mut self, id: &str) -> bool {
-        let index = self.ends.len();
-        let hash = self.hasher.hash_one(id);
-        // One probe of the table per id: it is large and its slots are where the time goes.
-        let new = match self.first.entry(hash) {
-            Entry::Vacant(slot) => {
-                slot.insert(index);
-                true
-            }
-            Entry::Occupied(slot) => {
-                let earlier = *slot.get();
-                self.get(earlier) != id
-                    && !self.collided.contains(id)
-                    && self.collided.insert(id.into())
-            }
-        };
+    /// Appends `id`, to be classified by the next [`Arrivals::classify`].
+    pub(super) fn push(&mut self, id: &str) {
         self.text.push_str(id);
         self.ends.push(self.text.len());
-        new
+    }
+
+    /// Tells each id appended since the last call a first arrival or a repeat (of any id
+    /// before it, in the same batch or earlier). Returns how many were of each.
+    pub(super) fn classify(&mut self) -> Classified {
+        let Arrivals {
+            text,
+            ends,
+            first,
+            collided,
+            classified,
+            hasher,
+        } = self;
+        let id = |i: usize| {
+            let start = if i == 0 { 0 } else { ends[i - 1] };
+            &text[start..ends[i]]
+        };
+        let mut counts = Classified::default();
+        for i in *classified..ends.len() {
+            let this = id(i);
+            // One probe of the table per id: it is large and its slots are where time goes.
+            let new = match first.entry(hasher.hash_one(this)) {
+                Entry::Vacant(slot) => {
+                    slot.insert(i);
+                    true
+                }
+                Entry::Occupied(slot) => {
+                    id(*slot.get()) != this
+                        && !collided.contains(this)
+                        && collided.insert(this.into())
+                }
+            };
+            if new {
+                counts.first += 1;
+            } else {
+                counts.repeats += 1;
+            }
+        }
+        *classified = ends.len();
+        counts
     }
 
     /// The `i`th id to arrive.
@@ -80,6 +112,15 @@ impl<S: BuildHasher> Arrivals<S> {
             .map(|i| self.get(i).to_owned())
             .collect()
     }
+}
+
+/// What [`Arrivals::classify`] found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Classified {
+    /// Ids that had not arrived before.
+    pub(super) first: u64,
+    /// Ids that had.
+    pub(super) repeats: u64,
 }
 
 /// The hasher of a map keyed by hashes: the key is its own hash.
@@ -119,44 +160,68 @@ mod tests {
         }
     }
 
+    fn counts(first: u64, repeats: u64) -> Classified {
+        Classified { first, repeats }
+    }
+
     #[test]
     fn tells_first_arrivals_from_repeats_in_order() {
         let mut a = Arrivals::default();
-        let got: Vec<bool> = ["a", "b", "a", "", "ab", "b", ""]
-            .iter()
-            .map(|id| a.push(id))
-            .collect();
-        assert_eq!(got, [true, true, false, true, true, false, false]);
+        for id in ["a", "b", "a", ""] {
+            a.push(id);
+        }
+        assert_eq!(a.classify(), counts(3, 1));
+        assert_eq!(a.classify(), counts(0, 0), "each id is classified once");
+        for id in ["ab", "b", ""] {
+            a.push(id);
+        }
+        assert_eq!(a.classify(), counts(1, 2));
         assert_eq!(a.to_vec(), ["a", "b", "a", "", "ab", "b", ""]);
     }
 
     #[test]
     fn equal_hashes_of_different_ids_are_still_distinct() {
         let mut a = Arrivals::with_hasher(Constant);
-        assert!(a.push("x"));
-        assert!(a.push("y"));
-        assert!(a.push("z"));
-        assert!(!a.push("y"));
-        assert!(!a.push("x"));
-        assert!(!a.push("z"));
+        for id in ["x", "y", "z", "y"] {
+            a.push(id);
+        }
+        assert_eq!(a.classify(), counts(3, 1));
+        a.push("x");
+        a.push("z");
+        assert_eq!(a.classify(), counts(0, 2));
         assert_eq!(a.to_vec(), ["x", "y", "z", "y", "x", "z"]);
     }
 
     proptest! {
         /// The same answers as a `HashSet<String>`, with a real hasher and with one where
-        /// every hash collides.
+        /// every hash collides, whatever the batches.
         #[test]
-        fn agrees_with_a_hash_set(ids in prop::collection::vec("[a-c]{0,3}", 0..64)) {
+        fn agrees_with_a_hash_set(
+            ids in prop::collection::vec(("[a-c]{0,3}", any::<bool>()), 0..64),
+        ) {
             let mut real = Arrivals::default();
             let mut colliding = Arrivals::with_hasher(Constant);
             let mut set = HashSet::new();
-            for id in &ids {
-                let want = set.insert(id.clone());
-                prop_assert_eq!(real.push(id), want);
-                prop_assert_eq!(colliding.push(id), want);
+            let mut want = Classified::default();
+            for (id, end_batch) in &ids {
+                if set.insert(id.clone()) {
+                    want.first += 1;
+                } else {
+                    want.repeats += 1;
+                }
+                real.push(id);
+                colliding.push(id);
+                if *end_batch {
+                    prop_assert_eq!(real.classify(), want);
+                    prop_assert_eq!(colliding.classify(), want);
+                    want = Classified::default();
+                }
             }
-            prop_assert_eq!(real.to_vec(), ids.clone());
-            prop_assert_eq!(colliding.to_vec(), ids);
+            prop_assert_eq!(real.classify(), want);
+            prop_assert_eq!(colliding.classify(), want);
+            let all: Vec<String> = ids.into_iter().map(|(id, _)| id).collect();
+            prop_assert_eq!(real.to_vec(), all.clone());
+            prop_assert_eq!(colliding.to_vec(), all);
         }
     }
 }

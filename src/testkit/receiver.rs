@@ -66,6 +66,15 @@ struct State {
     faulted: bool,
 }
 
+impl State {
+    /// Brings `distinct` and `duplicates` up to date with the ids received.
+    fn classify(&mut self) {
+        let c = self.arrivals.classify();
+        self.stats.distinct += c.first;
+        self.stats.duplicates += c.repeats;
+    }
+}
+
 impl Default for State {
     fn default() -> Self {
         State {
@@ -102,7 +111,10 @@ struct Shared {
 /// connection, a fault plan from its [`ReceiverConfig`]. What it promises:
 /// - **An event counts as received only when it was answered 2xx**, and is then recorded in
 ///   arrival order ([`Receiver::ids`]) and deduplicated by id ([`ReceiverStats`]: `distinct`
-///   and `duplicates`), so a test can check "nothing lost, nothing doubled".
+///   and `duplicates`), so a test can check "nothing lost, nothing doubled". It is recorded
+///   before the answer is written, so a sender that has the answer finds it in every count.
+///   (Telling repeats apart happens after the answer is written, off the sender's path;
+///   [`Receiver::stats`] and [`Receiver::wait_for_distinct`] finish it before they read.)
 /// - **Waiting is event-driven**: [`Receiver::wait_for_distinct`] sleeps on a condition
 ///   variable, never polls.
 /// - **Shutdown never hangs**: [`Receiver::shutdown`] (and `Drop`) stop accepting, shut down
@@ -174,7 +186,9 @@ impl Receiver {
 
     /// A copy of the counters.
     pub fn stats(&self) -> ReceiverStats {
-        self.shared.state.lock().stats.clone()
+        let mut st = self.shared.state.lock();
+        st.classify();
+        st.stats.clone()
     }
 
     /// The ids of received events, in arrival order, duplicates included.
@@ -188,6 +202,7 @@ impl Receiver {
         // An absurd timeout is capped rather than overflowing the deadline.
         let deadline = Instant::now() + timeout.min(Duration::from_secs(365 * 24 * 3600));
         let mut st = self.shared.state.lock();
+        st.classify();
         while st.stats.distinct < n {
             st.wake_at = st.wake_at.min(n);
             if self
@@ -196,6 +211,7 @@ impl Receiver {
                 .wait_until(&mut st, deadline)
                 .timed_out()
             {
+                st.classify();
                 return st.stats.distinct >= n;
             }
         }
@@ -317,6 +333,7 @@ fn serve(stream: TcpStream, shared: &Shared) {
                 framing.close |= req.close;
                 conn.consume(&req);
                 let sent = conn.respond(status, retry_after.as_deref(), cfg.response_body, framing);
+                shared.classify();
                 if sent.is_err() || framing.close {
                     return;
                 }
@@ -428,8 +445,7 @@ impl Shared {
 
     /// Records an answer about to be sent; a 2xx receives `ids`.
     fn record_answer(&self, status: u16, ids: Vec<Cow<'_, str>>) {
-        let mut guard = self.state.lock();
-        let st = &mut *guard;
+        let mut st = self.state.lock();
         *st.stats.statuses.entry(status).or_default() += 1;
         if !(200..300).contains(&status) {
             st.faulted = true;
@@ -438,20 +454,25 @@ impl Shared {
         if st.faulted && st.stats.first_2xx_after_fault.is_none() {
             st.stats.first_2xx_after_fault = st.first_request.map(|t| t.elapsed());
         }
+        st.stats.events += ids.len() as u64;
         for id in &ids {
-            st.stats.events += 1;
-            if st.arrivals.push(id) {
-                st.stats.distinct += 1;
-            } else {
-                st.stats.duplicates += 1;
-            }
+            st.arrivals.push(id);
         }
+    }
+
+    /// Counts the ids [`Shared::record_answer`] appended as distinct or duplicates, and wakes
+    /// the waiters whose count is reached. Called after the answer is sent, so the sender
+    /// does not wait for it; every reader of the counts classifies first, so none sees them
+    /// short.
+    fn classify(&self) {
+        let mut st = self.state.lock();
+        st.classify();
         // Every waiter wakes, and those still short of their count set `wake_at` again.
         let wake = st.stats.distinct >= st.wake_at;
         if wake {
             st.wake_at = u64::MAX;
         }
-        drop(guard);
+        drop(st);
         if wake {
             self.changed.notify_all();
         }
@@ -785,6 +806,19 @@ mod tests {
         );
         assert_eq!(status(&mut c, r#"{"events":[{"id":"b"}]}"#, ""), 200);
         assert!(rx.recv_timeout(SAFETY).unwrap());
+    }
+
+    #[test]
+    fn readers_count_ids_the_connection_has_not_classified_yet() {
+        // What a connection thread has recorded before answering, ahead of its classify().
+        let r = Receiver::start(ReceiverConfig::new()).unwrap();
+        let ids = ["a", "b", "a"].map(Cow::Borrowed).to_vec();
+        r.shared.record_answer(200, ids);
+        assert!(r.wait_for_distinct(2, Duration::ZERO));
+        r.shared.record_answer(200, vec![Cow::Borrowed("b")]);
+        let st = r.stats();
+        assert_eq!((st.events, st.distinct, st.duplicates), (4, 2, 2));
+        assert_eq!(r.ids(), ["a", "b", "a", "b"]);
     }
 
     #[test]
