@@ -54,7 +54,10 @@ pub(super) struct Framing {
 
 pub(super) struct Conn<'a> {
     stream: Stream,
+    /// Bytes read and not yet consumed are `buf[..filled]`; the rest of `buf` is zeroed
+    /// room for the next reads, kept so that reading does not zero it again each time.
     buf: Vec<u8>,
+    filled: usize,
     slow: Option<(usize, Duration)>,
     max_body: usize,
     stop: &'a Wakeup,
@@ -71,22 +74,25 @@ impl<'a> Conn<'a> {
         let _ = stream.tcp().set_nodelay(true);
         Conn {
             stream,
-            buf: Vec::with_capacity(READ_CHUNK),
+            buf: Vec::new(),
+            filled: 0,
             slow,
             max_body,
             stop,
         }
     }
 
-    /// Reads from the socket into the buffer: at most a slow-read chunk, then the pause.
-    /// Returns 0 at end of stream, or when shutdown interrupts the pause.
-    fn fill(&mut self) -> io::Result<usize> {
-        let want = self.slow.map_or(READ_CHUNK, |(n, _)| n);
-        let start = self.buf.len();
-        self.buf.resize(start + want, 0);
-        let got = self.stream.read(&mut self.buf[start..]);
-        self.buf.truncate(start + *got.as_ref().unwrap_or(&0));
-        let n = got?;
+    /// Reads from the socket into the buffer: at most `want` bytes (at least a read chunk),
+    /// or a slow-read chunk and then the pause. Returns 0 at end of stream, or when shutdown
+    /// interrupts the pause.
+    fn fill(&mut self, want: usize) -> io::Result<usize> {
+        let want = self.slow.map_or(want.max(READ_CHUNK), |(n, _)| n);
+        let end = self.filled + want;
+        if self.buf.len() < end {
+            self.buf.resize(end, 0);
+        }
+        let n = self.stream.read(&mut self.buf[self.filled..end])?;
+        self.filled += n;
         if let Some((_, pause)) = self.slow
             && n > 0
             && self.stop.wait_for(pause)
@@ -99,13 +105,13 @@ impl<'a> Conn<'a> {
     /// Reads the next request, head and body.
     pub(super) fn read_request(&mut self) -> Incoming {
         let req = loop {
-            match parse_head(&self.buf) {
+            match parse_head(&self.buf[..self.filled]) {
                 Ok(Some(req)) => break req,
-                Ok(None) if self.buf.len() > MAX_HEAD => return Incoming::Refuse(431),
+                Ok(None) if self.filled > MAX_HEAD => return Incoming::Refuse(431),
                 Ok(None) => {}
                 Err(status) => return Incoming::Refuse(status),
             }
-            match self.fill() {
+            match self.fill(READ_CHUNK) {
                 Ok(0) | Err(_) => return Incoming::Closed,
                 Ok(_) => {}
             }
@@ -114,8 +120,9 @@ impl<'a> Conn<'a> {
             return Incoming::Refuse(413);
         }
         let total = req.head_len + req.body_len;
-        while self.buf.len() < total {
-            match self.fill() {
+        // The rest of the body in as few reads as the socket allows.
+        while self.filled < total {
+            match self.fill(total - self.filled) {
                 Ok(0) | Err(_) => return Incoming::Closed,
                 Ok(_) => {}
             }
@@ -130,7 +137,9 @@ impl<'a> Conn<'a> {
 
     /// Forgets `req`, keeping any pipelined bytes after it.
     pub(super) fn consume(&mut self, req: &Request) {
-        self.buf.drain(..req.head_len + req.body_len);
+        let used = req.head_len + req.body_len;
+        self.buf.copy_within(used..self.filled, 0);
+        self.filled -= used;
     }
 
     /// Writes an answer with `body_len` filler bytes as its body, framed as `framing` says

@@ -2,17 +2,19 @@
 //! benchmark, and (later) the CLI.
 //!
 //! [`Receiver::start`] binds `127.0.0.1:0` and serves HTTP/1.1 with keep-alive, one thread per
-//! connection (see `conn.rs` for what it parses and refuses). For each request it decodes the
-//! `{"events":[...]}` envelope, takes each event's id, checks the Standard Webhooks signature
-//! when it was given secrets, and then follows its [`ReceiverConfig`]'s fault plan: a script
-//! of replies, a failing window, hangs, dropped connections, slow reads, delays.
+//! connection (see `conn.rs` for what it parses and refuses). For each request it scans the
+//! `{"events":[...]}` envelope for each event's id (`scan.rs`; with `strict_json`, it also
+//! parses the whole body), checks the Standard Webhooks signature when it was given secrets,
+//! and then follows its [`ReceiverConfig`]'s fault plan: a script of replies, a failing
+//! window, hangs, dropped connections, slow reads, delays. The ids it receives are kept in
+//! `arrivals.rs`.
 //!
 //! Its contract is on [`Receiver`], where rustdoc shows it (this module is private).
 //!
 //! Its clock is real time: `fail_for` windows and `first_2xx_after_fault` use `Instant`.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -20,12 +22,14 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
-use serde::Deserialize;
+use serde::de::IgnoredAny;
 
+use super::arrivals::Arrivals;
 use super::conn::{Conn, Framing, Incoming, Request};
 use super::plan::{Fault, ReceiverConfig, Reply};
+use super::scan::{NotEnvelope, event_ids};
 use super::tls::{Stream, server_config};
-use crate::http::{decode_envelope, verify};
+use crate::http::verify;
 use crate::policy::Wakeup;
 
 /// What a [`Receiver`] has seen so far.
@@ -51,14 +55,37 @@ pub struct ReceiverStats {
     pub first_2xx_after_fault: Option<Duration>,
 }
 
-#[derive(Default)]
 struct State {
     stats: ReceiverStats,
-    seen: HashSet<String>,
-    ids: Vec<String>,
+    arrivals: Arrivals,
+    /// The smallest `distinct` count a [`Receiver::wait_for_distinct`] waits for (`u64::MAX`
+    /// when none does): arrivals below it wake nobody, so a waiter is not woken per request.
+    wake_at: u64,
     script: VecDeque<Reply>,
     first_request: Option<Instant>,
     faulted: bool,
+}
+
+impl State {
+    /// Brings `distinct` and `duplicates` up to date with the ids received.
+    fn classify(&mut self) {
+        let c = self.arrivals.classify();
+        self.stats.distinct += c.first;
+        self.stats.duplicates += c.repeats;
+    }
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            stats: ReceiverStats::default(),
+            arrivals: Arrivals::default(),
+            wake_at: u64::MAX,
+            script: VecDeque::new(),
+            first_request: None,
+            faulted: false,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -84,7 +111,10 @@ struct Shared {
 /// connection, a fault plan from its [`ReceiverConfig`]. What it promises:
 /// - **An event counts as received only when it was answered 2xx**, and is then recorded in
 ///   arrival order ([`Receiver::ids`]) and deduplicated by id ([`ReceiverStats`]: `distinct`
-///   and `duplicates`), so a test can check "nothing lost, nothing doubled".
+///   and `duplicates`), so a test can check "nothing lost, nothing doubled". It is recorded
+///   before the answer is written, so a sender that has the answer finds it in every count.
+///   (Telling repeats apart happens after the answer is written, off the sender's path;
+///   [`Receiver::stats`] and [`Receiver::wait_for_distinct`] finish it before they read.)
 /// - **Waiting is event-driven**: [`Receiver::wait_for_distinct`] sleeps on a condition
 ///   variable, never polls.
 /// - **Shutdown never hangs**: [`Receiver::shutdown`] (and `Drop`) stop accepting, shut down
@@ -156,12 +186,14 @@ impl Receiver {
 
     /// A copy of the counters.
     pub fn stats(&self) -> ReceiverStats {
-        self.shared.state.lock().stats.clone()
+        let mut st = self.shared.state.lock();
+        st.classify();
+        st.stats.clone()
     }
 
     /// The ids of received events, in arrival order, duplicates included.
     pub fn ids(&self) -> Vec<String> {
-        self.shared.state.lock().ids.clone()
+        self.shared.state.lock().arrivals.to_vec()
     }
 
     /// Waits until at least `n` distinct events were received, or `timeout` passed. Returns
@@ -170,13 +202,16 @@ impl Receiver {
         // An absurd timeout is capped rather than overflowing the deadline.
         let deadline = Instant::now() + timeout.min(Duration::from_secs(365 * 24 * 3600));
         let mut st = self.shared.state.lock();
+        st.classify();
         while st.stats.distinct < n {
+            st.wake_at = st.wake_at.min(n);
             if self
                 .shared
                 .changed
                 .wait_until(&mut st, deadline)
                 .timed_out()
             {
+                st.classify();
                 return st.stats.distinct >= n;
             }
         }
@@ -298,6 +333,7 @@ fn serve(stream: TcpStream, shared: &Shared) {
                 framing.close |= req.close;
                 conn.consume(&req);
                 let sent = conn.respond(status, retry_after.as_deref(), cfg.response_body, framing);
+                shared.classify();
                 if sent.is_err() || framing.close {
                     return;
                 }
@@ -306,66 +342,32 @@ fn serve(stream: TcpStream, shared: &Shared) {
     }
 }
 
-/// An envelope whose events are all objects, read for their ids in one pass.
-#[derive(Deserialize)]
-struct FastEnvelope<'a> {
-    #[serde(borrow)]
-    events: Vec<IdProbe<'a>>,
-}
-
-/// A request's events: probed in one pass, or raw (some event is not an object).
-enum Events<'a> {
-    Probed(Vec<IdProbe<'a>>),
-    Raw(Vec<&'a serde_json::value::RawValue>),
-}
-
-#[derive(Deserialize)]
-struct IdProbe<'a> {
-    #[serde(borrow, default)]
-    id: Option<IdValue<'a>>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum IdValue<'a> {
-    Str(#[serde(borrow)] Cow<'a, str>),
-    Num(serde_json::Number),
-}
-
-/// An event's id: its JSON `"id"` (a non-empty string, or a number), else the request's
+/// The id an event without a usable id of its own is counted under: the request's
 /// `webhook-id`, suffixed `#i` (its index) when the request carries more than one event.
-fn event_id(raw: &str, webhook_id: Option<&str>, index: usize, count: usize) -> String {
-    let id = serde_json::from_str::<IdProbe<'_>>(raw)
-        .ok()
-        .and_then(|p| p.id);
-    id_or_fallback(id, webhook_id, index, count)
-}
-
-/// The id an event is counted under: see [`event_id`].
-fn id_or_fallback(
-    id: Option<IdValue<'_>>,
-    webhook_id: Option<&str>,
-    index: usize,
-    count: usize,
-) -> String {
-    match id {
-        Some(IdValue::Str(s)) if !s.is_empty() => s.into_owned(),
-        Some(IdValue::Num(n)) => n.to_string(),
-        _ => {
-            let base = webhook_id.unwrap_or("");
-            if count > 1 {
-                format!("{base}#{index}")
-            } else {
-                base.to_owned()
-            }
-        }
+fn fallback_id(webhook_id: Option<&str>, index: usize, count: usize) -> String {
+    let base = webhook_id.unwrap_or("");
+    if count > 1 {
+        format!("{base}#{index}")
+    } else {
+        base.to_owned()
     }
 }
 
 impl Shared {
     /// Counts the request and applies, in order: envelope decoding (400), the signature
-    /// (401), then the fault plan. Returns the answer and the ids it would receive.
-    fn decide(&self, req: &Request, body: &[u8]) -> (Answer, Vec<String>) {
+    /// (401), then the fault plan. Returns the answer and the ids it would receive: each
+    /// event's own (see `scan.rs`), else [`fallback_id`].
+    fn decide<'b>(&self, req: &Request, body: &'b [u8]) -> (Answer, Vec<Cow<'b, str>>) {
+        // Reading and verifying the body are the costly part: done before taking the lock.
+        let found = event_ids(body).and_then(|ids| {
+            let strict = self.config.strict_json;
+            if strict && serde_json::from_slice::<IgnoredAny>(body).is_err() {
+                return Err(NotEnvelope);
+            }
+            Ok(ids)
+        });
+        let signed = found.is_err() || self.config.secrets.is_empty() || self.signed(req, body);
+
         let now = Instant::now();
         let mut st = self.state.lock();
         st.stats.requests += 1;
@@ -374,38 +376,12 @@ impl Shared {
             let answer = Answer::Status(status, None, self.config.delay, Framing::default());
             (answer, Vec::new())
         };
-
-        // One pass over the body when every event is an object (the usual case); the raw
-        // envelope otherwise. Parsing twice made this receiver the bottleneck of batch runs.
-        let events = match serde_json::from_slice::<FastEnvelope<'_>>(body) {
-            Ok(env) => Events::Probed(env.events),
-            Err(_) => match decode_envelope(body) {
-                Ok(raw) => Events::Raw(raw),
-                Err(_) => return refuse(400),
-            },
+        let Ok(found) = found else {
+            return refuse(400);
         };
-        if !self.config.secrets.is_empty() {
-            let ok = match (
-                &req.webhook_id,
-                &req.webhook_timestamp,
-                &req.webhook_signature,
-            ) {
-                (Some(id), Some(ts), Some(sig)) => verify(
-                    &self.config.secrets,
-                    id,
-                    ts,
-                    sig,
-                    body,
-                    SystemTime::now(),
-                    self.config.tolerance,
-                )
-                .is_ok(),
-                _ => false,
-            };
-            if !ok {
-                st.stats.bad_signatures += 1;
-                return refuse(401);
-            }
+        if !signed {
+            st.stats.bad_signatures += 1;
+            return refuse(401);
         }
         match self.config.fault {
             Fault::Hang => {
@@ -433,23 +409,12 @@ impl Shared {
         };
         let ids = if (200..300).contains(&status) {
             let wid = req.webhook_id.as_deref();
-            match events {
-                Events::Probed(probes) => {
-                    let n = probes.len();
-                    probes
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, p)| id_or_fallback(p.id, wid, i, n))
-                        .collect()
-                }
-                Events::Raw(raw) => {
-                    let n = raw.len();
-                    raw.iter()
-                        .enumerate()
-                        .map(|(i, raw)| event_id(raw.get(), wid, i, n))
-                        .collect()
-                }
-            }
+            let n = found.len();
+            found
+                .into_iter()
+                .enumerate()
+                .map(|(i, id)| id.unwrap_or_else(|| Cow::Owned(fallback_id(wid, i, n))))
+                .collect()
         } else {
             Vec::new()
         };
@@ -457,8 +422,29 @@ impl Shared {
         (Answer::Status(status, retry_after, delay, framing), ids)
     }
 
+    /// Whether the request carries a valid Standard Webhooks signature of `body`.
+    fn signed(&self, req: &Request, body: &[u8]) -> bool {
+        match (
+            &req.webhook_id,
+            &req.webhook_timestamp,
+            &req.webhook_signature,
+        ) {
+            (Some(id), Some(ts), Some(sig)) => verify(
+                &self.config.secrets,
+                id,
+                ts,
+                sig,
+                body,
+                SystemTime::now(),
+                self.config.tolerance,
+            )
+            .is_ok(),
+            _ => false,
+        }
+    }
+
     /// Records an answer about to be sent; a 2xx receives `ids`.
-    fn record_answer(&self, status: u16, ids: Vec<String>) {
+    fn record_answer(&self, status: u16, ids: Vec<Cow<'_, str>>) {
         let mut st = self.state.lock();
         *st.stats.statuses.entry(status).or_default() += 1;
         if !(200..300).contains(&status) {
@@ -468,17 +454,28 @@ impl Shared {
         if st.faulted && st.stats.first_2xx_after_fault.is_none() {
             st.stats.first_2xx_after_fault = st.first_request.map(|t| t.elapsed());
         }
-        for id in ids {
-            st.stats.events += 1;
-            if st.seen.insert(id.clone()) {
-                st.stats.distinct += 1;
-            } else {
-                st.stats.duplicates += 1;
-            }
-            st.ids.push(id);
+        st.stats.events += ids.len() as u64;
+        for id in &ids {
+            st.arrivals.push(id);
+        }
+    }
+
+    /// Counts the ids [`Shared::record_answer`] appended as distinct or duplicates, and wakes
+    /// the waiters whose count is reached. Called after the answer is sent, so the sender
+    /// does not wait for it; every reader of the counts classifies first, so none sees them
+    /// short.
+    fn classify(&self) {
+        let mut st = self.state.lock();
+        st.classify();
+        // Every waiter wakes, and those still short of their count set `wake_at` again.
+        let wake = st.stats.distinct >= st.wake_at;
+        if wake {
+            st.wake_at = u64::MAX;
         }
         drop(st);
-        self.changed.notify_all();
+        if wake {
+            self.changed.notify_all();
+        }
     }
 
     /// Records a request refused before it could be read whole.
@@ -585,11 +582,42 @@ mod tests {
         let h = "webhook-id: w1\r\n";
         assert_eq!(status(&mut c, r#"{"events":[{"x":1}]}"#, h), 200);
         assert_eq!(
-            status(&mut c, r#"{"events":[{"id":""},5.5,{"id":"k"}]}"#, h),
+            status(&mut c, r#"{"events":[{"id":""},5.5,{"id":"k"},["x"]]}"#, h),
             200
         );
-        // An event that is not an object has no id of its own either.
-        assert_eq!(r.ids(), ["w1", "w1#0", "w1#1", "k"]);
+        // An event that is not an object has no id of its own either (an array's first
+        // item is not its id, as serde's struct decoding once made it).
+        assert_eq!(r.ids(), ["w1", "w1#0", "w1#1", "k", "w1#3"]);
+    }
+
+    #[test]
+    fn strict_json_also_refuses_bodies_that_are_not_json() {
+        // Envelopes whose structure is sound but whose skipped text is not JSON.
+        let not_json = [
+            r#"{"events":[{"id":"a","n":01}]}"#,
+            r#"{"events":[{"id":"b","s":"\q"}]}"#,
+            "{\"events\":[{\"id\":\"c\",\"s\":\"tab\there\"}]}",
+            r#"{"events":[{"id":"d","t":tru}]}"#,
+        ];
+        let lax = Receiver::start(ReceiverConfig::new()).unwrap();
+        let strict = Receiver::start(ReceiverConfig::new().strict_json(true)).unwrap();
+        let (mut l, mut s) = (connect(&lax), connect(&strict));
+        for body in not_json {
+            assert_eq!(status(&mut l, body, ""), 200, "{body}");
+            assert_eq!(status(&mut s, body, ""), 400, "{body}");
+        }
+        assert_eq!(lax.ids(), ["a", "b", "c", "d"]);
+        // Both read a valid envelope the same way, and refuse one that is not an envelope.
+        let valid = r#"{"events":[{"id":"x","n":1.5e3},{"id":2}]}"#;
+        assert_eq!(status(&mut l, valid, ""), 200);
+        assert_eq!(status(&mut s, valid, ""), 200);
+        assert_eq!(strict.ids(), ["x", "2"]);
+        assert_eq!(status(&mut l, r#"{"events":[{"id":"x"}"#, ""), 400);
+        assert_eq!(status(&mut s, r#"{"events":[{"id":"x"}"#, ""), 400);
+        assert_eq!(
+            strict.stats().statuses,
+            BTreeMap::from([(200, 1), (400, 5)])
+        );
     }
 
     #[test]
@@ -778,6 +806,41 @@ mod tests {
         );
         assert_eq!(status(&mut c, r#"{"events":[{"id":"b"}]}"#, ""), 200);
         assert!(rx.recv_timeout(SAFETY).unwrap());
+    }
+
+    #[test]
+    fn readers_count_ids_the_connection_has_not_classified_yet() {
+        // What a connection thread has recorded before answering, ahead of its classify().
+        let r = Receiver::start(ReceiverConfig::new()).unwrap();
+        let ids = ["a", "b", "a"].map(Cow::Borrowed).to_vec();
+        r.shared.record_answer(200, ids);
+        assert!(r.wait_for_distinct(2, Duration::ZERO));
+        r.shared.record_answer(200, vec![Cow::Borrowed("b")]);
+        let st = r.stats();
+        assert_eq!((st.events, st.distinct, st.duplicates), (4, 2, 2));
+        assert_eq!(r.ids(), ["a", "b", "a", "b"]);
+    }
+
+    #[test]
+    fn waiters_for_different_counts_each_wake() {
+        let r = Arc::new(Receiver::start(ReceiverConfig::new()).unwrap());
+        let waiter = |n| {
+            let (tx, rx) = mpsc::channel();
+            let r = r.clone();
+            thread::spawn(move || tx.send(r.wait_for_distinct(n, SAFETY)).unwrap());
+            rx
+        };
+        let (three, one) = (waiter(3), waiter(1));
+        let mut c = connect(&r);
+        assert_eq!(status(&mut c, r#"{"events":[{"id":"a"}]}"#, ""), 200);
+        assert!(one.recv_timeout(SAFETY).unwrap());
+        // The waiter for 3 was woken too (or not yet asleep): it waits on, for its own count.
+        assert!(three.try_recv().is_err());
+        assert_eq!(
+            status(&mut c, r#"{"events":[{"id":"b"},{"id":"c"}]}"#, ""),
+            200
+        );
+        assert!(three.recv_timeout(SAFETY).unwrap());
     }
 
     #[test]

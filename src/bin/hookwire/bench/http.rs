@@ -17,6 +17,7 @@ use hookwire::stats::Metrics;
 use hookwire::testkit::{Hostile, Receiver, ReceiverConfig};
 use hookwire::{Error, RawEvent};
 
+use super::cpu::ThreadCpu;
 use super::event::{ManifestGen, PEER_BODY_BYTES};
 use super::rss::vm_kb;
 use super::target::{Counted, Target};
@@ -46,6 +47,10 @@ struct Outcome {
     elapsed: Duration,
     counted: Counted,
     metrics: Option<Metrics>,
+    /// CPU time of hookwire's worker threads while delivering.
+    workers_cpu: Option<Duration>,
+    /// CPU time of the test kit receiver's threads while delivering (`None` with `--target`).
+    receiver_cpu: Option<Duration>,
 }
 
 impl Outcome {
@@ -86,12 +91,14 @@ fn deliver(ctx: &Ctx, target: &Target, plan: Plan<'_>) -> Result<Outcome, Error>
     let budget = Duration::from_secs(30)
         + Duration::from_millis(2) * u32::try_from(requests).unwrap_or(u32::MAX);
     let progress = ctx.progress(plan.id, "delivered", plan.n);
+    let cpu0 = ThreadCpu::sample();
     let t0 = Instant::now();
     for ev in events {
         d.publish_raw(ev)?;
     }
     let write_phase = t0.elapsed();
     let (counted, seen) = target.wait_counted(plan.n, t0 + budget, plan.outage, &progress)?;
+    let cpu = ThreadCpu::sample();
     drop(progress);
     let metrics = d.endpoint_snapshot(ep).map(|s| s.metrics);
     d.shutdown(Duration::from_secs(2));
@@ -100,6 +107,8 @@ fn deliver(ctx: &Ctx, target: &Target, plan: Plan<'_>) -> Result<Outcome, Error>
         elapsed: seen - t0,
         counted,
         metrics,
+        workers_cpu: cpu.since(&cpu0, "hookwire-worker"),
+        receiver_cpu: cpu.since(&cpu0, "hookwire-receiv"),
     })
 }
 
@@ -116,8 +125,11 @@ fn common(v: &mut Values, n: u64, o: &Outcome) {
         .put("total_s", o.elapsed.as_secs_f64())
         .put("write_phase_s", o.write_phase.as_secs_f64())
         .put("peak_rss_kb", vm_kb("VmHWM").unwrap_or(0) as f64);
-    if let Some(cpu) = o.counted.cpu_s {
+    if let Some(cpu) = o.counted.cpu_s.or(o.receiver_cpu.map(|d| d.as_secs_f64())) {
         v.put("receiver_cpu_s", cpu);
+    }
+    if let Some(cpu) = o.workers_cpu {
+        v.put("workers_cpu_s", cpu.as_secs_f64());
     }
     if let Some(m) = &o.metrics {
         v.put("ep_successes", m.successes as f64)

@@ -9,6 +9,7 @@
 
 mod ceiling;
 mod child;
+mod cpu;
 mod durable;
 mod event;
 mod fanout;

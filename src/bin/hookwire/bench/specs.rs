@@ -47,7 +47,12 @@ const HTTP_1: &[Metric] = &[
     m("duplicates", "duplicates", 0),
     m("connections", "TCP connections opened", 0),
     m("body_bytes", "body bytes", 0),
-    m("receiver_cpu_s", "receiver CPU s (--target only)", 2),
+    m(
+        "receiver_cpu_s",
+        "receiver CPU s (its threads, or --target's process)",
+        2,
+    ),
+    m("workers_cpu_s", "hookwire workers' CPU s", 2),
     RSS,
 ];
 const DEAD: &[Metric] = &[
@@ -133,6 +138,12 @@ pub(crate) const SPECS: &[Spec] = &[
             m("requests", "requests", 0),
             m("lost", "lost", 0),
             m("duplicates", "duplicates", 0),
+            m(
+                "receiver_cpu_s",
+                "receiver CPU s (its threads, or --target's process)",
+                2,
+            ),
+            m("workers_cpu_s", "hookwire workers' CPU s", 2),
             RSS,
         ],
     },
