@@ -23,8 +23,9 @@ mod routes;
 mod shared;
 pub(crate) mod source;
 mod task;
+mod ticket;
 pub(crate) mod wake;
 mod worker;
 
 pub use dispatcher::{Dispatcher, DispatcherBuilder, DispatcherStats, EndpointId, ShutdownReport};
-pub use persist::Ticket;
+pub use ticket::Ticket;

@@ -22,6 +22,7 @@ use crate::{Error, RawEvent};
 
 use super::endpoint::LogMarks;
 use super::shared::Shared;
+use super::ticket::TicketCell;
 
 /// How often cursors are saved at most (each save is a write, an fsync and a rename). A crash
 /// forgets at most this much of the acknowledgements, so those events are sent again.
@@ -56,91 +57,6 @@ pub(crate) struct Committed {
     pub at: Instant,
 }
 
-const WAITING: u64 = 0;
-const FAILED: u64 = u64::MAX;
-
-/// Where a ticket's outcome lands.
-#[derive(Debug, Default)]
-pub(crate) struct TicketCell {
-    /// `WAITING`, `FAILED`, or the event's sequence number.
-    state: AtomicU64,
-    error: OnceLock<Error>,
-}
-
-impl TicketCell {
-    fn succeed(&self, seq: u64) {
-        self.state.store(seq, Ordering::Release);
-    }
-
-    fn fail(&self, e: Error) {
-        let _ = self.error.set(e);
-        self.state.store(FAILED, Ordering::Release);
-    }
-
-    fn get(&self) -> Option<Result<u64, Error>> {
-        match self.state.load(Ordering::Acquire) {
-            WAITING => None,
-            FAILED => Some(Err(self.error.get().cloned().unwrap_or(Error::Closed))),
-            seq => Some(Ok(seq)),
-        }
-    }
-}
-
-/// A claim on a published event's durability, from
-/// [`Dispatcher::publish_with_ticket`](super::Dispatcher::publish_with_ticket).
-///
-/// Its outcome is `Ok(Some(seq))` once the event is in the durable log (it survives a crash
-/// from then on), `Ok(None)` when no durable endpoint wanted the event (nothing to persist),
-/// or an error ([`Error::Quota`], [`Error::Storage`], [`Error::Closed`]) if it was not
-/// persisted. Tickets are cheap to hold; many can wait on one group commit.
-#[derive(Debug)]
-pub struct Ticket {
-    pub(crate) cell: Option<Arc<TicketCell>>,
-    pub(crate) durable: Option<Arc<Durable>>,
-}
-
-impl Ticket {
-    /// The outcome, if there is one yet (never blocks).
-    pub fn try_get(&self) -> Option<Result<Option<u64>, Error>> {
-        match &self.cell {
-            None => Some(Ok(None)),
-            Some(c) => c.get().map(|r| r.map(Some)),
-        }
-    }
-
-    /// Waits up to `timeout` for the outcome; [`Error::Timeout`] if it did not come.
-    pub fn wait(&self, timeout: Duration) -> Result<Option<u64>, Error> {
-        let (Some(cell), Some(d)) = (&self.cell, &self.durable) else {
-            return Ok(None);
-        };
-        let deadline = Instant::now().checked_add(timeout);
-        loop {
-            if let Some(r) = cell.get() {
-                return r.map(Some);
-            }
-            let mut generation = d.commits.lock();
-            if let Some(r) = cell.get() {
-                return r.map(Some);
-            }
-            match deadline {
-                None => d.committed.wait(&mut generation),
-                Some(t) => {
-                    if d.committed.wait_until(&mut generation, t).timed_out() {
-                        drop(generation);
-                        return cell.get().map_or(
-                            Err(Error::Timeout {
-                                waiting_for: "the durable commit",
-                                after: timeout,
-                            }),
-                            |r| r.map(Some),
-                        );
-                    }
-                }
-            }
-        }
-    }
-}
-
 #[derive(Default)]
 struct Intake {
     queue: Vec<Pending>,
@@ -171,8 +87,8 @@ pub(crate) struct Durable {
     work: Condvar,
     room: Condvar,
     /// Bumped after each commit; ticket waiters sleep on `committed`.
-    commits: Mutex<u64>,
-    committed: Condvar,
+    pub(super) commits: Mutex<u64>,
+    pub(super) committed: Condvar,
     /// Set when an append hit the quota; cleared when saved cursors free room.
     pub quota_full: AtomicBool,
     /// Set for good when the store failed: durability can no longer be promised.

@@ -7,7 +7,8 @@ use crate::Error;
 use crate::store::{DeadLetter, DeadLetterFilter, Recovery};
 
 use super::Dispatcher;
-use crate::engine::persist::{Durable, Ticket};
+use crate::engine::persist::Durable;
+use crate::engine::ticket::Ticket;
 
 impl Dispatcher {
     /// What opening the durable store found and repaired (`None` without a store).

@@ -11,10 +11,11 @@ use crate::stats::DropReason;
 use crate::{Error, Event, RawEvent};
 
 use super::{Dispatcher, Inner};
-use crate::engine::persist::{Committed, Ticket, TicketCell};
+use crate::engine::persist::Committed;
 use crate::engine::ring::Full;
 use crate::engine::routes::Routes;
 use crate::engine::source::Published;
+use crate::engine::ticket::{Ticket, TicketCell};
 
 impl Inner {
     /// Writes `entry` into the ring for the endpoints in `mask` and wakes the workers that
