@@ -314,3 +314,75 @@ fn bad_config_is_a_clear_error_at_construction() {
     let f = field(c);
     assert!(f.contains("schedule") || f.contains("backoff"), "{f}");
 }
+
+/// A layer-1 endpoint's `https://` trust: the webpki roots by default (a private CA's
+/// certificate fails), a private CA beside them, or no verification when told.
+#[test]
+fn layer_1_https_trusts_a_private_ca_or_nothing_when_told() {
+    let (ca, chain, key) = common::test_pki();
+    let rx = Receiver::start(ReceiverConfig::new().tls(chain, key)).unwrap();
+    let run = |name: &str, tls: hookwire::http::TlsOptions| {
+        let mut cfg = EndpointConfig::new(name, rx.url());
+        cfg.tls = tls;
+        cfg.max_attempts = Some(1);
+        let ep = Endpoint::<RawEvent>::new(cfg).unwrap();
+        ep.write(RawEvent::parse(format!(r#"{{"id":"{name}"}}"#)).unwrap())
+            .unwrap();
+        ep.close().unwrap();
+        ep.snapshot().metrics
+    };
+    let untrusted = run("default", Default::default());
+    assert_eq!((untrusted.delivered, untrusted.dead_lettered), (0, 1));
+    let with_ca = run(
+        "private-ca",
+        hookwire::http::TlsOptions {
+            ca_pem: Some(ca),
+            insecure: false,
+        },
+    );
+    assert_eq!(with_ca.delivered, 1, "{with_ca:?}");
+    let insecure = run(
+        "insecure",
+        hookwire::http::TlsOptions {
+            ca_pem: None,
+            insecure: true,
+        },
+    );
+    assert_eq!(insecure.delivered, 1, "{insecure:?}");
+    assert_eq!(rx.ids(), ["private-ca", "insecure"]);
+    let mut bad = EndpointConfig::new("bad-ca", rx.url());
+    bad.tls.ca_pem = Some("not a certificate".into());
+    let e = Endpoint::<RawEvent>::new(bad).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Config {
+                field: "tls.ca_pem",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+/// What only the engine does is refused by a layer-1 endpoint, never ignored.
+#[test]
+fn layer_1_refuses_engine_only_settings() {
+    let base = || EndpointConfig::new("ep", "http://127.0.0.1:9/");
+    let mut batched = base();
+    batched.batch = hookwire::config::BatchConfig::events(10);
+    let mut parallel = base();
+    parallel.max_in_flight = 4;
+    let durable = base().durable();
+    for (cfg, field) in [
+        (batched, "batch"),
+        (parallel, "max_in_flight"),
+        (durable, "durability"),
+    ] {
+        let e = Endpoint::<RawEvent>::new(cfg).unwrap_err();
+        assert!(
+            matches!(&e, Error::Config { field: f, .. } if *f == field),
+            "{field}: {e}"
+        );
+    }
+}

@@ -12,7 +12,7 @@ use hookwire::stats::DropReason;
 use hookwire::testkit::{Receiver, ReceiverConfig, Reply};
 mod common;
 
-use common::{assert_quiet_and_balanced, event, eventually, ids};
+use common::{assert_quiet_and_balanced, event, eventually, ids, test_pki};
 use hookwire::{Error, RawEvent, Sink};
 
 /// Fast retries so fault tests finish quickly: back off 20 ms after 3 failures in a row.
@@ -422,23 +422,6 @@ fn bad_config_and_closed_dispatcher_are_typed_errors() {
         d.add_endpoint(EndpointConfig::new("late", "http://127.0.0.1:1/")),
         Err(Error::Closed)
     ));
-}
-
-/// A CA, and a server certificate it signed for 127.0.0.1: (CA PEM, chain PEM, key PEM).
-fn test_pki() -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "hookwire engine test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    (ca_cert.pem(), leaf.pem(), key.serialize_pem())
 }
 
 #[test]

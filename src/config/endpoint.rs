@@ -97,17 +97,19 @@ pub struct EndpointConfig {
     pub media_type: MediaType,
     /// How long `close` drains the queue before it drops the rest (counted). Default 5 s.
     pub close_timeout: Duration,
-    /// How events are grouped into requests (engine only; layer 1 sends one event per
-    /// request). Default: one event per request, as docker distribution does.
+    /// How events are grouped into requests (engine only: a layer-1 `Endpoint` sends one event
+    /// per request and refuses anything else with `Error::Config`). Default: one event per
+    /// request, as docker distribution does.
     pub batch: BatchConfig,
-    /// Requests in flight at once (engine only). Default 1, which keeps strict FIFO order; more
-    /// than one trades order for throughput.
+    /// Requests in flight at once (engine only: a layer-1 `Endpoint` refuses more than 1).
+    /// Default 1, which keeps strict FIFO order; more than one trades order for throughput.
     pub max_in_flight: usize,
-    /// TLS settings for `https://` URLs (engine only): a private CA, or no verification at
-    /// all. Default: the webpki roots.
+    /// TLS settings for `https://` URLs, in both layers: a private CA (trusted beside the
+    /// webpki roots), or no verification at all. Default: the webpki roots.
     pub tls: TlsOptions,
     /// Whether the engine keeps this endpoint's events in memory only (the default) or in its
-    /// durable log (engine only; the dispatcher needs a data directory). Set both this and
+    /// durable log (engine only, with a data directory; a layer-1 `Endpoint` refuses
+    /// `Durable`). Set both this and
     /// `overflow` with [`EndpointConfig::durable`].
     pub durability: Durability,
 }

@@ -176,7 +176,30 @@ impl<E: Event + Clone + 'static> EndpointBuilder<E> {
     pub fn build(self) -> Result<Endpoint<E>, Error> {
         let cfg = self.config;
         let secrets = cfg.validate()?;
+        // What only the engine does is refused here, never ignored.
+        if cfg.batch != crate::config::BatchConfig::default() {
+            return Err(Error::config(
+                "batch",
+                "a layer-1 Endpoint sends one event per request (docker distribution's way); \
+                 batching is the engine's (engine::Dispatcher)",
+            ));
+        }
+        if cfg.max_in_flight != 1 {
+            return Err(Error::config(
+                "max_in_flight",
+                "a layer-1 Endpoint has one request in flight (its queue's one thread); \
+                 more is the engine's (engine::Dispatcher)",
+            ));
+        }
+        if cfg.durability != crate::config::Durability::Memory {
+            return Err(Error::config(
+                "durability",
+                "a layer-1 Endpoint keeps its queue in memory; durable endpoints are the \
+                 engine's (engine::Dispatcher with a data directory)",
+            ));
+        }
         let mut http = HttpConfig::new(cfg.url.clone());
+        http.tls = cfg.tls.clone();
         http.headers = cfg.headers.clone();
         http.timeout = cfg.timeout;
         http.connect_timeout = cfg.connect_timeout;
@@ -326,6 +349,15 @@ impl<E: Event + Clone + 'static> Endpoint<E> {
             config: self.config.view(),
             metrics,
         }
+    }
+}
+
+impl<E: Event + Clone + 'static> std::fmt::Debug for Endpoint<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("name", &self.config.name)
+            .field("url", &crate::config::redact_url(&self.config.url))
+            .finish_non_exhaustive()
     }
 }
 

@@ -47,6 +47,10 @@ pub struct HttpConfig {
     pub proxy: Option<String>,
     /// At most this much of a response body is read (and discarded). Default 64 KiB.
     pub max_response_body: usize,
+    /// Whom `https://` URLs trust: the webpki roots by default, plus a private CA, or no
+    /// verification (the same [`TlsOptions`](super::TlsOptions) the engine takes, with the
+    /// same meaning).
+    pub tls: super::TlsOptions,
 }
 
 impl HttpConfig {
@@ -61,6 +65,7 @@ impl HttpConfig {
             secrets: Vec::new(),
             proxy: None,
             max_response_body: 64 * 1024,
+            tls: super::TlsOptions::default(),
         }
     }
 
@@ -280,6 +285,7 @@ impl HttpSink {
             .timeout_global(Some(config.timeout))
             .timeout_connect(Some(connect_timeout))
             .user_agent(concat!("hookwire/", env!("CARGO_PKG_VERSION")))
+            .tls_config(super::tls::ureq_config(&config.tls)?)
             .build();
         let content_type = if parsed
             .headers

@@ -82,28 +82,55 @@ fn build(opts: &TlsOptions) -> Result<Arc<ClientConfig>, Error> {
 /// The webpki roots plus the certificates in `ca_pem`.
 fn roots(ca_pem: Option<&str>) -> Result<RootCertStore, Error> {
     let mut store = RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let Some(pem) = ca_pem else {
-        return Ok(store);
-    };
-    let mut added = 0usize;
-    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        let cert =
-            cert.map_err(|e| Error::config("tls.ca_pem", format!("is not valid PEM: {e}")))?;
+    for cert in ca_certs(ca_pem)? {
         store.add(cert).map_err(|e| {
             Error::config(
                 "tls.ca_pem",
                 format!("holds a certificate that cannot be a trust anchor: {e}"),
             )
         })?;
-        added += 1;
     }
-    if added == 0 {
+    Ok(store)
+}
+
+/// The certificates in `ca_pem` (none without one); a value with none, or bad PEM, is an
+/// `Error::Config` naming `tls.ca_pem`.
+fn ca_certs(ca_pem: Option<&str>) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let Some(pem) = ca_pem else {
+        return Ok(Vec::new());
+    };
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::config("tls.ca_pem", format!("is not valid PEM: {e}")))?;
+    if certs.is_empty() {
         return Err(Error::config(
             "tls.ca_pem",
             "holds no PEM CERTIFICATE block",
         ));
     }
-    Ok(store)
+    Ok(certs)
+}
+
+/// The same trust for layer 1's `HttpSink` (ureq): the default roots, the webpki roots plus
+/// `ca_pem`, or no verification.
+pub(crate) fn ureq_config(opts: &TlsOptions) -> Result<ureq::tls::TlsConfig, Error> {
+    use ureq::tls::{Certificate, RootCerts, TlsConfig};
+    let builder = TlsConfig::builder();
+    if opts.insecure {
+        return Ok(builder.disable_verification(true).build());
+    }
+    let extra = ca_certs(opts.ca_pem.as_deref())?;
+    if extra.is_empty() {
+        return Ok(builder.build());
+    }
+    let certs: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .chain(&extra)
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    Ok(builder
+        .root_certs(RootCerts::Specific(Arc::new(certs)))
+        .build())
 }
 
 /// A verifier that accepts every certificate (`TlsOptions::insecure`). It still checks that
