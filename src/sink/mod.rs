@@ -40,7 +40,8 @@ use crate::Error;
 ///   [`Error`]). A sink that drops an event it accepted counts the drop in its stats; nothing is
 ///   dropped silently.
 /// - After `close` returns, `write` returns [`Error::Closed`]. Closing twice returns
-///   `Error::Closed` too (as in go-events).
+///   `Error::Closed` too, as docker distribution's sinks do ("already closed"); go-events'
+///   sinks return nil there.
 /// - `close` never blocks forever: sinks that buffer drain with a deadline.
 ///
 /// Sinks take `&self` so one sink can be shared by many threads (`Arc<dyn Sink<E>>`); those that

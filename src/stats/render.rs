@@ -30,10 +30,21 @@ fn status_text(code: u16) -> String {
 /// `{"registry":{"notifications":{"endpoints":[...]}}}`.
 ///
 /// Durations in the config part are nanoseconds, as Go's `time.Duration` marshals; header
-/// values are redacted.
+/// values are redacted. Where distribution leaves a Go slice or map nil, so does this: no
+/// endpoints render `"endpoints": null`, and no headers or ignore lists render `null` (not
+/// `[]` or `{}`); `Statuses` is always an object (distribution makes that map up front).
 pub fn render_expvar(endpoints: &[EndpointSnapshot]) -> Value {
     let list: Vec<Value> = endpoints.iter().map(expvar_endpoint).collect();
-    json!({ "registry": { "notifications": { "endpoints": list } } })
+    json!({ "registry": { "notifications": { "endpoints": nil_if_empty(list) } } })
+}
+
+/// A Go slice or map that was never filled marshals as `null`.
+fn nil_if_empty<T: serde::Serialize>(items: Vec<T>) -> Value {
+    if items.is_empty() {
+        Value::Null
+    } else {
+        json!(items)
+    }
 }
 
 fn expvar_endpoint(e: &EndpointSnapshot) -> Value {
@@ -44,6 +55,11 @@ fn expvar_endpoint(e: &EndpointSnapshot) -> Value {
         .iter()
         .map(|h| (h.clone(), json!(["<redacted>"])))
         .collect();
+    let headers = if headers.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(headers)
+    };
     let statuses: Map<String, Value> = m
         .statuses
         .iter()
@@ -56,8 +72,11 @@ fn expvar_endpoint(e: &EndpointSnapshot) -> Value {
         "Timeout": c.timeout.as_nanos() as u64,
         "Threshold": c.threshold,
         "Backoff": c.backoff.as_nanos() as u64,
-        "IgnoredMediaTypes": c.ignored_media_types,
-        "Ignore": { "MediaTypes": c.ignored_media_types, "Actions": c.ignored_actions },
+        "IgnoredMediaTypes": nil_if_empty(c.ignored_media_types.clone()),
+        "Ignore": {
+            "MediaTypes": nil_if_empty(c.ignored_media_types.clone()),
+            "Actions": nil_if_empty(c.ignored_actions.clone()),
+        },
         "Metrics": {
             "Pending": m.pending,
             "Events": m.events,
@@ -325,6 +344,32 @@ mod tests {
         assert_eq!(m["Statuses"]["503 Service Unavailable"], 3);
         assert_eq!(m["Hookwire"]["dropped"]["oldest"], 1);
         assert_eq!(m["Hookwire"]["config"]["backoff"], 1500);
+        // Never set in distribution: Go's nil, JSON null.
+        assert!(ep["IgnoredMediaTypes"].is_null(), "{ep}");
+        assert!(ep["Ignore"]["MediaTypes"].is_null() && ep["Ignore"]["Actions"].is_null());
+    }
+
+    #[test]
+    fn what_distribution_leaves_nil_is_null() {
+        let none = render_expvar(&[]);
+        assert_eq!(
+            none.to_string(),
+            r#"{"registry":{"notifications":{"endpoints":null}}}"#
+        );
+        let mut s = sample();
+        s.config.headers.clear();
+        s.config.ignored_actions = vec!["pull".into()];
+        s.metrics.statuses.clear();
+        let v = render_expvar(&[s]);
+        let ep = &v["registry"]["notifications"]["endpoints"][0];
+        assert!(ep["Headers"].is_null(), "{ep}");
+        assert_eq!(ep["Ignore"]["Actions"][0], "pull");
+        assert!(ep["Ignore"]["MediaTypes"].is_null());
+        assert_eq!(
+            ep["Metrics"]["Statuses"],
+            serde_json::json!({}),
+            "made up front"
+        );
     }
 
     #[test]
