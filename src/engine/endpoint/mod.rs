@@ -197,11 +197,6 @@ impl Endpoint {
         &self.p.target
     }
 
-    /// Its connect, request and idle timeouts.
-    pub fn timeouts(&self) -> crate::http::conn::Timeouts {
-        self.p.timeouts
-    }
-
     /// The headers every request carries (the signature headers come with each
     /// [`Action::Send`]).
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
