@@ -462,7 +462,7 @@ impl Http {
         &mut self,
         conn: usize,
         connect: bool,
-        body: Vec<u8>,
+        body: crate::http::Body,
         signed: Option<super::endpoint::Signed>,
         io: &mut Io<'_>,
     ) {

@@ -12,10 +12,11 @@
 //! It is the I/O half of the client: it owns the [`Transport`] (the socket, and rustls) and
 //! the request's bytes. The protocol half, reading the response, is a [`ResponseReader`]
 //! (`response.rs`), which sees only byte slices. The request's `ureq-proto` `Call` is
-//! prepared and written into a reused head buffer when a request starts; the body is written
-//! straight from the caller's `Vec` (the call is told with `consume_direct_write`), so the
-//! call waits for the response at once and the bytes drain to the socket at the socket's
-//! pace.
+//! prepared and written into a reused head buffer when a request starts; the body is shared
+//! with the caller (a [`Body`]: the caller keeps it for another attempt, and no attempt
+//! copies it) and written straight from it (the call is told with `consume_direct_write`),
+//! so the call waits for the response at once and the bytes drain to the socket at the
+//! socket's pace. The connection holds the body only while its request is in flight.
 //!
 //! TLS is `rustls::ClientConnection` over the same socket (`read_tls`/`write_tls`); the
 //! handshake is driven by the same events. A connection counts as established
@@ -40,7 +41,7 @@ use std::time::Duration;
 
 use mio::{Registry, Token};
 
-use super::request::RequestHead;
+use super::request::{Body, RequestHead};
 use super::response::{Answer, Fed, ResponseReader};
 use super::target::Target;
 use super::transport::{Got, Transport};
@@ -94,6 +95,8 @@ pub(crate) enum Progress {
 /// The request in flight.
 struct Exchange {
     reader: ResponseReader,
+    /// Its body (shared with the caller).
+    body: Body,
     /// Any response byte (plaintext) arrived.
     got_byte: bool,
 }
@@ -120,8 +123,7 @@ pub(crate) struct Conn {
     /// The request head, and how much of it was written.
     head: Vec<u8>,
     head_sent: usize,
-    /// The request body, and how much of it was written.
-    body: Vec<u8>,
+    /// How much of the request's body was written.
     body_sent: usize,
     /// Requests answered on this connection.
     served: u64,
@@ -169,7 +171,6 @@ impl Conn {
             req: None,
             head: Vec::new(),
             head_sent: 0,
-            body: Vec::new(),
             body_sent: 0,
             served: 0,
             stale: false,
@@ -181,7 +182,8 @@ impl Conn {
     /// Queues one `POST` of `body` with `headers` (name, value) on this connection, which
     /// must be idle or still connecting (the request then goes out once connected). `Host`
     /// (from the target), `Content-Length` and, for a URL with credentials, `Authorization`
-    /// are added; `Content-Type` and the rest come from `headers`.
+    /// are added; `Content-Type` and the rest come from `headers`. The connection holds
+    /// `body` (a reference, not a copy) until the request is answered or fails.
     ///
     /// Nothing is written here: call [`on_event`](Conn::on_event) right after, since an
     /// edge-triggered socket that is already writable sends no new event. The request
@@ -190,7 +192,7 @@ impl Conn {
     /// Errors: `Error::Io` (`ResourceBusy`) if a request is already in flight, (`NotConnected`)
     /// if the connection is dead; `Error::Config` naming `headers` for a header that is not
     /// valid HTTP or that the connection sets itself.
-    pub fn start(&mut self, headers: &[(&str, &str)], body: Vec<u8>) -> Result<(), Error> {
+    pub fn start(&mut self, headers: &[(&str, &str)], body: Body) -> Result<(), Error> {
         if self.dead {
             return Err(Error::Io {
                 kind: io::ErrorKind::NotConnected,
@@ -211,12 +213,12 @@ impl Conn {
             body_len: body.len(),
         };
         let call = request.write(&mut self.head)?;
-        self.body = body;
         self.body_sent = 0;
         self.head_sent = 0;
         self.stale = false;
         self.req = Some(Exchange {
             reader: ResponseReader::new(call),
+            body,
             got_byte: false,
         });
         Ok(())
@@ -260,7 +262,10 @@ impl Conn {
         loop {
             let head = &self.head[self.head_sent..];
             let head = &head[..head.len().min(budget)];
-            let body = &self.body[self.body_sent..];
+            let body = self
+                .req
+                .as_ref()
+                .map_or(&[][..], |ex| &ex.body[self.body_sent..]);
             let body = &body[..body.len().min(budget - head.len())];
             let (taken, wrote) = self.io.send(head, body)?;
             let head_left = head.len();
@@ -337,7 +342,8 @@ impl Conn {
     fn complete(&mut self, answer: Answer) {
         // A request not fully sent leaves the stream in a state no next request can start
         // from (the server answered early).
-        let sent_all = self.head_sent == self.head.len() && self.body_sent == self.body.len();
+        let body_len = self.req.as_ref().map_or(0, |ex| ex.body.len());
+        let sent_all = self.head_sent == self.head.len() && self.body_sent == body_len;
         let resp = Response {
             status: answer.status,
             retry_after: answer.retry_after,

@@ -25,8 +25,8 @@ use crate::testkit::{Receiver, ReceiverConfig, Reply};
 const SAFETY: Duration = Duration::from_secs(5);
 const TOKEN: Token = Token(7);
 
-fn body(id: &str) -> Vec<u8> {
-    format!(r#"{{"events":[{{"id":"{id}"}}]}}"#).into_bytes()
+fn body(id: &str) -> Body {
+    Body::from(format!(r#"{{"events":[{{"id":"{id}"}}]}}"#).into_bytes())
 }
 
 const JSON: [(&str, &str); 1] = [("content-type", "application/json")];
@@ -166,13 +166,27 @@ fn posts_and_reuses_one_connection() {
     conn.close(lp.poll.registry());
 }
 
+#[test]
+fn the_body_is_shared_and_let_go_once_answered() {
+    let r = Receiver::start(ReceiverConfig::new()).unwrap();
+    let mut lp = Lp::new();
+    let mut conn = lp.connect(&target(&r.url()));
+    let mine = body("a");
+    conn.start(&JSON, mine.clone()).unwrap();
+    assert_eq!(mine.holders(), 2, "the connection holds it while in flight");
+    assert_eq!(done(lp.run(&mut conn)).status, 200);
+    // Answered: the caller holds the only reference again.
+    assert_eq!(mine.holders(), 1);
+    assert_eq!(r.ids(), ["a"]);
+}
+
 /// A request body larger than the socket buffers, so sending meets `WouldBlock`.
-fn big_body(id: &str) -> Vec<u8> {
-    format!(
+fn big_body(id: &str) -> Body {
+    let json = format!(
         r#"{{"events":[{{"id":"{id}","pad":"{}"}}]}}"#,
         "p".repeat(4 << 20)
-    )
-    .into_bytes()
+    );
+    Body::from(json.into_bytes())
 }
 
 #[test]
@@ -431,7 +445,7 @@ fn the_request_is_framed_from_the_target_and_the_callers_headers() {
     let mut lp = Lp::new();
     let mut conn = lp.connect(&t);
     let headers = [("content-type", "application/json"), ("webhook-id", "m1")];
-    conn.start(&headers, b"{}".to_vec()).unwrap();
+    conn.start(&headers, Body::from(b"{}".to_vec())).unwrap();
     assert_eq!(done(lp.run(&mut conn)).status, 200);
     let req = requests.recv_timeout(SAFETY).unwrap();
     assert_eq!(
@@ -455,7 +469,7 @@ fn headers_the_connection_owns_or_that_are_invalid_are_refused() {
         [("bad name", "x")],
         [("x-ok", "bad\r\nvalue")],
     ] {
-        let err = conn.start(&headers, vec![]).unwrap_err();
+        let err = conn.start(&headers, Body::default()).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -468,7 +482,7 @@ fn headers_the_connection_owns_or_that_are_invalid_are_refused() {
         );
     }
     // Nothing was queued by the refusals.
-    assert!(conn.start(&JSON, vec![]).is_ok());
+    assert!(conn.start(&JSON, Body::default()).is_ok());
 }
 
 #[test]

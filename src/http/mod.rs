@@ -13,6 +13,7 @@ mod tls;
 mod transport;
 
 pub use envelope::*;
+pub(crate) use request::Body;
 pub use signing::*;
 pub use sink::*;
 pub use tls::TlsOptions;

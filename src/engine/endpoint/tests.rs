@@ -228,6 +228,35 @@ fn a_request_that_never_answers_fails_at_its_deadline_and_is_retried() {
 }
 
 #[test]
+fn every_attempt_sends_the_same_bytes_without_copying_them() {
+    let mut config = EndpointConfig::new("ep", "http://127.0.0.1:9/");
+    config.batch = crate::config::BatchConfig::events(10);
+    let mut f = fixture_with(config, false);
+    for id in ["a", "b", "c"] {
+        f.src.push(id, f.now, 0);
+    }
+    let body = |a: &[Action]| match a {
+        [Action::Send { body, .. }] => body.clone(),
+        other => panic!("{other:?}"),
+    };
+    let first = body(&f.pump());
+    assert_eq!(first, *br#"{"events":[{"id":"a"},{"id":"b"},{"id":"c"}]}"#);
+    f.ep.handle_connected(0, f.now);
+    f.ep.handle_response(0, ok(500), f.now);
+    let a = f.actions();
+    assert!(matches!(a.as_slice(), [] | [Action::Close { .. }]), "{a:?}");
+    let again = body(&f.pump());
+    assert_eq!(
+        again.as_ptr(),
+        first.as_ptr(),
+        "the same buffer, not a copy"
+    );
+    // The two kept here and the batch in flight: nothing else holds it.
+    assert_eq!(again.holders(), 3);
+    assert_eq!(f.metrics().retries, 1);
+}
+
+#[test]
 fn a_connection_not_up_by_the_connect_timeout_fails_as_connect() {
     let mut config = EndpointConfig::new("ep", "http://127.0.0.1:9/");
     config.timeout = Duration::from_secs(5);
