@@ -4,8 +4,8 @@
 //! bytes, so a healthy endpoint copies each event once, into its request body; sealing turns
 //! it into a shared [`Body`] that every attempt sends as it is (no copy per attempt). The
 //! buffer is sized when the first event arrives, for as many events like it as the batch may
-//! take (within `max_bytes`, and at most [`RESERVE_MAX`]), so filling does not reallocate
-//! as it grows. A batch keeps the events themselves (one `Arc` clone each) only when someone
+//! take (within `max_bytes`, and at most [`RESERVE_MAX`] unless that first event alone is
+//! larger), so filling does not reallocate as it grows. A batch keeps the events themselves (one `Arc` clone each) only when someone
 //! may need them back: a durable endpoint (dead letters name the log record) or an endpoint
 //! with a dead-letter hook.
 
@@ -123,8 +123,8 @@ impl Batch {
         }
     }
 
-    /// Sizes the buffers for as many events of `n` bytes as the limits let in (the first
-    /// event's size stands for the rest: a guess, bounded by `max_bytes` and
+    /// Sizes the buffers for as many events of `n` bytes as the limits let in, at least one
+    /// (the first event's size stands for the rest: a guess, bounded by `max_bytes` and
     /// [`RESERVE_MAX`]).
     fn reserve(&mut self, n: usize, durable: bool) {
         let each = n + 1;
