@@ -462,7 +462,7 @@ impl Http {
         &mut self,
         conn: usize,
         connect: bool,
-        body: Vec<u8>,
+        body: crate::http::Body,
         signed: Option<super::endpoint::Signed>,
         io: &mut Io<'_>,
     ) {
@@ -475,13 +475,7 @@ impl Http {
             }
             // Tokens are `slot << 8 | connection`; max_in_flight (<= 64) keeps `conn` below 255.
             let token = mio::Token(io.slot << 8 | conn);
-            match Conn::connect(
-                self.ep.target(),
-                io.registry,
-                token,
-                self.ep.timeouts(),
-                io.now,
-            ) {
+            match Conn::connect(self.ep.target(), io.registry, token) {
                 Ok(c) => self.conns[conn] = Some(c),
                 Err(e) => return self.ep.handle_failure(conn, e, false, io.now),
             }
@@ -499,7 +493,7 @@ impl Http {
             };
             return self.ep.handle_failure(conn, e, false, io.now);
         };
-        if let Err(e) = c.start(&headers, body, io.now) {
+        if let Err(e) = c.start(&headers, body) {
             return self.ep.handle_failure(conn, e, false, io.now);
         }
         // `start` does no I/O, and an edge-triggered socket that is already writable will not
@@ -514,7 +508,7 @@ impl Http {
             return;
         };
         let was_up = c.is_established();
-        let progress = c.on_event(io.registry, io.now);
+        let progress = c.on_event(io.registry);
         if !was_up && c.is_established() {
             self.ep.handle_connected(conn, io.now);
         }

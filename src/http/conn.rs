@@ -1,41 +1,47 @@
 //! One non-blocking HTTP/1.1 client connection for a worker's mio loop.
 //!
 //! A [`Conn`] is one TCP connection (plus TLS for `https`) carrying at most one request at a
-//! time, kept alive between requests. It never blocks and never sleeps: the loop calls
-//! [`Conn::on_event`] when the socket's token fires, and [`Conn::on_timer`] when
-//! [`Conn::deadline`] has passed.
+//! time, kept alive between requests. It never blocks, never sleeps and **reads no clock**:
+//! the loop calls [`Conn::on_event`] when the socket's token fires, and that is all that
+//! moves it. **The caller owns every deadline** (connect, request, idle; see [`Timeouts`]):
+//! a connection that never finishes its handshake, a server that hangs or trickles, an idle
+//! connection kept too long, all stay as they are until the caller gives up on them and
+//! [`close`](Conn::close)s them. In the engine the endpoint's state machine keeps those
+//! deadlines (`engine/endpoint/conns.rs`), one clock for every connection and request.
 //!
-//! It is the I/O half of the client: it owns the [`Transport`] (the socket, and rustls), the
-//! request's bytes, and the timers. The protocol half, reading the response, is a
-//! [`ResponseReader`] (`response.rs`), which sees only byte slices. The request's
-//! `ureq-proto` `Call` is prepared and written into a reused head buffer when a request
-//! starts; the body is written straight from the caller's `Vec` (the call is told with
-//! `consume_direct_write`), so the call waits for the response at once and the bytes drain
-//! to the socket at the socket's pace.
+//! It is the I/O half of the client: it owns the [`Transport`] (the socket, and rustls) and
+//! the request's bytes. The protocol half, reading the response, is a [`ResponseReader`]
+//! (`response.rs`), which sees only byte slices. The request's `ureq-proto` `Call` is
+//! prepared and written into a reused head buffer when a request starts; the body is shared
+//! with the caller (a [`Body`]: the caller keeps it for another attempt, and no attempt
+//! copies it) and written straight from it (the call is told with `consume_direct_write`),
+//! so the call waits for the response at once and the bytes drain to the socket at the
+//! socket's pace. The connection holds the body only while its request is in flight.
 //!
 //! TLS is `rustls::ClientConnection` over the same socket (`read_tls`/`write_tls`); the
-//! handshake is driven by the same events, and counts against the connect timeout.
+//! handshake is driven by the same events. A connection counts as established
+//! ([`Conn::is_established`]) only once it is done, so the caller's connect deadline covers
+//! it.
 //!
 //! **A bounded share of the loop.** One `on_event` moves at most [`DRIVE_BUDGET`] bytes (read
 //! and written together). The socket is edge-triggered: mio reports it again only after it
 //! said `WouldBlock`, so a connection that stopped at its budget says so
 //! ([`Conn::wants_drive`]) and its owner calls `on_event` again on the next loop turn, after
 //! the other connections, endpoints and timers had theirs. A server that sends without end
-//! therefore cannot keep its worker from anything else, and the request timeout fires.
+//! therefore cannot keep its worker from anything else, and the caller's request deadline
+//! still comes round.
 //!
 //! Bounds: the response is read within the reader's bounds (64 KiB of head, 64 KiB of body,
 //! 8 KiB of an unfinished chunked-body line): a head or line past its bound fails the request
 //! with a typed error; a body past its bound is not read further: the status is still
-//! reported, but the connection is not reused. The request timeout covers everything from
-//! [`Conn::start`] to the last byte of the response, connecting included if the request was
-//! queued while connecting, however slowly the bytes come.
+//! reported, but the connection is not reused.
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::{Registry, Token};
 
-use super::request::RequestHead;
+use super::request::{Body, RequestHead};
 use super::response::{Answer, Fed, ResponseReader};
 use super::target::Target;
 use super::transport::{Got, Transport};
@@ -48,15 +54,17 @@ const CHUNK: usize = 16 * 1024;
 /// a worker's other endpoints and timers wait well under a millisecond for it.
 pub(crate) const DRIVE_BUDGET: usize = 256 * 1024;
 
-/// How long each stage of a connection's life may take.
+/// How long each stage of a connection's life may take: the deadlines a [`Conn`]'s owner
+/// keeps for it (a `Conn` itself reads no clock). In the engine, the endpoint's state machine
+/// keeps them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Timeouts {
     /// From [`Conn::connect`] until TCP is connected and, for `https`, the TLS handshake is
-    /// done (all resolved addresses together).
+    /// done ([`Conn::is_established`]; all resolved addresses together).
     pub connect: Duration,
     /// From [`Conn::start`] until the last byte of the response.
     pub request: Duration,
-    /// How long a kept-alive connection may sit unused before it counts as dead.
+    /// How long a kept-alive connection may sit unused before its owner closes it.
     pub idle: Duration,
 }
 
@@ -76,7 +84,7 @@ pub(crate) struct Response {
 /// The outcome of driving a connection.
 #[derive(Debug)]
 pub(crate) enum Progress {
-    /// Nothing finished; wait for the next event or deadline.
+    /// Nothing finished; wait for the next event (or give up at the caller's deadline).
     Pending,
     /// The pending request got its whole response.
     Done(Response),
@@ -87,7 +95,8 @@ pub(crate) enum Progress {
 /// The request in flight.
 struct Exchange {
     reader: ResponseReader,
-    deadline: Instant,
+    /// Its body (shared with the caller).
+    body: Body,
     /// Any response byte (plaintext) arrived.
     got_byte: bool,
 }
@@ -95,19 +104,18 @@ struct Exchange {
 /// One TCP (+TLS) connection to a [`Target`], carrying at most one request at a time.
 ///
 /// Life: [`connect`](Conn::connect) -> (optionally [`start`](Conn::start) at once: the request
-/// waits for the connection) -> [`on_event`](Conn::on_event) / [`on_timer`](Conn::on_timer)
-/// until `Done` or `Failed` -> idle, and `start` again; or dead ([`is_dead`](Conn::is_dead)):
-/// then [`close`](Conn::close) it. A failure is reported as `Failed` only while a request is
-/// pending; a connection that dies without one (refused while warming up, closed by the peer
-/// while idle, idle too long) just becomes dead.
+/// waits for the connection) -> [`on_event`](Conn::on_event) until `Done` or `Failed` -> idle,
+/// and `start` again; or dead ([`is_dead`](Conn::is_dead)): then [`close`](Conn::close) it.
+/// A failure is reported as `Failed` only while a request is pending; a connection that dies
+/// without one (refused while warming up, closed by the peer while idle) just becomes dead.
+///
+/// It has no timer: a stage that never ends (a handshake, an answer, an idle spell) lasts
+/// until the owner, at its own deadline, closes the connection.
 pub(crate) struct Conn {
     io: Transport,
     token: Token,
     /// Closed, failed, or not reusable.
     dead: bool,
-    timeouts: Timeouts,
-    connect_deadline: Instant,
-    idle_deadline: Option<Instant>,
     host_header: String,
     path: String,
     authorization: Option<String>,
@@ -115,8 +123,7 @@ pub(crate) struct Conn {
     /// The request head, and how much of it was written.
     head: Vec<u8>,
     head_sent: usize,
-    /// The request body, and how much of it was written.
-    body: Vec<u8>,
+    /// How much of the request's body was written.
     body_sent: usize,
     /// Requests answered on this connection.
     served: u64,
@@ -150,28 +157,20 @@ impl Conn {
     /// later, gives way to the next one) and registers the socket with `registry` under
     /// `token` for readable and writable events (mio is edge-triggered).
     ///
-    /// Fails with `Error::Io` only when no address can even start connecting.
-    pub fn connect(
-        target: &Target,
-        registry: &Registry,
-        token: Token,
-        timeouts: Timeouts,
-        now: Instant,
-    ) -> Result<Conn, Error> {
+    /// Fails with `Error::Io` only when no address can even start connecting. It never
+    /// fails later for taking too long: the caller's connect deadline covers it, until
+    /// [`is_established`](Conn::is_established).
+    pub fn connect(target: &Target, registry: &Registry, token: Token) -> Result<Conn, Error> {
         Ok(Conn {
             io: Transport::open(target, registry, token)?,
             token,
             dead: false,
-            timeouts,
-            connect_deadline: now + timeouts.connect,
-            idle_deadline: None,
             host_header: target.host_header.clone(),
             path: target.path_and_query.clone(),
             authorization: target.authorization.clone(),
             req: None,
             head: Vec::new(),
             head_sent: 0,
-            body: Vec::new(),
             body_sent: 0,
             served: 0,
             stale: false,
@@ -183,20 +182,17 @@ impl Conn {
     /// Queues one `POST` of `body` with `headers` (name, value) on this connection, which
     /// must be idle or still connecting (the request then goes out once connected). `Host`
     /// (from the target), `Content-Length` and, for a URL with credentials, `Authorization`
-    /// are added; `Content-Type` and the rest come from `headers`.
+    /// are added; `Content-Type` and the rest come from `headers`. The connection holds
+    /// `body` (a reference, not a copy) until the request is answered or fails.
     ///
     /// Nothing is written here: call [`on_event`](Conn::on_event) right after, since an
-    /// edge-triggered socket that is already writable sends no new event.
+    /// edge-triggered socket that is already writable sends no new event. The request
+    /// stays pending until its answer or a failure: its deadline is the caller's.
     ///
     /// Errors: `Error::Io` (`ResourceBusy`) if a request is already in flight, (`NotConnected`)
     /// if the connection is dead; `Error::Config` naming `headers` for a header that is not
     /// valid HTTP or that the connection sets itself.
-    pub fn start(
-        &mut self,
-        headers: &[(&str, &str)],
-        body: Vec<u8>,
-        now: Instant,
-    ) -> Result<(), Error> {
+    pub fn start(&mut self, headers: &[(&str, &str)], body: Body) -> Result<(), Error> {
         if self.dead {
             return Err(Error::Io {
                 kind: io::ErrorKind::NotConnected,
@@ -217,14 +213,12 @@ impl Conn {
             body_len: body.len(),
         };
         let call = request.write(&mut self.head)?;
-        self.body = body;
         self.body_sent = 0;
         self.head_sent = 0;
         self.stale = false;
-        self.idle_deadline = None;
         self.req = Some(Exchange {
             reader: ResponseReader::new(call),
-            deadline: now + self.timeouts.request,
+            body,
             got_byte: false,
         });
         Ok(())
@@ -236,8 +230,8 @@ impl Conn {
     /// reading the response, until the socket says `WouldBlock` or [`DRIVE_BUDGET`] bytes
     /// moved. Returns `Done` once the whole response (head and body) is read, `Failed` if the
     /// pending request failed. Spurious calls are harmless. Never blocks.
-    pub fn on_event(&mut self, registry: &Registry, now: Instant) -> Progress {
-        let result = self.drive(registry, now);
+    pub fn on_event(&mut self, registry: &Registry) -> Progress {
+        let result = self.drive(registry);
         match (self.done.take(), result) {
             (Some(resp), Ok(())) => Progress::Done(resp),
             (Some(mut resp), Err(_)) => {
@@ -259,7 +253,7 @@ impl Conn {
         self.more && !self.dead
     }
 
-    fn drive(&mut self, registry: &Registry, now: Instant) -> Result<(), Error> {
+    fn drive(&mut self, registry: &Registry) -> Result<(), Error> {
         self.more = false;
         if self.dead || !self.io.poll_connect(registry)? {
             return Ok(());
@@ -268,20 +262,19 @@ impl Conn {
         loop {
             let head = &self.head[self.head_sent..];
             let head = &head[..head.len().min(budget)];
-            let body = &self.body[self.body_sent..];
+            let body = self
+                .req
+                .as_ref()
+                .map_or(&[][..], |ex| &ex.body[self.body_sent..]);
             let body = &body[..body.len().min(budget - head.len())];
             let (taken, wrote) = self.io.send(head, body)?;
             let head_left = head.len();
             self.head_sent += taken.min(head_left);
             self.body_sent += taken.saturating_sub(head_left);
             budget -= taken.min(budget);
-            let read = self.read_all(now, &mut budget)?;
+            let read = self.read_all(&mut budget)?;
             if self.dead {
                 return Ok(());
-            }
-            if self.req.is_none() && self.idle_deadline.is_none() && !self.io.handshaking() {
-                // Just connected (and handshaken) with nothing to send.
-                self.idle_deadline = Some(now + self.timeouts.idle);
             }
             if budget == 0 {
                 // Maybe more to read or write, and no event will say so: come back.
@@ -296,7 +289,7 @@ impl Conn {
 
     /// Reads until `WouldBlock`, end of stream, a dead connection, or the end of `budget`
     /// (which it spends), feeding the response reader. Returns whether anything was read.
-    fn read_all(&mut self, now: Instant, budget: &mut usize) -> Result<bool, Error> {
+    fn read_all(&mut self, budget: &mut usize) -> Result<bool, Error> {
         let mut buf = [0u8; CHUNK];
         let mut progressed = false;
         while !self.dead && *budget > 0 {
@@ -306,7 +299,7 @@ impl Conn {
             match got {
                 Got::WouldBlock => break,
                 Got::Eof => {
-                    self.on_eof(now)?;
+                    self.on_eof()?;
                     progressed = true;
                     break;
                 }
@@ -325,7 +318,7 @@ impl Conn {
                     };
                     ex.got_byte = true;
                     if let Fed::Done(answer) = ex.reader.feed(&buf[..n])? {
-                        self.complete(answer, now);
+                        self.complete(answer);
                     }
                 }
             }
@@ -334,37 +327,31 @@ impl Conn {
     }
 
     /// The peer closed its side: the end of a close-delimited body, or a broken exchange.
-    fn on_eof(&mut self, now: Instant) -> Result<(), Error> {
+    fn on_eof(&mut self) -> Result<(), Error> {
         let Some(ex) = self.req.as_mut() else {
             self.die();
             return Ok(());
         };
         let answer = ex.reader.eof()?;
-        self.complete(answer, now);
+        self.complete(answer);
         self.die();
         Ok(())
     }
 
     /// The response is read (as far as its bounds allow).
-    fn complete(&mut self, answer: Answer, now: Instant) {
+    fn complete(&mut self, answer: Answer) {
         // A request not fully sent leaves the stream in a state no next request can start
         // from (the server answered early).
-        let sent_all = self.head_sent == self.head.len() && self.body_sent == self.body.len();
+        let body_len = self.req.as_ref().map_or(0, |ex| ex.body.len());
+        let sent_all = self.head_sent == self.head.len() && self.body_sent == body_len;
         let resp = Response {
             status: answer.status,
             retry_after: answer.retry_after,
             keep_alive: answer.reusable && sent_all,
         };
-        let idle = resp.keep_alive.then(|| now + self.timeouts.idle);
-        self.finish(resp, idle);
-    }
-
-    /// Ends the exchange with `resp`: idle until `idle` if reusable, else dead.
-    fn finish(&mut self, resp: Response, idle: Option<Instant>) {
         self.req = None;
         self.served += 1;
-        self.idle_deadline = idle;
-        if idle.is_none() {
+        if !resp.keep_alive {
             self.die();
         }
         self.done = Some(resp);
@@ -372,7 +359,6 @@ impl Conn {
 
     fn die(&mut self) {
         self.dead = true;
-        self.idle_deadline = None;
         if let Some(done) = self.done.as_mut() {
             // Closed right after answering: the answer stands, the connection does not.
             done.keep_alive = false;
@@ -392,19 +378,6 @@ impl Conn {
         }
     }
 
-    /// The next deadline: connect (until connected and handshaken), request (while one is
-    /// in flight), or idle (while kept alive). `None` when dead.
-    pub fn deadline(&self) -> Option<Instant> {
-        if self.dead {
-            return None;
-        }
-        let request = self.req.as_ref().map(|r| r.deadline);
-        if self.connecting() {
-            return Some(request.map_or(self.connect_deadline, |r| r.min(self.connect_deadline)));
-        }
-        request.or(self.idle_deadline)
-    }
-
     /// TCP is connected and, for `https`, the handshake is done (and it has not failed).
     pub fn is_established(&self) -> bool {
         !self.dead && !self.connecting()
@@ -415,39 +388,14 @@ impl Conn {
         !self.io.is_connected() || self.io.handshaking()
     }
 
-    /// Call when [`deadline`](Conn::deadline) has passed. A pending request fails with
-    /// `Error::Timeout` (`waiting_for` "connect" while connecting or handshaking, else
-    /// "response"; `after` the timeout that ran out); an idle connection past its idle
-    /// deadline, or one still connecting without a request, becomes dead. Early calls change
-    /// nothing.
-    pub fn on_timer(&mut self, now: Instant) -> Progress {
-        if self.dead {
-            return Progress::Pending;
-        }
-        let connecting = self.connecting();
-        let timeout = |waiting_for, after| Error::Timeout { waiting_for, after };
-        if connecting && now >= self.connect_deadline {
-            return self.fail(timeout("connect", self.timeouts.connect));
-        }
-        if let Some(ex) = &self.req
-            && now >= ex.deadline
-        {
-            let what = if connecting { "connect" } else { "response" };
-            return self.fail(timeout(what, self.timeouts.request));
-        }
-        if self.req.is_none() && self.idle_deadline.is_some_and(|d| now >= d) {
-            self.die();
-        }
-        Progress::Pending
-    }
-
-    /// Connected (and handshaken), no request in flight, reusable.
+    /// Connected (and handshaken), no request in flight, reusable. (The engine asks its
+    /// endpoint's state machine instead, which knows the same.)
+    #[cfg(test)]
     pub fn is_idle(&self) -> bool {
         !self.dead && self.req.is_none() && !self.connecting()
     }
 
-    /// Closed by the peer, failed, timed out, idle too long, or not reusable: drop it (with
-    /// [`close`](Conn::close)).
+    /// Closed by the peer, failed, or not reusable: drop it (with [`close`](Conn::close)).
     pub fn is_dead(&self) -> bool {
         self.dead
     }
@@ -455,12 +403,15 @@ impl Conn {
     /// Whether the last request failed with an I/O error before any response byte arrived,
     /// on a connection that had answered an earlier request: a kept-alive connection the
     /// server had already given up on. The caller may retry once on a fresh connection.
-    /// (A timeout is never stale: the server may be processing the request.)
+    /// (A request its owner gave up on at a deadline is never stale: the server may be
+    /// processing it.)
     pub fn failed_stale(&self) -> bool {
         self.stale
     }
 
     /// Deregisters the socket and shuts it down (with a TLS `close_notify` when possible).
+    /// This is how the owner ends a connection past one of its deadlines (a request in
+    /// flight is then simply abandoned: the owner has already counted it failed).
     pub fn close(mut self, registry: &Registry) {
         self.io.close(registry);
     }

@@ -1,10 +1,58 @@
-//! Writing a webhook request's head with `ureq-proto`, for [`Conn`](super::conn::Conn).
+//! A webhook request for [`Conn`](super::conn::Conn): its head, written with `ureq-proto`,
+//! and its [`Body`], built once and shared by every attempt.
+
+use std::ops::Deref;
+use std::sync::Arc;
 
 use ureq_proto::client::state::RecvResponse;
 use ureq_proto::client::{Call, SendRequestResult};
 use ureq_proto::http::{Method, Request};
 
 use crate::Error;
+
+/// A request body, built once and shared: cloning it (for another attempt, or for the
+/// connection that writes it) copies no byte. Immutable once built.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub(crate) struct Body(Arc<Vec<u8>>);
+
+impl Body {
+    /// How many hold these bytes (tests: who lets go when).
+    #[cfg(test)]
+    pub fn holders(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    /// Takes the buffer as it is (no copy).
+    fn from(bytes: Vec<u8>) -> Self {
+        Body(Arc::new(bytes))
+    }
+}
+
+impl Deref for Body {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl<const N: usize> PartialEq<[u8; N]> for Body {
+    fn eq(&self, other: &[u8; N]) -> bool {
+        self.0.as_slice() == other
+    }
+}
+
+impl std::fmt::Debug for Body {
+    /// The length and the first bytes, as text: a batch's body is 100 KB and more.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const SHOWN: usize = 200;
+        let shown = String::from_utf8_lossy(&self.0[..self.0.len().min(SHOWN)]);
+        let more = if self.0.len() > SHOWN { "..." } else { "" };
+        write!(f, "Body({} bytes: {shown:?}{more})", self.0.len())
+    }
+}
 
 /// Headers the connection writes itself; a caller's copy is refused.
 const RESERVED: [&str; 3] = ["host", "content-length", "transfer-encoding"];
@@ -119,6 +167,19 @@ mod tests {
         let long = "v".repeat(10_000);
         let text = head(&[("x-long", &long)], 1).unwrap();
         assert!(text.contains(&long) && text.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_body_is_shared_not_copied() {
+        let body = Body::from(br#"{"events":[]}"#.to_vec());
+        let at = body.as_ptr();
+        let attempt = body.clone();
+        assert_eq!(attempt.as_ptr(), at, "the same bytes");
+        assert_eq!(attempt, *br#"{"events":[]}"#);
+        assert_eq!(body.holders(), 2);
+        drop(attempt);
+        assert_eq!(body.holders(), 1);
+        assert_eq!(format!("{body:?}"), r#"Body(13 bytes: "{\"events\":[]}")"#);
     }
 
     #[test]

@@ -50,7 +50,7 @@ use crate::store::DeadLetter;
 
 use super::shared::Shared;
 use super::source::Events;
-use batch::{Batch, TAIL};
+use batch::Batch;
 use conns::ConnSlot;
 use warn::{Throttle, WARN_EVERY};
 
@@ -80,8 +80,8 @@ pub(crate) enum Action {
         conn: ConnId,
         /// Open it first.
         connect: bool,
-        /// The envelope.
-        body: Vec<u8>,
+        /// The envelope, shared with the batch it came from (an attempt copies no byte).
+        body: crate::http::Body,
         /// The signature headers, if the endpoint signs.
         signed: Option<Signed>,
     },
@@ -195,11 +195,6 @@ impl Endpoint {
     /// Where its requests go.
     pub fn target(&self) -> &Target {
         &self.p.target
-    }
-
-    /// Its connect, request and idle timeouts.
-    pub fn timeouts(&self) -> crate::http::conn::Timeouts {
-        self.p.timeouts
     }
 
     /// The headers every request carries (the signature headers come with each
@@ -333,16 +328,15 @@ impl Endpoint {
     /// Adds events to the open batch: the backlog first (older), then the source.
     fn fill<S: Events>(&mut self, src: &mut S) -> bool {
         let max_events = self.p.batch.max_events;
-        let max_bytes = self.p.batch.max_bytes;
         let batch = self
             .open
-            .get_or_insert_with(|| Batch::new(self.keep_events));
+            .get_or_insert_with(|| Batch::new(self.keep_events, self.p.batch));
         let before = batch.ats.len();
         while batch.ats.len() < max_events {
             let Some(h) = self.backlog.front() else {
                 break;
             };
-            if !batch.fits(h.event.json().len(), max_bytes) {
+            if !batch.fits(h.event.json().len()) {
                 batch.overflowed = true;
                 return batch.ats.len() > before;
             }
@@ -357,7 +351,7 @@ impl Endpoint {
         let (mut last_seq, mut old) = (0, 0u64);
         let n = if room > 0 && self.backlog.is_empty() && from_source {
             src.take(room, |p| {
-                if batch.fits(p.event.json().len(), max_bytes) {
+                if batch.fits(p.event.json().len()) {
                     batch.push(&p.event, p.at, p.seq);
                     last_seq = p.seq;
                     if p.seq < counted_from {
@@ -397,9 +391,8 @@ impl Endpoint {
             return false;
         }
         let cfg = self.p.batch;
-        let due = b.ats.len() >= cfg.max_events
+        let due = b.is_full()
             || b.overflowed
-            || b.body.len() + TAIL.len() >= cfg.max_bytes
             || cfg.linger.is_zero()
             || b.ats[0].checked_add(cfg.linger).is_none_or(|t| now >= t);
         if !due {

@@ -228,6 +228,35 @@ fn a_request_that_never_answers_fails_at_its_deadline_and_is_retried() {
 }
 
 #[test]
+fn every_attempt_sends_the_same_bytes_without_copying_them() {
+    let mut config = EndpointConfig::new("ep", "http://127.0.0.1:9/");
+    config.batch = crate::config::BatchConfig::events(10);
+    let mut f = fixture_with(config, false);
+    for id in ["a", "b", "c"] {
+        f.src.push(id, f.now, 0);
+    }
+    let body = |a: &[Action]| match a {
+        [Action::Send { body, .. }] => body.clone(),
+        other => panic!("{other:?}"),
+    };
+    let first = body(&f.pump());
+    assert_eq!(first, *br#"{"events":[{"id":"a"},{"id":"b"},{"id":"c"}]}"#);
+    f.ep.handle_connected(0, f.now);
+    f.ep.handle_response(0, ok(500), f.now);
+    let a = f.actions();
+    assert!(matches!(a.as_slice(), [] | [Action::Close { .. }]), "{a:?}");
+    let again = body(&f.pump());
+    assert_eq!(
+        again.as_ptr(),
+        first.as_ptr(),
+        "the same buffer, not a copy"
+    );
+    // The two kept here and the batch in flight: nothing else holds it.
+    assert_eq!(again.holders(), 3);
+    assert_eq!(f.metrics().retries, 1);
+}
+
+#[test]
 fn a_connection_not_up_by_the_connect_timeout_fails_as_connect() {
     let mut config = EndpointConfig::new("ep", "http://127.0.0.1:9/");
     config.timeout = Duration::from_secs(5);
@@ -243,6 +272,49 @@ fn a_connection_not_up_by_the_connect_timeout_fails_as_connect() {
     f.ep.handle_timeout(f.now);
     let last = f.shared.last_error.lock().clone().unwrap();
     assert!(last.contains("connect") && last.contains("100ms"), "{last}");
+}
+
+#[test]
+fn an_idle_connection_is_closed_at_its_idle_deadline_without_a_failure() {
+    let mut config = EndpointConfig::new("ep", "http://127.0.0.1:9/");
+    config.timeout = Duration::from_millis(200);
+    let mut f = fixture_with(config, false);
+    let idle = f.ep.p.timeouts.idle;
+    f.src.push("a", f.now, 0);
+    f.pump();
+    f.ep.handle_connected(0, f.now);
+    f.ep.handle_response(0, ok(200), f.now);
+    // Kept alive: its deadline is the idle timeout, from the answer.
+    assert_eq!(f.ep.poll_timeout(), Some(f.now + idle));
+    // A request on it replaces that with the request's deadline, from its start.
+    f.advance(Duration::from_secs(1));
+    f.src.push("b", f.now, 0);
+    assert_eq!(sends(&f.pump()), [(0, false)]);
+    assert_eq!(
+        f.ep.poll_timeout(),
+        Some(f.now + Duration::from_millis(200))
+    );
+    f.advance(Duration::from_millis(10));
+    f.ep.handle_response(0, ok(200), f.now);
+    let idle_until = f.now + idle;
+    assert_eq!(f.ep.poll_timeout(), Some(idle_until));
+    // Before the idle deadline nothing happens; at it, the connection is closed, and that
+    // is no failure.
+    f.now = idle_until - Duration::from_millis(1);
+    f.ep.handle_timeout(f.now);
+    assert!(f.actions().is_empty(), "not yet");
+    f.now = idle_until;
+    f.ep.handle_timeout(f.now);
+    let a = f.actions();
+    assert!(matches!(a.as_slice(), [Action::Close { conn: 0 }]), "{a:?}");
+    assert_eq!(f.ep.poll_timeout(), None);
+    assert_eq!(f.ep.sizes().3, 0, "no connection left");
+    let m = f.metrics();
+    assert_eq!((m.delivered, m.errors, m.failures, m.pending), (2, 0, 0, 0));
+    assert!(f.shared.last_error.lock().is_none());
+    // The next request opens a new connection.
+    f.src.push("c", f.now, 0);
+    assert_eq!(sends(&f.pump()), [(0, true)]);
 }
 
 #[test]
