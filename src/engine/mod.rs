@@ -8,12 +8,13 @@
 //! `docs/engine.md` for the design and its invariants.
 //!
 //! The map: `dispatcher/` is the host's side (builder, publish, admin, durable API,
-//! shutdown); `endpoint/` is one endpoint as a Sans-IO state machine; `worker.rs` and
-//! `task.rs` drive it (sockets, timers, panics); `source.rs`, `ring.rs`, `wake.rs` and
+//! shutdown); `endpoint/` is one endpoint as a Sans-IO state machine; `worker.rs`,
+//! `task.rs` and `driver.rs` drive it (the loop and timers; panics; sockets and hand-offs); `source.rs`, `ring.rs`, `wake.rs` and
 //! `routes.rs` carry events to it; `persist.rs` (group commit), `reader.rs` (log reads) and
 //! `resolver.rs` (DNS) are the threads that do what a worker must not.
 
 mod dispatcher;
+mod driver;
 pub(crate) mod endpoint;
 mod persist;
 mod reader;
