@@ -157,6 +157,35 @@ fn a_reader_follows_the_writer() {
     }
 }
 
+/// Found by fuzzing: a read whose `until` reached into an empty last segment (a new store, or
+/// one just rolled) re-opened that segment forever. The read runs on its own thread so that
+/// the old behaviour fails the test instead of hanging it: it takes microseconds, the bound
+/// is 60 s.
+#[test]
+fn a_read_into_an_empty_segment_returns() {
+    let dir = TestDir::new("empty-tail");
+    let mut store = LogStore::open(config(dir.path(), 200, 1 << 30)).unwrap();
+    let last = fill(&mut store, 3); // 132-byte records: every one starts a segment
+    let reader = store.reader().unwrap();
+    // Rolls to a new segment, which stays empty until the commit.
+    assert_eq!(
+        store.append(1, 0, &payload(last + 1, 100)).unwrap(),
+        last + 1
+    );
+    assert_eq!(segments(dir.path()).len() as u64, last + 1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = reader;
+        let fresh = read(&mut *reader, 1, u64::MAX, u64::MAX, 100);
+        let _ = tx.send(fresh);
+    });
+    let (got, next) = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the read returned");
+    assert_eq!(got.len() as u64, last);
+    assert_eq!(next, last + 1);
+}
+
 #[test]
 fn reopen_keeps_what_was_committed() {
     let dir = TestDir::new("reopen");

@@ -121,6 +121,10 @@ impl LogReader {
         let Some(want) = self.here() else {
             return Ok(false);
         };
+        // At the start of an empty segment, `want` is its own name: nothing newer yet.
+        if self.at.as_ref().is_some_and(|at| at.first_seq == want) {
+            return Ok(false);
+        }
         if !self.segments.contains(&want) {
             self.refresh()?;
             if !self.segments.contains(&want) {
