@@ -241,8 +241,8 @@ mod tests {
         }
     }
 
-    // Property tests stand in for a fuzz target (cargo fuzz needs a nightly toolchain, which
-    // this project's machines do not have): the decoder sees bytes from the network.
+    // The decoder sees bytes from the network: these run under plain `cargo test`, and the
+    // `envelope` fuzz target (docs/fuzzing.md) goes further.
     proptest::proptest! {
         #[test]
         fn decode_never_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
