@@ -449,6 +449,37 @@ fn a_lost_cursor_file_resets_to_since() {
     }
 }
 
+/// Found by the store_meta fuzz check: a cursor or slot file naming a seq at or past 2^63
+/// started an empty log there. At u64::MAX the first append overflowed; at 2^63 the segment
+/// got a name the store does not list, so the next open left it behind and started another.
+#[test]
+fn a_seq_past_the_range_makes_a_side_file_lost() {
+    for (file, seq) in [
+        ("cursors.json", u64::MAX),
+        ("cursors.json", 1 << 63),
+        ("slots.json", 1 << 63),
+    ] {
+        let dir = TestDir::new("seq-range");
+        let text = match file {
+            "cursors.json" => format!(
+                r#"{{"version":1,"endpoints":{{"a":{{"slot":0,"since":1,"acked":{seq}}}}}}}"#
+            ),
+            _ => format!(r#"{{"version":1,"endpoints":{{"a":{{"slot":0,"since":{seq}}}}}}}"#),
+        };
+        fs::write(dir.path().join(file), text).unwrap();
+        let cfg = config(dir.path(), 1 << 20, 1 << 30);
+        let mut store = LogStore::open(cfg.clone()).unwrap();
+        assert_eq!(store.next_seq(), 1, "{file} {seq}: the file counts as lost");
+        let appended = store.append(1, 0, b"x").unwrap();
+        store.commit().unwrap();
+        drop(store);
+        let store = LogStore::open(cfg).unwrap();
+        assert_eq!(store.first_seq(), appended, "{file} {seq}");
+        assert_eq!(store.next_seq(), appended + 1, "{file} {seq}");
+        assert_eq!(segments(dir.path()).len(), 1, "{file} {seq}");
+    }
+}
+
 #[test]
 fn a_lost_slot_file_is_rebuilt_from_the_cursors() {
     let dir = TestDir::new("slot-loss");
