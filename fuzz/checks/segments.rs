@@ -10,7 +10,7 @@
 //! Invariants: opening never panics; damage confined to the last segment never stops the
 //! store from opening (the tail is cut); every record a reader hands out is in a segment file
 //! byte for byte with a checksum that matches; seqs come out strictly increasing and below
-//! `next_seq`; an undamaged log reads back exactly as written; an append after the repair is
+//! `next_seq`; reading reaches `next_seq` or fails, never stops short silently; an undamaged log reads back exactly as written; an append after the repair is
 //! durable, and a second open finds nothing to repair.
 
 use std::collections::BTreeMap;
@@ -263,6 +263,12 @@ pub fn open_and_check(files: &BTreeMap<u64, Vec<u8>>, expect: &Expect) {
         );
     }
     assert!(got.windows(2).all(|w| w[0].seq < w[1].seq), "out of order");
+    // A reader never stops short of the log's end without saying why: a silent stop is an
+    // endpoint that waits forever for records it will never get.
+    assert!(
+        reached == r.next_seq || read_error.is_some(),
+        "reading stopped at {reached} without an error: {r:?}"
+    );
     if expect.older_intact {
         assert_eq!(read_error, None, "{r:?}");
         assert_eq!(reached, r.next_seq, "{r:?}");

@@ -325,6 +325,51 @@ fn a_reader_reports_a_corrupt_record_in_an_older_segment() {
     assert_eq!(got.len(), 11);
 }
 
+/// Found by fuzzing: a hole between segments (a middle segment gone) made reads stop there
+/// silently, as if the log ended, and an older segment holding records past the next one's
+/// name handed out a second copy of those seqs. Both are damage: errors, as for a bad record.
+#[test]
+fn holes_and_overlaps_between_segments_are_errors() {
+    for damage in ["hole", "overlap"] {
+        let dir = TestDir::new("hole");
+        let cfg = config(dir.path(), 300, 1 << 30);
+        let mut store = LogStore::open(cfg.clone()).unwrap();
+        fill(&mut store, 9); // two 132-byte records per segment: 1, 3, 5, 7, 9
+        drop(store);
+        let segs = segments(dir.path());
+        match damage {
+            "hole" => fs::remove_file(&segs[2]).unwrap(),
+            // Segments 1 and 3 replaced by one starting at 2 and running into segment 5.
+            _ => {
+                fs::remove_file(&segs[1]).unwrap();
+                let to = segs[1].with_file_name("00000000000000000002.seg");
+                fs::rename(&segs[0], &to).unwrap();
+                let mut bytes = Vec::new();
+                for seq in 2..=6 {
+                    super::segment::encode(&mut bytes, seq, 1, 0, b"old");
+                }
+                fs::write(&to, bytes).unwrap();
+            }
+        }
+        let store = LogStore::open(cfg).unwrap();
+        let mut reader = store.reader().unwrap();
+        let mut seqs = Vec::new();
+        let mut from = store.first_seq();
+        let e = loop {
+            match reader.read(from, u64::MAX, u64::MAX, 100, &mut |r| seqs.push(r.seq)) {
+                Ok(next) if next > from => from = next,
+                Ok(next) => panic!("{damage}: reads stopped at {next} without an error"),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(e, Error::Storage { op: "read", .. }),
+            "{damage}: {e}"
+        );
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{damage}: {seqs:?}");
+    }
+}
+
 #[test]
 fn a_damaged_older_segment_fails_open() {
     let dir = TestDir::new("old-damaged");
