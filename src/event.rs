@@ -151,6 +151,15 @@ impl RawEvent {
     /// ```
     pub fn parse(json: impl Into<String>) -> Result<Self, Error> {
         let json = json.into();
+        // serde reads a struct from a JSON array too: `["a"]` would get the id "a".
+        if !json
+            .trim_start_matches([' ', '\t', '\n', '\r'])
+            .starts_with('{')
+        {
+            return Err(Error::Encode {
+                message: "event is not a JSON object".into(),
+            });
+        }
         let probe: Probe<'_> = serde_json::from_str(&json)?;
         let id = match probe.id {
             Some(IdField::Str(s)) if !s.is_empty() => s.into_owned(),
@@ -345,6 +354,10 @@ mod tests {
         assert!(RawEvent::parse(r#"{"id":""}"#).is_err());
         assert!(RawEvent::parse(r#"{"id":{"a":1}}"#).is_err());
         assert!(RawEvent::parse("[1,2]").is_err());
+        // Found by fuzzing: fields are read from an array by position unless refused.
+        assert!(RawEvent::parse(r#"["abc"]"#).is_err());
+        assert!(RawEvent::parse(r#" ["a","t","push",{"mediaType":"m"}]"#).is_err());
+        assert!(RawEvent::parse(" \n{\"id\":\"ok\"}").is_ok());
         assert!(RawEvent::new("", "{}").is_err());
         assert!(RawEvent::new("a", "nope").is_err());
     }

@@ -64,6 +64,9 @@ mod event;
 pub mod config;
 pub mod endpoint;
 pub mod engine;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod policy;
 pub mod sink;

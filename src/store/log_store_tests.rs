@@ -158,6 +158,35 @@ fn a_reader_follows_the_writer() {
     }
 }
 
+/// Found by fuzzing: a read whose `until` reached into an empty last segment (a new store, or
+/// one just rolled) re-opened that segment forever. The read runs on its own thread so that
+/// the old behaviour fails the test instead of hanging it: it takes microseconds, the bound
+/// is 60 s.
+#[test]
+fn a_read_into_an_empty_segment_returns() {
+    let dir = TestDir::new("empty-tail");
+    let mut store = LogStore::open(config(dir.path(), 200, 1 << 30)).unwrap();
+    let last = fill(&mut store, 3); // 132-byte records: every one starts a segment
+    let reader = store.reader().unwrap();
+    // Rolls to a new segment, which stays empty until the commit.
+    assert_eq!(
+        store.append(1, 0, &payload(last + 1, 100)).unwrap(),
+        last + 1
+    );
+    assert_eq!(segments(dir.path()).len() as u64, last + 1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = reader;
+        let fresh = read(&mut *reader, 1, u64::MAX, u64::MAX, 100);
+        let _ = tx.send(fresh);
+    });
+    let (got, next) = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the read returned");
+    assert_eq!(got.len() as u64, last);
+    assert_eq!(next, last + 1);
+}
+
 #[test]
 fn reopen_keeps_what_was_committed() {
     let dir = TestDir::new("reopen");
@@ -297,6 +326,51 @@ fn a_reader_reports_a_corrupt_record_in_an_older_segment() {
     assert_eq!(got.len(), 11);
 }
 
+/// Found by fuzzing: a hole between segments (a middle segment gone) made reads stop there
+/// silently, as if the log ended, and an older segment holding records past the next one's
+/// name handed out a second copy of those seqs. Both are damage: errors, as for a bad record.
+#[test]
+fn holes_and_overlaps_between_segments_are_errors() {
+    for damage in ["hole", "overlap"] {
+        let dir = TestDir::new("hole");
+        let cfg = config(dir.path(), 300, 1 << 30);
+        let mut store = LogStore::open(cfg.clone()).unwrap();
+        fill(&mut store, 9); // two 132-byte records per segment: 1, 3, 5, 7, 9
+        drop(store);
+        let segs = segments(dir.path());
+        match damage {
+            "hole" => fs::remove_file(&segs[2]).unwrap(),
+            // Segments 1 and 3 replaced by one starting at 2 and running into segment 5.
+            _ => {
+                fs::remove_file(&segs[1]).unwrap();
+                let to = segs[1].with_file_name("00000000000000000002.seg");
+                fs::rename(&segs[0], &to).unwrap();
+                let mut bytes = Vec::new();
+                for seq in 2..=6 {
+                    super::segment::encode(&mut bytes, seq, 1, 0, b"old");
+                }
+                fs::write(&to, bytes).unwrap();
+            }
+        }
+        let store = LogStore::open(cfg).unwrap();
+        let mut reader = store.reader().unwrap();
+        let mut seqs = Vec::new();
+        let mut from = store.first_seq();
+        let e = loop {
+            match reader.read(from, u64::MAX, u64::MAX, 100, &mut |r| seqs.push(r.seq)) {
+                Ok(next) if next > from => from = next,
+                Ok(next) => panic!("{damage}: reads stopped at {next} without an error"),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(e, Error::Storage { op: "read", .. }),
+            "{damage}: {e}"
+        );
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{damage}: {seqs:?}");
+    }
+}
+
 #[test]
 fn a_damaged_older_segment_fails_open() {
     let dir = TestDir::new("old-damaged");
@@ -418,6 +492,37 @@ fn a_lost_cursor_file_resets_to_since() {
         // The reset was written down: the next open finds a good cursor file.
         let store = LogStore::open(cfg).unwrap();
         assert!(!store.recovery().cursors_reset);
+    }
+}
+
+/// Found by the store_meta fuzz check: a cursor or slot file naming a seq at or past 2^63
+/// started an empty log there. At u64::MAX the first append overflowed; at 2^63 the segment
+/// got a name the store does not list, so the next open left it behind and started another.
+#[test]
+fn a_seq_past_the_range_makes_a_side_file_lost() {
+    for (file, seq) in [
+        ("cursors.json", u64::MAX),
+        ("cursors.json", 1 << 63),
+        ("slots.json", 1 << 63),
+    ] {
+        let dir = TestDir::new("seq-range");
+        let text = match file {
+            "cursors.json" => format!(
+                r#"{{"version":1,"endpoints":{{"a":{{"slot":0,"since":1,"acked":{seq}}}}}}}"#
+            ),
+            _ => format!(r#"{{"version":1,"endpoints":{{"a":{{"slot":0,"since":{seq}}}}}}}"#),
+        };
+        fs::write(dir.path().join(file), text).unwrap();
+        let cfg = config(dir.path(), 1 << 20, 1 << 30);
+        let mut store = LogStore::open(cfg.clone()).unwrap();
+        assert_eq!(store.next_seq(), 1, "{file} {seq}: the file counts as lost");
+        let appended = store.append(1, 0, b"x").unwrap();
+        store.commit().unwrap();
+        drop(store);
+        let store = LogStore::open(cfg).unwrap();
+        assert_eq!(store.first_seq(), appended, "{file} {seq}");
+        assert_eq!(store.next_seq(), appended + 1, "{file} {seq}");
+        assert_eq!(segments(dir.path()).len(), 1, "{file} {seq}");
     }
 }
 

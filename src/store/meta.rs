@@ -21,6 +21,9 @@ const CURSORS: &str = "cursors.json";
 const VERSION: u32 = 1;
 /// Slots are mask bits.
 const SLOT_COUNT: usize = 64;
+/// Seqs stop below 2^63 (segment names do too): a file naming one past that did not come
+/// from this store, and taking it would start the log where seqs overflow.
+const SEQ_LIMIT: u64 = 1 << 63;
 
 #[derive(Serialize, Deserialize)]
 struct SlotsFile {
@@ -49,15 +52,21 @@ pub(super) struct Loaded {
 
 impl Loaded {
     /// Reads both files from `dir`. A file that is missing, not JSON, of another version, or
-    /// with an impossible slot counts as lost; only an I/O error fails.
+    /// with an impossible slot or seq counts as lost; only an I/O error fails.
     pub(super) fn read(dir: &Path) -> Result<Loaded, Error> {
         let slots = read_optional(&dir.join(SLOTS))?
             .and_then(|b| serde_json::from_slice::<SlotsFile>(&b).ok())
             .filter(|f| f.version == VERSION && valid_slots(f.endpoints.values().map(|e| e.slot)))
+            .filter(|f| f.endpoints.values().all(|e| e.since < SEQ_LIMIT))
             .map(|f| f.endpoints);
         let cursors = read_optional(&dir.join(CURSORS))?
             .and_then(|b| serde_json::from_slice::<CursorsFile>(&b).ok())
             .filter(|f| f.version == VERSION && valid_slots(f.endpoints.values().map(|e| e.slot)))
+            .filter(|f| {
+                f.endpoints
+                    .values()
+                    .all(|e| e.since < SEQ_LIMIT && e.acked < SEQ_LIMIT)
+            })
             .map(|f| f.endpoints);
         Ok(Loaded { slots, cursors })
     }

@@ -121,10 +121,30 @@ impl LogReader {
         let Some(want) = self.here() else {
             return Ok(false);
         };
+        // At the start of an empty segment, `want` is its own name: nothing newer yet.
+        if self.at.as_ref().is_some_and(|at| at.first_seq == want) {
+            return Ok(false);
+        }
         if !self.segments.contains(&want) {
             self.refresh()?;
             if !self.segments.contains(&want) {
-                return Ok(false);
+                // Nothing newer yet; or every segment up to a newer one was removed (all
+                // endpoints had passed them: skip to it); or a hole in the log.
+                let Some(&next) = self.segments.iter().find(|&&s| s > want) else {
+                    return Ok(false);
+                };
+                if self.segments.first().is_some_and(|&first| first < want)
+                    && let Some(at) = self.at.take()
+                {
+                    return Err(Error::storage(
+                        "read",
+                        &at.path,
+                        format!(
+                            "records {want}..{next} are missing: the next segment starts at {next}"
+                        ),
+                    ));
+                }
+                return self.seek(want);
             }
         }
         if partial > 0
@@ -149,7 +169,14 @@ impl LogReader {
         let Some(at) = self.at.as_mut() else {
             return Ok((Step::End { partial: 0 }, false));
         };
+        // Where the next segment starts: this one's records must stop before it.
+        let after = self.segments.partition_point(|&s| s <= at.first_seq);
+        let limit = self.segments.get(after).copied().unwrap_or(u64::MAX);
         match at.scanner.peek() {
+            Ok(Peek::Ready) if at.scanner.next_seq() >= limit => Ok((
+                Step::Corrupt("record overlaps the next segment (the log is damaged)"),
+                false,
+            )),
             Ok(Peek::Ready) => {
                 let mut given = false;
                 if let Some(rec) = at.scanner.record()
