@@ -13,7 +13,7 @@
 //! zeros (`00000000000000000001.seg`), so names sort as numbers do.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::path::Path;
 
 use super::Record;
@@ -318,11 +318,20 @@ impl Scanner {
         let Some(bad) = self.bad else {
             return self.peek();
         };
+        // The first plausible candidate that the file does not hold whole (yet). It cannot
+        // stop the search (a damaged length can make the damaged record itself look like
+        // one), but if nothing is found, the search resumes there once the file grows.
+        let mut incomplete: Option<u64> = None;
         loop {
             let avail = self.end - self.start;
             let Some(&header) = self.buf[self.start..self.end].first_chunk::<HEADER_LEN>() else {
                 if self.fill(HEADER_LEN)? == 0 {
-                    return Ok(Peek::Eof { partial: avail });
+                    if let Some(at) = incomplete {
+                        self.rewind(at)?;
+                    }
+                    return Ok(Peek::Eof {
+                        partial: (self.read_to() - self.offset()) as usize,
+                    });
                 }
                 continue;
             };
@@ -341,7 +350,8 @@ impl Scanner {
             let total = HEADER_LEN + h.len;
             if avail < total {
                 if self.fill(total)? == 0 {
-                    return Ok(Peek::Eof { partial: avail });
+                    incomplete.get_or_insert(here);
+                    self.start += 1;
                 }
                 continue;
             }
@@ -380,6 +390,15 @@ impl Scanner {
             self.start += total;
             self.next_seq += 1;
         }
+    }
+
+    /// Moves back to file offset `at` (at or after the damage's start), dropping the buffer.
+    fn rewind(&mut self, at: u64) -> io::Result<()> {
+        self.file.seek(io::SeekFrom::Start(at))?;
+        self.base = at;
+        self.start = 0;
+        self.end = 0;
+        Ok(())
     }
 
     /// Reads more of the file so that `need` bytes from `start` fit, making room first.
