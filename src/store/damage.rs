@@ -255,8 +255,10 @@ fn copy_range(from: &Path, offset: u64, len: u64, to: &Path) -> Result<(), Error
     fs::rename(&tmp, to).map_err(|e| Error::storage("rename", to, e))
 }
 
-/// Every damaged range the quarantine of the data directory `dir` holds, by segment, then offset. Reads only; a directory without a quarantine has none. Entries
-/// that cannot be read are left out.
+/// Every damaged range the quarantine of the data directory `dir` holds, by segment, then
+/// offset. Reads only, never blocks on anything but the files; a directory without a
+/// quarantine has none. Entries that cannot be read are left out. Fails with
+/// [`Error::Storage`] if the quarantine directory cannot be listed.
 pub fn quarantined(dir: &Path) -> Result<Vec<Damage>, Error> {
     let q = dir.join(QUARANTINE);
     let entries = match fs::read_dir(&q) {

@@ -60,8 +60,9 @@ impl LogStore {
     ///
     /// Fails with [`Error::Storage`] if another store holds the directory (op `lock`), or if
     /// a file cannot be read or written (damaged bytes that cannot be copied aside are not
-    /// cut: the open fails instead); with [`Error::Config`] if `segment_bytes` is 0, or `quota_bytes` is less than two segments
-    /// (the active segment is never removed, so a smaller quota could fill for good).
+    /// cut: the open fails instead); with [`Error::Config`] if `segment_bytes` is 0, or
+    /// `quota_bytes` is less than two segments (the active segment is never removed, so a
+    /// smaller quota could fill for good).
     pub fn open(config: StoreConfig) -> Result<LogStore, Error> {
         if config.segment_bytes == 0 {
             return Err(Error::config("segment_bytes", "must be at least 1"));

@@ -272,7 +272,8 @@ pub trait StoreReader: Send {
     /// order, whether it returned `Ok` or not. They include ranges passed on the way to
     /// `from`: the records lost that the caller wanted are those of
     /// [`Damage::lost_seqs`] at or after its `from`. The default: none (a store that never
-    /// skips).
+    /// skips). A reader that wraps another must forward it, or the engine cannot count what
+    /// the inner one skipped.
     fn damaged(&self) -> &[Damage] {
         &[]
     }

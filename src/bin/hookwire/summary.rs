@@ -129,8 +129,9 @@ impl Summary {
         }
     }
 
-    /// The exit code: [`EXIT_DAMAGED`](crate::durable::EXIT_DAMAGED) (3) if data in the data directory was damaged (whatever else
-    /// happened), 0 on [`success`](Summary::success), 1 otherwise.
+    /// The exit code: [`EXIT_DAMAGED`](crate::durable::EXIT_DAMAGED) (3) if data in the data
+    /// directory was damaged (whatever else happened), 0 on [`success`](Summary::success), 1
+    /// otherwise.
     pub(crate) fn exit_code(&self) -> u8 {
         if self.data_damaged {
             crate::durable::EXIT_DAMAGED
