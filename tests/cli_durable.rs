@@ -363,40 +363,6 @@ fn dead_letters_are_listed_replayed_and_resumed() {
     assert_eq!(got, ["e0", "e1", "e2", "e3", "e4"]);
 }
 
-#[test]
-fn dlq_refuses_a_directory_a_running_send_holds() {
-    let dir = TempDir::new("locked");
-    let rx = ok_receiver();
-    // stdin stays open: the send runs (and holds the directory) until it is closed.
-    let mut child = spawn(&["send", "--data-dir", dir.arg(), "--endpoint", &rx.url()]);
-    let saved = dir.path().join("send.json");
-    let deadline = Instant::now() + LIMIT;
-    while !saved.exists() {
-        if Instant::now() > deadline || child.0.try_wait().unwrap().is_some() {
-            panic!("the send did not start");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = run(&["dlq", "list", "--data-dir", dir.arg()], String::new());
-    drop(child.0.stdin.take()); // end of input: the send finishes
-    let status = child.0.wait().unwrap();
-    assert_eq!(out.code, Some(1), "stdout: {}", out.stdout);
-    assert!(
-        out.stderr.contains("another hookwire process"),
-        "{}",
-        out.stderr
-    );
-    assert_eq!(status.code(), Some(0));
-    // Free again.
-    let out = run(&["dlq", "list", "--data-dir", dir.arg()], String::new());
-    assert_eq!(
-        (out.code, out.stdout.as_str()),
-        (Some(0), ""),
-        "{}",
-        out.stderr
-    );
-}
-
 /// Runs `hookwire ARGS` that must be refused: exit 2, a message naming `flag`, no output.
 fn rejects(args: &[&str], flag: &str) {
     common::assert_refused(args, &run(args, String::new()), flag);
@@ -474,4 +440,279 @@ fn help_explains_durable_delivery() {
         "{}",
         out.stdout
     );
+}
+
+/// A receiver that answers 503 to everything: a `send` to it keeps every event in the log.
+fn down_receiver() -> Receiver {
+    Receiver::start(ReceiverConfig::default().fail_for(Duration::from_secs(3600), 503)).unwrap()
+}
+
+/// `hookwire send --data-dir DIR` of `n` events to an endpoint that never accepts them, named
+/// `audit`: every event stays in DIR's log (one segment: segments are 64 MiB).
+fn keep_events(dir: &TempDir, n: usize) {
+    let down = down_receiver();
+    let out = run(
+        &[
+            "send",
+            "--data-dir",
+            dir.arg(),
+            "--endpoint",
+            &down.url(),
+            "--name",
+            "audit",
+            "--timeout",
+            "1",
+        ],
+        events(0, n),
+    );
+    assert_eq!(out.code, Some(1), "nothing delivered: {}", out.stderr);
+    let s = summary(&out);
+    assert_eq!(s["kept"].as_u64(), Some(n as u64), "{s}");
+}
+
+/// The data directory's only segment file.
+fn only_segment(dir: &TempDir) -> std::path::PathBuf {
+    let segs: Vec<_> = std::fs::read_dir(dir.path().join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    segs.into_iter().next().unwrap()
+}
+
+/// Every file under `dir` with its bytes, by path.
+fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                todo.push(path.clone());
+                files.insert(path, Vec::new());
+            } else {
+                files.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// Fails naming the files that differ between two [`snapshot`]s.
+fn assert_unchanged(
+    before: &std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>,
+    after: &std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>,
+) {
+    let changed: Vec<_> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|p| before.get(*p) != after.get(*p))
+        .map(|p| (p, before.get(p).map(Vec::len), after.get(p).map(Vec::len)))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "a read-only command changed (path, bytes before, bytes after): {changed:?}"
+    );
+}
+
+/// Issue 10, items 1 and 3: one byte flipped a quarter of the way into a 1,000-event log.
+/// `dlq list` (read-only) changes no byte; `--resume` delivers every record but the damaged
+/// one, reports the damage on stderr and in the summary, and exits 3.
+#[test]
+fn a_flipped_byte_loses_one_record_not_the_rest_and_says_so() {
+    const N: usize = 1_000;
+    let dir = TempDir::new("flip");
+    keep_events(&dir, N);
+    let seg = only_segment(&dir);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let len = bytes.len();
+    bytes[len / 4] ^= 0x01;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let before = snapshot(dir.path());
+    let out = run(&["dlq", "list", "--data-dir", dir.arg()], String::new());
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert_unchanged(&before, &snapshot(dir.path()));
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len as u64);
+
+    let up = ok_receiver();
+    let out = run(
+        &[
+            "send",
+            "--data-dir",
+            dir.arg(),
+            "--resume",
+            "--endpoint",
+            &up.url(),
+        ],
+        String::new(),
+    );
+    let s = summary(&out);
+    assert_eq!(
+        out.code,
+        Some(3),
+        "damage exits 3: {s}\nstderr: {}",
+        out.stderr
+    );
+    assert!(s["delivered"].as_u64().unwrap() >= (N - 1) as u64, "{s}");
+    assert!(up.stats().distinct >= (N - 1) as u64);
+    assert!(
+        out.stderr.contains("damaged") && out.stderr.contains("quarantine"),
+        "stderr: {}",
+        out.stderr
+    );
+    assert_eq!(s["dropped"]["corrupt"].as_u64(), Some(1), "{s}");
+    assert_eq!(
+        (s["pending"].as_u64(), s["kept"].as_u64()),
+        (Some(0), Some(0)),
+        "{s}"
+    );
+    assert_balanced(&s);
+    let damage = s["damage"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no damage in {s}"));
+    assert_eq!(damage.len(), 1, "{s}");
+    assert_eq!(damage[0]["lost"].as_u64(), Some(1), "{s}");
+    let copied = damage[0]["quarantined"]
+        .as_str()
+        .expect("a quarantine file");
+    assert!(std::path::Path::new(copied).exists(), "{copied}");
+    // The segment was not cut.
+    assert!(std::fs::metadata(&seg).unwrap().len() >= len as u64);
+}
+
+/// Issue 10, item 3: `dlq list` opens the directory read-only, so it lists while a `send`
+/// holds the directory and creates nothing in a directory without a log; `dlq replay` still
+/// needs the directory to itself.
+#[test]
+fn dlq_list_reads_while_a_send_runs_and_replay_waits_its_turn() {
+    let empty = TempDir::new("empty");
+    std::fs::create_dir_all(empty.path()).unwrap();
+    let out = run(&["dlq", "list", "--data-dir", empty.arg()], String::new());
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(0), ""),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        std::fs::read_dir(empty.path()).unwrap().next().is_none(),
+        "dlq list created files"
+    );
+
+    let dir = TempDir::new("busy");
+    let rx = ok_receiver();
+    // stdin stays open: the send runs (and holds the directory) until it is closed.
+    let mut child = spawn(&["send", "--data-dir", dir.arg(), "--endpoint", &rx.url()]);
+    let saved = dir.path().join("send.json");
+    let deadline = Instant::now() + LIMIT;
+    while !saved.exists() {
+        if Instant::now() > deadline || child.0.try_wait().unwrap().is_some() {
+            panic!("the send did not start");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let list = run(&["dlq", "list", "--data-dir", dir.arg()], String::new());
+    let replay = run(&["dlq", "replay", "--data-dir", dir.arg()], String::new());
+    drop(child.0.stdin.take()); // end of input: the send finishes
+    let status = child.0.wait().unwrap();
+    assert_eq!(
+        (list.code, list.stdout.as_str()),
+        (Some(0), ""),
+        "{}",
+        list.stderr
+    );
+    assert_eq!(replay.code, Some(1), "stdout: {}", replay.stdout);
+    assert!(
+        replay.stderr.contains("another hookwire process"),
+        "{}",
+        replay.stderr
+    );
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Issue 10, item 8: with `slots.json` and `cursors.json` deleted, a resume still delivers
+/// the 1,000 events in the log (redelivering, never skipping), and says what happened.
+#[test]
+fn lost_slot_and_cursor_files_redeliver_and_say_so() {
+    const N: usize = 1_000;
+    let dir = TempDir::new("lost-meta");
+    keep_events(&dir, N);
+    std::fs::remove_file(dir.path().join("slots.json")).unwrap();
+    std::fs::remove_file(dir.path().join("cursors.json")).unwrap();
+    let up = ok_receiver();
+    let out = run(
+        &[
+            "send",
+            "--data-dir",
+            dir.arg(),
+            "--resume",
+            "--endpoint",
+            &up.url(),
+        ],
+        String::new(),
+    );
+    let s = summary(&out);
+    assert_eq!(
+        s["delivered"].as_u64(),
+        Some(N as u64),
+        "{s}\nstderr: {}",
+        out.stderr
+    );
+    assert_eq!(up.ids(), ids(N), "in order, once each");
+    assert!(out.stderr.contains("slots.json"), "stderr: {}", out.stderr);
+    assert_eq!(s["recovery"]["slots_lost"], true, "{s}");
+    assert_eq!(
+        out.code,
+        Some(0),
+        "everything was delivered: {}",
+        out.stderr
+    );
+}
+
+/// Issue 10, item 8: a cursor acknowledged past the end of the log (its last records are
+/// gone) is pulled back, and the resume says so.
+#[test]
+fn a_cursor_past_the_end_of_the_log_is_reported() {
+    let dir = TempDir::new("clamp");
+    let rx = ok_receiver();
+    let out = run(
+        &[
+            "send",
+            "--data-dir",
+            dir.arg(),
+            "--endpoint",
+            &rx.url(),
+            "--name",
+            "audit",
+        ],
+        events(0, 100),
+    );
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    // Everything was delivered (the cursor is at 101); then the log loses its second half.
+    let seg = only_segment(&dir);
+    let len = std::fs::metadata(&seg).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let out = run(
+        &["send", "--data-dir", dir.arg(), "--resume"],
+        String::new(),
+    );
+    assert!(
+        out.stderr.contains("audit") && out.stderr.contains("cursor"),
+        "stderr: {}",
+        out.stderr
+    );
+    let s = summary(&out);
+    let repairs = s["recovery"]["cursors_clamped"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{s}"));
+    assert_eq!(repairs.len(), 1, "{s}");
+    assert_eq!(repairs[0]["endpoint"], "audit", "{s}");
+    assert_eq!(repairs[0]["saved"], 101, "{s}");
 }

@@ -493,3 +493,74 @@ fn an_event_the_store_refuses_is_counted_and_its_ticket_fails() {
     assert_quiet_and_balanced(&m);
     assert_eq!(receiver.ids(), ["e1"]);
 }
+
+/// Issue 10, item 2: a damaged record in an older segment (which opening does not scan) does
+/// not stall its endpoint: the record is lost and counted (`dropped.corrupt`), its bytes are
+/// copied to the quarantine, and every other record is delivered.
+#[test]
+fn damage_in_an_older_segment_loses_its_record_and_nothing_else() {
+    const N: usize = 200;
+    let dir = TempDir::new("old-damage");
+    let mut config = StoreConfig::new(dir.path());
+    config.segment_bytes = 4096;
+    let build = || {
+        Dispatcher::builder()
+            .workers(1)
+            .store_config(config.clone())
+            .build()
+            .expect("open the store")
+    };
+    let down = Receiver::start(ReceiverConfig::default().fail_for(Duration::from_secs(3600), 503))
+        .unwrap();
+    {
+        let d = build();
+        d.add_endpoint(durable("audit", down.url())).unwrap();
+        for i in 0..N {
+            d.publish_durable(event(i)).unwrap();
+        }
+        d.shutdown(Duration::from_millis(100));
+    }
+    let mut segs: Vec<_> = std::fs::read_dir(dir.path().join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 4, "{segs:?}");
+    let mut bytes = std::fs::read(&segs[1]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x08;
+    std::fs::write(&segs[1], bytes).unwrap();
+
+    let up = ok_receiver();
+    let d = build();
+    let id = d.add_endpoint(durable("audit", up.url())).unwrap();
+    assert!(d.wait_idle(WAIT), "the endpoint stalled at the damage");
+    let m = d.endpoint_snapshot(id).unwrap().metrics;
+    let corrupt = m
+        .dropped
+        .iter()
+        .find(|(r, _)| r.as_str() == "corrupt")
+        .map_or(0, |(_, n)| *n);
+    assert_eq!(
+        (m.events, m.delivered, corrupt),
+        (N as u64, N as u64 - 1, 1),
+        "{m:?}"
+    );
+    assert_quiet_and_balanced(&m);
+    let got: std::collections::HashSet<String> = up.ids().into_iter().collect();
+    assert_eq!(got.len(), N - 1);
+    assert!(got.iter().all(|id| ids(N).contains(id)));
+    let report = d.shutdown(WAIT);
+    assert!(report.drained && report.kept == 0, "{report:?}");
+    let copies = std::fs::read_dir(dir.path().join("quarantine"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "bin")
+        })
+        .count();
+    assert_eq!(copies, 1);
+}

@@ -83,6 +83,9 @@ impl StoreReader for GatedReader {
         }
         self.inner.read(from, until, mask, max, f)
     }
+    fn damaged(&self) -> &[hookwire::store::Damage] {
+        self.inner.damaged()
+    }
 }
 
 #[derive(Debug)]

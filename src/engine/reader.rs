@@ -10,6 +10,10 @@
 //!
 //! The thread holds its own [`StoreReader`] (its own file handles): no lock is held while it
 //! reads. Creating the reader takes the store's lock once, which is off the workers too.
+//!
+//! The damaged ranges a read skipped ([`StoreReader::damaged`]) go back with the records, as
+//! lost records from the request's `from` on, so the endpoint counts what it lost there
+//! and goes on after it.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -101,9 +105,17 @@ fn read(
                     .unwrap_or(now),
                 seq: rec.seq,
             }),
-            Err(e) => Err((rec.seq, e)),
+            Err(error) => LogRead::undecodable(rec.seq, error),
         });
     });
+    // Whether the read succeeded or not: what it skipped that this endpoint had not passed.
+    for damage in r.damaged() {
+        let lost = damage.lost_seqs();
+        let first = lost.start.max(req.from);
+        if first < lost.end {
+            records.push(LogRead::lost(first, lost.end, damage));
+        }
+    }
     match result {
         Ok(next) => LogRead {
             records,

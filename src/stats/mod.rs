@@ -69,11 +69,16 @@ pub enum DropReason {
     /// The endpoint had failed (a panic inside it was caught) and took no more events:
     /// `publish` returned [`Error::Disabled`](crate::Error::Disabled) for it.
     Failed,
+    /// A durable endpoint's record was lost to damage in the log: the reader skipped a
+    /// damaged range (its bytes are kept in the data directory's quarantine; see
+    /// `docs/durable.md`). The record's mask was lost with it, so every durable endpoint
+    /// that read past the range counts its records.
+    Corrupt,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Newest,
         DropReason::Oldest,
         DropReason::Rejected,
@@ -82,6 +87,7 @@ impl DropReason {
         DropReason::SinkError,
         DropReason::Quota,
         DropReason::Failed,
+        DropReason::Corrupt,
     ];
 
     /// The reason's name in JSON and Prometheus output.
@@ -95,13 +101,14 @@ impl DropReason {
             DropReason::SinkError => "sink_error",
             DropReason::Quota => "quota",
             DropReason::Failed => "failed",
+            DropReason::Corrupt => "corrupt",
         }
     }
 }
 
 /// One counter per [`DropReason`].
 #[derive(Debug, Default)]
-pub struct DropCounts([Counter; 8]);
+pub struct DropCounts([Counter; DropReason::ALL.len()]);
 
 impl DropCounts {
     /// Counts one drop.

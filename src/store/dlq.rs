@@ -81,6 +81,8 @@ pub(super) struct DeadLetters {
     append: Mutex<()>,
     /// One take at a time (a second works on the first's result).
     take: Mutex<()>,
+    /// Opened read-only: appends and takes fail.
+    read_only: bool,
 }
 
 impl DeadLetters {
@@ -92,9 +94,39 @@ impl DeadLetters {
             path: dir.join(FILE),
             append: Mutex::new(()),
             take: Mutex::new(()),
+            read_only: false,
         };
         let skipped = letters.recover()?;
         Ok((letters, skipped))
+    }
+
+    /// The file in `dir`, left as it is (a torn last line is counted, not cut); appends and
+    /// takes fail.
+    pub(super) fn open_read_only(dir: &Path) -> Result<(DeadLetters, u64), Error> {
+        let letters = DeadLetters {
+            dir: dir.to_owned(),
+            path: dir.join(FILE),
+            append: Mutex::new(()),
+            take: Mutex::new(()),
+            read_only: true,
+        };
+        let skipped = match read_optional(&letters.path)? {
+            None => 0,
+            Some(bytes) => lines(&bytes).filter(|line| parse(line).is_none()).count() as u64,
+        };
+        Ok((letters, skipped))
+    }
+
+    /// Fails if the file may not be changed.
+    fn writable(&self) -> Result<(), Error> {
+        if self.read_only {
+            return Err(Error::storage(
+                "write",
+                &self.path,
+                "the store was opened read-only (LogStore::open_read_only)",
+            ));
+        }
+        Ok(())
     }
 
     fn recover(&self) -> Result<u64, Error> {
@@ -128,6 +160,7 @@ impl DeadLetters {
 
     /// Appends `letters`, one line each, and syncs the file.
     fn append_lines(&self, letters: &[DeadLetter]) -> Result<(), Error> {
+        self.writable()?;
         if letters.is_empty() {
             return Ok(());
         }
@@ -161,6 +194,7 @@ impl DeadLetters {
     /// atomically with the rest (unreadable lines are kept, for a person to look at), and
     /// letters appended while it was rewritten are kept too.
     fn take_lines(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error> {
+        self.writable()?;
         let _taking = self.take.lock();
         // Without the append lock: what is whole now. A line being appended is not yet.
         let Some(bytes) = read_optional(&self.path)? else {

@@ -7,19 +7,24 @@
 //!
 //! Segments are removed by [`save_cursors`](Store::save_cursors) once every known endpoint's
 //! cursor has passed them. A store that knows no endpoint removes nothing: its records may be
-//! what is left of endpoints whose slot files were lost, and an operator may still want them
-//! (they cost disk until an endpoint registers, after which they are removed as usual, since a
-//! new endpoint starts at the end of the log).
+//! what is left of endpoints whose slot files were lost. Endpoints that register in such a
+//! store (while it is open) start at its oldest record, so those records are redelivered,
+//! not stranded.
+//!
+//! [`LogStore::open_read_only`] opens a directory for looking only: no lock, nothing created,
+//! cut, synced or rewritten, and every write fails.
 
 use std::fs::{self, File};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::damage::{DamageKind, QUARANTINE, Quarantine};
 use super::dlq::DeadLetters;
 use super::files::{lock_dir, remove_tmp_files, sync_dir};
 use super::meta::{Loaded, Meta};
 use super::reader::LogReader;
 use super::segment;
-use super::writer::Writer;
+use super::writer::{Mode, Writer};
 use super::{DeadLetterStore, EndpointState, Recovery, Store, StoreConfig, StoreReader};
 use crate::Error;
 
@@ -33,21 +38,31 @@ pub struct LogStore {
     log_dir: PathBuf,
     writer: Writer,
     meta: Meta,
-    dead_letters: std::sync::Arc<DeadLetters>,
+    dead_letters: Arc<DeadLetters>,
+    quarantine: Arc<Quarantine>,
     recovery: Recovery,
-    /// Holds the directory's lock for as long as the store lives.
-    _lock: File,
+    /// Opened read-only: nothing is written.
+    read_only: bool,
+    /// The slot and cursor files were lost while the log had records: where endpoints that
+    /// register now start (the oldest record), so nothing is stranded.
+    orphans_from: Option<u64>,
+    /// Holds the directory's lock for as long as the store lives (`None`: read-only).
+    _lock: Option<File>,
 }
 
 impl LogStore {
     /// Opens (creating if needed) the store in `config.dir`, recovering what a crash left.
     /// [`recovery`](Store::recovery) tells what was found and repaired.
     ///
-    /// Fails with [`Error::Storage`] if another store holds the directory (op `lock`), if a
-    /// file cannot be read or written, or if a segment before the last one is damaged (op
-    /// `recover`: that is not what a crash leaves, so it is not repaired silently); with
-    /// [`Error::Config`] if `segment_bytes` is 0, or `quota_bytes` is less than two segments
-    /// (the active segment is never removed, so a smaller quota could fill for good).
+    /// The last segment is scanned to its end: damage followed by valid records is copied to
+    /// `DIR/quarantine` and skipped (never cut); damage nothing valid follows (a torn tail)
+    /// is copied there, then cut. Older segments are checked by readers as they reach them.
+    ///
+    /// Fails with [`Error::Storage`] if another store holds the directory (op `lock`), or if
+    /// a file cannot be read or written (damaged bytes that cannot be copied aside are not
+    /// cut: the open fails instead); with [`Error::Config`] if `segment_bytes` is 0, or
+    /// `quota_bytes` is less than two segments (the active segment is never removed, so a
+    /// smaller quota could fill for good).
     pub fn open(config: StoreConfig) -> Result<LogStore, Error> {
         if config.segment_bytes == 0 {
             return Err(Error::config("segment_bytes", "must be at least 1"));
@@ -79,23 +94,85 @@ impl LogStore {
         remove_tmp_files(&dir)?;
         remove_tmp_files(&log_dir)?;
 
+        if dir.join(QUARANTINE).is_dir() {
+            remove_tmp_files(&dir.join(QUARANTINE))?;
+        }
+        Self::recover(&config, Some(lock))
+    }
+
+    /// Opens the store in `dir` to look at it only: it takes no lock (so it works while
+    /// another process has the directory open, and sees what that one has written so far),
+    /// and creates, cuts, syncs and rewrites nothing (no `LOCK`, no `log/`, no quarantine).
+    /// Damage is found and reported as [`open`](LogStore::open) would ([`Store::recovery`],
+    /// with `read_only` set), and readers read through it; every write (`append`, `commit`,
+    /// a new `endpoint`, `save_cursors`, dead-letter `append` and `take`) fails with
+    /// [`Error::Storage`].
+    ///
+    /// Fails with [`Error::Storage`] if `dir` is not a directory or a file cannot be read.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<LogStore, Error> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(Error::storage("open", dir, "not a directory"));
+        }
+        Self::recover(&StoreConfig::new(dir), None)
+    }
+
+    /// Reads what is in the directory and repairs it (unless `lock` is `None`: read-only).
+    fn recover(config: &StoreConfig, lock: Option<File>) -> Result<LogStore, Error> {
+        let read_only = lock.is_none();
+        let dir = config.dir.clone();
+        let log_dir = dir.join("log");
+        let quarantine = Arc::new(Quarantine::new(&dir));
         let loaded = Loaded::read(&dir)?;
+        let mode = if read_only {
+            Mode::ReadOnly(&quarantine)
+        } else {
+            Mode::Write(&quarantine)
+        };
         let (writer, repair) = Writer::open(
             &log_dir,
             config.segment_bytes,
             config.quota_bytes,
             loaded.max_seq(),
+            mode,
         )?;
         let (first_seq, next_seq) = (writer.first_seq(), writer.next_seq());
-        let (meta, cursors_reset) = Meta::recover(&dir, loaded, first_seq, next_seq)?;
-        if cursors_reset {
+        let (meta, meta_repair) = Meta::recover(&dir, loaded, first_seq, next_seq, read_only)?;
+        if meta_repair.cursors_reset {
             log::warn!(
                 "durable store {}: the cursor file was missing or unreadable; every endpoint \
                  resumes from the oldest record it may have (events will be redelivered)",
                 dir.display()
             );
         }
-        let (dead_letters, dead_letters_skipped) = DeadLetters::open(&dir)?;
+        if meta_repair.slots_lost {
+            log::warn!(
+                "durable store {}: the slot and cursor files were missing or unreadable; \
+                 endpoints that register now start at the oldest record, {first_seq}",
+                dir.display()
+            );
+        }
+        for c in &meta_repair.clamped {
+            log::warn!(
+                "durable store {}: the cursor of {} was at {}, outside the log ({first_seq} to \
+                 {next_seq}); it resumes at {}",
+                dir.display(),
+                c.endpoint,
+                c.saved,
+                c.now
+            );
+        }
+        let (dead_letters, dead_letters_skipped) = if read_only {
+            DeadLetters::open_read_only(&dir)?
+        } else {
+            DeadLetters::open(&dir)?
+        };
+        let lost_records = repair
+            .damaged
+            .iter()
+            .filter(|d| d.kind == DamageKind::Corrupt)
+            .map(|d| d.lost)
+            .sum();
         let recovery = Recovery {
             segments: writer.segments(),
             records: next_seq - first_seq,
@@ -103,15 +180,24 @@ impl LogStore {
             next_seq,
             truncated_bytes: repair.truncated_bytes,
             corrupt_records: repair.corrupt_records,
-            cursors_reset,
+            damaged: repair.damaged,
+            lost_records,
+            cursors_reset: meta_repair.cursors_reset,
+            slots_lost: meta_repair.slots_lost,
+            slots_rebuilt: meta_repair.slots_rebuilt,
+            cursors_clamped: meta_repair.clamped,
             dead_letters_skipped,
+            read_only,
         };
         Ok(LogStore {
             log_dir,
             writer,
             meta,
-            dead_letters: std::sync::Arc::new(dead_letters),
+            dead_letters: Arc::new(dead_letters),
+            quarantine,
             recovery,
+            read_only,
+            orphans_from: meta_repair.slots_lost.then_some(first_seq),
             _lock: lock,
         })
     }
@@ -147,16 +233,34 @@ impl Store for LogStore {
     }
 
     fn reader(&self) -> Result<Box<dyn StoreReader>, Error> {
-        let segments = segment::list_segments(&self.log_dir)?;
-        Ok(Box::new(LogReader::new(self.log_dir.clone(), segments)))
+        let segments = if self.read_only && !self.log_dir.is_dir() {
+            Vec::new()
+        } else {
+            segment::list_segments(&self.log_dir)?
+        };
+        Ok(Box::new(LogReader::new(
+            self.log_dir.clone(),
+            segments,
+            self.quarantine.clone(),
+            !self.read_only,
+        )))
     }
 
     /// A new endpoint starts after the last durable record (`durable_through + 1`, which is
     /// `next_seq` unless appends are waiting for a commit). Records still waiting were
     /// appended before it existed, so none has its bit; starting before them rather than
     /// after keeps `since` valid even if a crash loses them and their seqs are given again.
+    ///
+    /// When the slot and cursor files were lost ([`Recovery::slots_lost`]) it starts at the
+    /// oldest record instead: the records in the log were for endpoints the store can no
+    /// longer name, and a new registration takes the lowest free slot, as the lost ones did
+    /// in the order they registered; so endpoints registered again in the same order (as
+    /// `hookwire send --resume` does) get their own records back.
     fn endpoint(&mut self, name: &str) -> Result<EndpointState, Error> {
-        self.meta.register(name, self.writer.durable_through() + 1)
+        let start = self
+            .orphans_from
+            .unwrap_or(self.writer.durable_through() + 1);
+        self.meta.register(name, start)
     }
 
     fn endpoints(&self) -> Vec<(String, EndpointState)> {
@@ -166,6 +270,7 @@ impl Store for LogStore {
     /// Cursors are also kept at or below `durable_through + 1`: nothing past it can have
     /// been delivered.
     fn save_cursors(&mut self, acked: &[(u8, u64)]) -> Result<(), Error> {
+        // (Read-only: `save` fails, so nothing below runs.)
         self.meta.save(acked, self.writer.durable_through() + 1)?;
         if let Some(min) = self.meta.min_acked() {
             self.writer.remove_before(min)?;

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::EndpointState;
 use super::files::{read_optional, write_atomic};
+use super::{CursorRepair, EndpointState};
 use crate::Error;
 
 const SLOTS: &str = "slots.json";
@@ -102,18 +102,34 @@ pub(super) struct Meta {
     endpoints: BTreeMap<String, EndpointState>,
     /// `cursors.json` does not hold what `endpoints` does (a failed or skipped write).
     dirty: bool,
+    /// Opened read-only: nothing is written.
+    read_only: bool,
+}
+
+/// What [`Meta::recover`] found wrong with the two files, and repaired.
+#[derive(Debug, Default)]
+pub(super) struct MetaRepair {
+    /// The cursor file was lost while there was something to resume.
+    pub(super) cursors_reset: bool,
+    /// Both files were lost while the log had records.
+    pub(super) slots_lost: bool,
+    /// The slot file was lost and rebuilt from the cursor file.
+    pub(super) slots_rebuilt: bool,
+    /// Saved cursors moved to fit the log.
+    pub(super) clamped: Vec<CursorRepair>,
 }
 
 impl Meta {
     /// The endpoints from what was loaded, with every cursor clamped to the log
-    /// (`max(since, first_seq) ..= next_seq`). Rewrites a file that was lost or repaired.
-    /// Returns whether the cursors were reset (lost while there was something to resume).
+    /// (`max(since, first_seq) ..= next_seq`). Rewrites a file that was lost or repaired
+    /// (unless `read_only`). Returns what it found.
     pub(super) fn recover(
         dir: &Path,
         loaded: Loaded,
         first_seq: u64,
         next_seq: u64,
-    ) -> Result<(Meta, bool), Error> {
+        read_only: bool,
+    ) -> Result<(Meta, MetaRepair), Error> {
         let Loaded { slots, cursors } = loaded;
         let slots_ok = slots.is_some();
         let mut slots = slots.unwrap_or_default();
@@ -133,16 +149,33 @@ impl Meta {
                 slots_repaired = true;
             }
         }
-        let reset = cursors.is_none() && (!slots.is_empty() || next_seq > first_seq);
+        let has_records = next_seq > first_seq;
+        let mut repair = MetaRepair {
+            cursors_reset: cursors.is_none() && (!slots.is_empty() || has_records),
+            slots_lost: !slots_ok && slots.is_empty() && cursors.is_none() && has_records,
+            slots_rebuilt: !slots_ok && slots_repaired,
+            clamped: Vec::new(),
+        };
         let mut endpoints = BTreeMap::new();
         for (name, s) in slots {
             let saved = cursors
                 .as_ref()
                 .and_then(|c| c.get(&name))
                 .filter(|c| c.slot == s.slot)
-                .map_or(s.since, |c| c.acked);
+                .map(|c| c.acked);
             // Never below what the endpoint may still want, never past the log's end.
-            let acked = saved.max(s.since).max(first_seq).min(next_seq);
+            let acked = saved
+                .unwrap_or(s.since)
+                .max(s.since)
+                .max(first_seq)
+                .min(next_seq);
+            if let Some(saved) = saved.filter(|&a| a != acked) {
+                repair.clamped.push(CursorRepair {
+                    endpoint: name.clone(),
+                    saved,
+                    now: acked,
+                });
+            }
             endpoints.insert(
                 name,
                 EndpointState {
@@ -156,14 +189,15 @@ impl Meta {
             dir: dir.to_owned(),
             dirty: cursors.as_ref() != Some(&endpoints),
             endpoints,
+            read_only,
         };
-        if (slots_repaired || !slots_ok) && !meta.endpoints.is_empty() {
+        if !read_only && (slots_repaired || !slots_ok) && !meta.endpoints.is_empty() {
             meta.write_slots()?;
         }
-        if meta.dirty && !meta.endpoints.is_empty() {
+        if !read_only && meta.dirty && !meta.endpoints.is_empty() {
             meta.write_cursors()?;
         }
-        Ok((meta, reset))
+        Ok((meta, repair))
     }
 
     /// The endpoint called `name`, registered with `since = acked = start` if it is new
@@ -171,6 +205,9 @@ impl Meta {
     pub(super) fn register(&mut self, name: &str, start: u64) -> Result<EndpointState, Error> {
         if let Some(state) = self.endpoints.get(name) {
             return Ok(*state);
+        }
+        if self.read_only {
+            return Err(read_only(&self.dir));
         }
         let taken = self.endpoints.values().fold(0u64, |m, e| m | 1 << e.slot);
         let slot = (!taken).trailing_zeros() as usize;
@@ -199,6 +236,9 @@ impl Meta {
     /// Moves cursors forward (never back, never past `limit`), then writes `cursors.json` if
     /// anything changed since it was last written.
     pub(super) fn save(&mut self, acked: &[(u8, u64)], limit: u64) -> Result<(), Error> {
+        if self.read_only {
+            return Err(read_only(&self.dir));
+        }
         for &(slot, seq) in acked {
             if let Some(state) = self.endpoints.values_mut().find(|e| e.slot == slot) {
                 let seq = seq.min(limit);
@@ -254,6 +294,15 @@ impl Meta {
         self.dirty = false;
         Ok(())
     }
+}
+
+/// The error a read-only store's writes fail with.
+fn read_only(dir: &Path) -> Error {
+    Error::storage(
+        "write",
+        dir,
+        "the store was opened read-only (LogStore::open_read_only)",
+    )
 }
 
 fn to_json(value: &impl Serialize) -> Result<Vec<u8>, Error> {

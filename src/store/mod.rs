@@ -15,10 +15,12 @@
 //! DIR/slots.json           endpoint name -> slot (mask bit) and the seq it started at
 //! DIR/cursors.json         endpoint name -> acked (every seq below it is finished)
 //! DIR/dead-letters.ndjson  events given up, one JSON object per line
+//! DIR/quarantine/          copies of damaged ranges of the log (see [`Damage`])
 //! ```
 //!
 //! See `docs/durable.md` for the format, the recovery rules and the at-least-once contract.
 
+mod damage;
 mod dlq;
 mod files;
 mod log_store;
@@ -29,6 +31,7 @@ mod segment;
 mod test_dir;
 mod writer;
 
+pub use damage::{Damage, DamageKind, quarantined};
 pub use log_store::LogStore;
 
 use std::path::PathBuf;
@@ -79,22 +82,55 @@ pub struct Record<'a> {
 pub struct Recovery {
     /// Segment files found.
     pub segments: usize,
-    /// Records in the log (from `first_seq` to `next_seq - 1`).
+    /// Sequence numbers in the log (from `first_seq` to `next_seq - 1`; those lost in
+    /// damaged ranges included).
     pub records: u64,
     /// The oldest sequence number still in the log.
     pub first_seq: u64,
     /// The sequence number the next append gets.
     pub next_seq: u64,
-    /// Bytes cut from the end of the last segment (a torn or corrupt tail record).
+    /// Bytes cut from the end of the last segment: a torn tail (see [`DamageKind::TornTail`]).
+    /// Opened read-only: the bytes a writer would cut (nothing is cut).
     pub truncated_bytes: u64,
-    /// Records cut (a torn or corrupt tail counts as one).
+    /// 1 if there was a torn tail (the records in it cannot be counted reliably), else 0.
     pub corrupt_records: u64,
+    /// Every damaged range found in the last segment (older segments are checked by readers
+    /// as they reach them): corrupt ranges, skipped and kept, and the torn tail, cut. Their
+    /// bytes are in the quarantine (`Damage::quarantined`).
+    pub damaged: Vec<Damage>,
+    /// Records lost in the corrupt ranges of `damaged`.
+    pub lost_records: u64,
     /// The cursor file was missing or unreadable, so every endpoint resumes from the oldest
     /// record it may have (redelivering, never skipping).
     pub cursors_reset: bool,
+    /// Both the slot and the cursor files were missing or unreadable while the log had
+    /// records: the store knew no endpoint, so endpoints that register while it is open start
+    /// at the oldest record instead of the end of the log (redelivering, never skipping; see
+    /// [`Store::endpoint`]).
+    pub slots_lost: bool,
+    /// The slot file was missing or unreadable and was rebuilt from the cursor file.
+    pub slots_rebuilt: bool,
+    /// Saved cursors that did not fit the log and were moved: past its end (records they had
+    /// passed are gone: a cut tail, or a disk that lost synced writes), or before its oldest
+    /// record (segments removed by hand).
+    pub cursors_clamped: Vec<CursorRepair>,
     /// Dead-letter lines that could not be read (a torn last line after a crash) and were
     /// skipped.
     pub dead_letters_skipped: u64,
+    /// The store was opened read-only ([`LogStore::open_read_only`]): nothing was repaired or
+    /// written, and what is reported as cut or rewritten is what a writer would do.
+    pub read_only: bool,
+}
+
+/// A saved cursor that opening the store moved to fit the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CursorRepair {
+    /// The endpoint's name.
+    pub endpoint: String,
+    /// The cursor as `cursors.json` had it.
+    pub saved: u64,
+    /// Where it resumes: within `first_seq ..= next_seq` (and not below its `since`).
+    pub now: u64,
 }
 
 /// A durable endpoint as the store knows it.
@@ -214,8 +250,15 @@ pub fn replay_dead_letters(store: &mut dyn Store, filter: &DeadLetterFilter) -> 
 pub trait StoreReader: Send {
     /// Calls `f` for each record with `from <= seq <= until` whose mask has a bit of `mask`,
     /// in order, until `max` were given. Returns the sequence number to read from next
-    /// (one past the last record looked at). Records below the log's first seq are gone
-    /// (every endpoint had passed them) and are skipped.
+    /// (one past the last record looked at, or the first valid record after a damaged range
+    /// it skipped; it may then be past `until + 1`). Records below the log's first seq are
+    /// gone (every endpoint had passed them) and are skipped.
+    ///
+    /// A damaged range (records that fail their checksum, are cut short, or are missing) does
+    /// not stop the read: it is skipped, and [`damaged`](StoreReader::damaged) tells what
+    /// was skipped; the records in it are lost. Fails with [`Error::Storage`] when a file
+    /// cannot be read, or when damage reaches the end of the segment being written (a valid
+    /// record may follow once more is written: try again later). Blocks on file reads only.
     fn read(
         &mut self,
         from: u64,
@@ -224,6 +267,16 @@ pub trait StoreReader: Send {
         max: usize,
         f: &mut dyn FnMut(Record<'_>),
     ) -> Result<u64, Error>;
+
+    /// The damaged ranges the last call to [`read`](StoreReader::read) skipped, in log
+    /// order, whether it returned `Ok` or not. They include ranges passed on the way to
+    /// `from`: the records lost that the caller wanted are those of
+    /// [`Damage::lost_seqs`] at or after its `from`. The default: none (a store that never
+    /// skips). A reader that wraps another must forward it, or the engine cannot count what
+    /// the inner one skipped.
+    fn damaged(&self) -> &[Damage] {
+        &[]
+    }
 }
 
 /// A store's dead letters, shared by the threads that write, list and replay them. Every
@@ -271,7 +324,10 @@ pub trait Store: Send + 'static {
     fn reader(&self) -> Result<Box<dyn StoreReader>, Error>;
 
     /// The endpoint called `name`: its slot and cursor, registered (durably) if it is new,
-    /// starting at the current `next_seq`. Fails with [`Error::Full`] when 64 slots are taken.
+    /// starting at the current `next_seq` (or, when the store's slot and cursor files were
+    /// lost, [`Recovery::slots_lost`], at the oldest record: see `docs/durable.md`). Fails
+    /// with [`Error::Full`] when 64 slots are taken, [`Error::Storage`] if the store is
+    /// read-only and `name` is new.
     fn endpoint(&mut self, name: &str) -> Result<EndpointState, Error>;
 
     /// Every endpoint the store knows, by name.

@@ -5,11 +5,21 @@
 //! from where the last call ended, neither lists the directory nor rescans anything. A read
 //! from elsewhere finds the segment by name (the cached list is refreshed when the target lies
 //! past its end, or a file in it is gone) and scans that segment from its start.
+//!
+//! Damage does not stop a reader: it skips to the next valid record (see [`Scanner`]), or,
+//! at the end of a segment that a newer one follows, to that segment, and reports what it
+//! skipped through [`StoreReader::damaged`]. A reader of a store open for writing keeps the
+//! damaged bytes in the quarantine (once); a read-only store's readers change nothing. Only
+//! damage at the end of the last segment stops a read (with an error, to be retried): a
+//! valid record may follow it once the writer appends more, and nothing may be cut while the
+//! writer owns the file.
 
 use std::fs::File;
 use std::io::ErrorKind;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::damage::{Damage, DamageKind, Quarantine};
 use super::segment::{self, Peek, Scanner};
 use super::{Record, StoreReader};
 use crate::Error;
@@ -31,28 +41,49 @@ pub(super) struct LogReader {
     at: Option<Position>,
     /// A read buffer kept between positions.
     spare: Vec<u8>,
+    /// Where damaged bytes are copied, and whether this reader may write there.
+    quarantine: Arc<Quarantine>,
+    may_write: bool,
+    /// What the last read skipped.
+    damaged: Vec<Damage>,
 }
 
 /// What one step of a read found.
 enum Step {
+    /// A record (given or passed over), or a damaged range skipped.
     Record,
-    End { partial: usize },
-    Corrupt(&'static str),
+    End {
+        partial: usize,
+    },
 }
 
 impl LogReader {
-    /// A reader of `log_dir`, whose segments were last seen to be `segments`.
-    pub(super) fn new(log_dir: PathBuf, segments: Vec<u64>) -> LogReader {
+    /// A reader of `log_dir`, whose segments were last seen to be `segments`. It copies what
+    /// it skips to `quarantine` if `may_write`.
+    pub(super) fn new(
+        log_dir: PathBuf,
+        segments: Vec<u64>,
+        quarantine: Arc<Quarantine>,
+        may_write: bool,
+    ) -> LogReader {
         LogReader {
             log_dir,
             segments,
             at: None,
             spare: Vec::new(),
+            quarantine,
+            may_write,
+            damaged: Vec::new(),
         }
     }
 
     /// Re-lists the segment files.
     fn refresh(&mut self) -> Result<(), Error> {
+        if !self.may_write && !self.log_dir.is_dir() {
+            // A read-only store of a directory without a log (yet): nothing to read.
+            self.segments.clear();
+            return Ok(());
+        }
         self.segments = segment::list_segments(&self.log_dir)?;
         Ok(())
     }
@@ -90,7 +121,11 @@ impl LogReader {
                         Some(at) => at.scanner.into_buf(),
                         None => std::mem::take(&mut self.spare),
                     };
-                    let scanner = Scanner::new(file, first_seq, buf);
+                    let mut scanner = Scanner::new(file, first_seq, buf);
+                    // Past damage, a record of the next segment is not taken for this one's.
+                    if let Some(&next) = self.segments.iter().find(|&&s| s > first_seq) {
+                        scanner.set_limit(next);
+                    }
                     self.at = Some(Position {
                         first_seq,
                         path,
@@ -115,48 +150,81 @@ impl LogReader {
         }
     }
 
-    /// At the end of the current segment: moves to the next one if it exists. False: the
-    /// current segment is the last (more may be appended to it later).
-    fn next_segment(&mut self, partial: usize) -> Result<bool, Error> {
-        let Some(want) = self.here() else {
+    /// At the end of what the current segment holds: moves to the next segment if there is
+    /// one, reporting as damage whatever of this one could not be read (an incomplete or
+    /// damaged record at its end, or records missing before the next segment's first).
+    /// False: the current segment is the last (more may be appended to it later).
+    fn next_segment(&mut self, partial: usize, until: u64) -> Result<bool, Error> {
+        let Some(at) = &self.at else {
             return Ok(false);
         };
-        // At the start of an empty segment, `want` is its own name: nothing newer yet.
-        if self.at.as_ref().is_some_and(|at| at.first_seq == want) {
-            return Ok(false);
-        }
-        if !self.segments.contains(&want) {
+        let current = at.first_seq;
+        let successor = |segments: &[u64]| segments.iter().copied().find(|&s| s > current);
+        let mut next = successor(&self.segments);
+        if next.is_none() {
             self.refresh()?;
-            if !self.segments.contains(&want) {
-                // Nothing newer yet; or every segment up to a newer one was removed (all
-                // endpoints had passed them: skip to it); or a hole in the log.
-                let Some(&next) = self.segments.iter().find(|&&s| s > want) else {
-                    return Ok(false);
-                };
-                if self.segments.first().is_some_and(|&first| first < want)
-                    && let Some(at) = self.at.take()
-                {
-                    return Err(Error::storage(
-                        "read",
-                        &at.path,
-                        format!(
-                            "records {want}..{next} are missing: the next segment starts at {next}"
-                        ),
-                    ));
-                }
-                return self.seek(want);
-            }
+            next = successor(&self.segments);
         }
-        if partial > 0
-            && let Some(at) = self.at.take()
-        {
+        let Some(at) = self.at.as_mut() else {
+            return Ok(false);
+        };
+        let here = at.scanner.next_seq();
+        let damage = at.scanner.damage();
+        // An incomplete record is damage if a newer segment follows, or if it is committed
+        // (`until`), so the writer finished it: search past it first.
+        if damage.is_none() && partial > 0 && (next.is_some() || here <= until) {
+            at.scanner
+                .mark_damaged("record extends past the end of the file");
+            return Ok(true);
+        }
+        let Some(next) = next else {
+            return match damage {
+                None => Ok(false),
+                Some((offset, why)) => Err(Error::storage(
+                    "read",
+                    &at.path,
+                    format!(
+                        "{why} at byte {offset}, and no valid record follows it yet (the \
+                         segment being written: retried; a writer cuts it at open)"
+                    ),
+                )),
+            };
+        };
+        if next < here {
             return Err(Error::storage(
                 "read",
                 &at.path,
-                "segment ends in the middle of a record, and a newer segment follows it",
+                format!("the next segment starts at {next}, before this one's record {here}"),
             ));
         }
-        self.seek(want)
+        if damage.is_some() || next > here {
+            let (offset, why) = damage.unwrap_or((
+                at.scanner.offset(),
+                "the segment ends before its last record",
+            ));
+            let bytes = at.scanner.read_to() - offset;
+            let path = at.path.clone();
+            let d = Damage::new(DamageKind::Corrupt, current, offset, bytes, why, here, next);
+            self.note(&path, d);
+        }
+        self.seek(next)
+    }
+
+    /// Records a damaged range this read skipped, copying its bytes aside first (once).
+    fn note(&mut self, path: &Path, mut d: Damage) {
+        if self.may_write {
+            if let Err(e) = self.quarantine.keep(path, &mut d) {
+                log::error!(
+                    "durable store: could not copy the damaged range at byte {} of {} to the \
+                     quarantine (it is skipped all the same): {e}",
+                    d.offset,
+                    path.display()
+                );
+            }
+        } else {
+            self.quarantine.find(&mut d);
+        }
+        self.damaged.push(d);
     }
 
     /// Looks at the record at the reader's position and hands it to `f` if it is wanted.
@@ -169,14 +237,21 @@ impl LogReader {
         let Some(at) = self.at.as_mut() else {
             return Ok((Step::End { partial: 0 }, false));
         };
-        // Where the next segment starts: this one's records must stop before it.
-        let after = self.segments.partition_point(|&s| s <= at.first_seq);
-        let limit = self.segments.get(after).copied().unwrap_or(u64::MAX);
         match at.scanner.peek() {
-            Ok(Peek::Ready) if at.scanner.next_seq() >= limit => Ok((
-                Step::Corrupt("record overlaps the next segment (the log is damaged)"),
-                false,
-            )),
+            Ok(Peek::Skipped(skip)) => {
+                let path = at.path.clone();
+                let d = Damage::new(
+                    DamageKind::Corrupt,
+                    at.first_seq,
+                    skip.offset,
+                    skip.bytes,
+                    skip.reason,
+                    skip.expected,
+                    skip.next_seq,
+                );
+                self.note(&path, d);
+                Ok((Step::Record, false))
+            }
             Ok(Peek::Ready) => {
                 let mut given = false;
                 if let Some(rec) = at.scanner.record()
@@ -190,7 +265,6 @@ impl LogReader {
                 Ok((Step::Record, given))
             }
             Ok(Peek::Eof { partial }) => Ok((Step::End { partial }, false)),
-            Ok(Peek::Corrupt(why)) => Ok((Step::Corrupt(why), false)),
             Err(e) => {
                 let path = at.path.clone();
                 self.at = None;
@@ -214,6 +288,7 @@ impl StoreReader for LogReader {
         max: usize,
         f: &mut dyn FnMut(Record<'_>),
     ) -> Result<u64, Error> {
+        self.damaged.clear();
         if max == 0 || from > until || !self.position(from)? {
             return Ok(from);
         }
@@ -221,24 +296,16 @@ impl StoreReader for LogReader {
         while given < max && self.here().is_some_and(|seq| seq <= until) {
             let (step, gave) = self.step(from, mask, f)?;
             given += usize::from(gave);
-            match step {
-                Step::Record => {}
-                Step::End { partial } => {
-                    if !self.next_segment(partial)? {
-                        break;
-                    }
-                }
-                Step::Corrupt(why) => {
-                    let Some(at) = self.at.take() else { break };
-                    let offset = at.scanner.offset();
-                    return Err(Error::storage(
-                        "read",
-                        &at.path,
-                        format!("{why} at byte {offset}"),
-                    ));
-                }
+            if let Step::End { partial } = step
+                && !self.next_segment(partial, until)?
+            {
+                break;
             }
         }
         Ok(self.here().map_or(from, |seq| seq.max(from)))
+    }
+
+    fn damaged(&self) -> &[Damage] {
+        &self.damaged
     }
 }

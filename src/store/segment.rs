@@ -13,7 +13,7 @@
 //! zeros (`00000000000000000001.seg`), so names sort as numbers do.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::path::Path;
 
 use super::Record;
@@ -115,14 +115,39 @@ impl Header {
 pub(super) enum Peek {
     /// A whole, valid record: [`Scanner::record`] gives it, [`Scanner::consume`] moves past it.
     Ready,
-    /// The end of the file so far, with `partial` bytes of an incomplete record after the last
-    /// whole one (0: the file ends cleanly). A file being appended to may grow later.
+    /// The end of the file so far, with `partial` bytes after the last whole record (0: the
+    /// file ends cleanly). A file being appended to may grow later. While the scanner is in
+    /// damage ([`Scanner::damage`]) they are the bytes not searched yet.
     Eof {
-        /// Bytes of an incomplete record.
+        /// Bytes of an incomplete record (or not yet searched, in damage).
         partial: usize,
     },
-    /// The record here is invalid (why, in words).
-    Corrupt(&'static str),
+    /// Damaged bytes were skipped: a valid record follows them, and the next
+    /// [`peek`](Scanner::peek) gives it.
+    Skipped(Skip),
+}
+
+/// A damaged range a scanner skipped, and the valid record it found after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Skip {
+    /// The file offset where the damage starts (where a record was due).
+    pub(super) offset: u64,
+    /// Bytes skipped.
+    pub(super) bytes: u64,
+    /// Why the record due at `offset` was not valid.
+    pub(super) reason: &'static str,
+    /// The seq that record should have had: the first one lost.
+    pub(super) expected: u64,
+    /// The seq of the valid record after the damage (`expected..next_seq` are lost).
+    pub(super) next_seq: u64,
+}
+
+/// Where damage started, while the scanner searches for the next valid record.
+#[derive(Debug, Clone, Copy)]
+struct Bad {
+    offset: u64,
+    expected: u64,
+    reason: &'static str,
 }
 
 /// Walks the records of one segment file in order, reading it in large chunks.
@@ -130,6 +155,13 @@ pub(super) enum Peek {
 /// It checks each record's checksum, its length, and that seqs are consecutive from the
 /// segment's name. It keeps the bytes after the last whole record, so when the file grows (a
 /// reader following the writer) the next [`peek`](Scanner::peek) continues where it stopped.
+///
+/// At an invalid record it does not stop: it searches the bytes after it, one offset at a
+/// time, for the next record that is whole, passes its checksum, and whose seq continues
+/// plausibly: at least the seq that was due, at most one more for every 32 bytes skipped
+/// (a lost record took at least a header), and below the segment's `limit`. It then reports
+/// the skipped range ([`Peek::Skipped`]). What it cannot tell is whether damage that reaches
+/// the end of the file is a torn tail; its caller decides ([`Scanner::damage`]).
 #[derive(Debug)]
 pub(super) struct Scanner {
     file: File,
@@ -141,8 +173,12 @@ pub(super) struct Scanner {
     base: u64,
     /// The seq the record at `start` must have.
     next_seq: u64,
+    /// Seqs at or above this cannot be in this segment (the next segment's first).
+    limit: u64,
     /// Set by a `Ready` peek: the whole record's length.
     ready: Option<(Header, usize)>,
+    /// Set while searching past damage.
+    bad: Option<Bad>,
 }
 
 impl Scanner {
@@ -160,18 +196,46 @@ impl Scanner {
             end: 0,
             base: 0,
             next_seq: first_seq,
+            limit: 1 << 63,
             ready: None,
+            bad: None,
         }
     }
 
-    /// The seq of the next record (one past the last consumed).
+    /// Seqs at or above `limit` belong to a later segment: a candidate record past damage
+    /// with such a seq is not taken for a valid one.
+    pub(super) fn set_limit(&mut self, limit: u64) {
+        self.limit = limit;
+    }
+
+    /// The seq of the next record (one past the last consumed; in damage, the first lost).
     pub(super) fn next_seq(&self) -> u64 {
         self.next_seq
     }
 
-    /// The file offset just past the last consumed record.
+    /// The file offset just past the last consumed record (in damage: the next offset to
+    /// search).
     pub(super) fn offset(&self) -> u64 {
         self.base + self.start as u64
+    }
+
+    /// The file offset up to which the file has been read (at the end: its length).
+    pub(super) fn read_to(&self) -> u64 {
+        self.base + self.end as u64
+    }
+
+    /// While searching past damage: where it started (the record due there) and why.
+    pub(super) fn damage(&self) -> Option<(u64, &'static str)> {
+        self.bad.map(|b| (b.offset, b.reason))
+    }
+
+    /// The caller's judgement that the incomplete record at the end of the file (a
+    /// [`Peek::Eof`] with `partial > 0`) is damage, not a write in progress: the next peek
+    /// searches past it. Nothing happens if there is no such record.
+    pub(super) fn mark_damaged(&mut self, reason: &'static str) {
+        if self.bad.is_none() && self.ready.is_none() && self.end > self.start {
+            self.enter_damage(reason);
+        }
     }
 
     /// Gives the buffer back, for the next segment's scanner.
@@ -180,10 +244,13 @@ impl Scanner {
     }
 
     /// Looks at the record at the current position, reading more of the file if it is not
-    /// all in the buffer yet.
+    /// all in the buffer yet; past damage, searches for the next valid record first.
     pub(super) fn peek(&mut self) -> io::Result<Peek> {
         if self.ready.is_some() {
             return Ok(Peek::Ready);
+        }
+        if self.bad.is_some() {
+            return self.resync();
         }
         loop {
             let avail = self.end - self.start;
@@ -192,11 +259,18 @@ impl Scanner {
                 Some(&header) => {
                     let h = Header::decode(&header);
                     if h.len > MAX_PAYLOAD {
-                        return Ok(Peek::Corrupt("record length out of range"));
+                        self.enter_damage("record length out of range");
+                        return self.resync();
                     }
                     let total = HEADER_LEN + h.len;
                     if avail >= total {
-                        return Ok(self.check(&header, h, total));
+                        return match self.check(&header, h, total) {
+                            Ok(()) => Ok(Peek::Ready),
+                            Err(why) => {
+                                self.enter_damage(why);
+                                self.resync()
+                            }
+                        };
                     }
                     total
                 }
@@ -210,16 +284,97 @@ impl Scanner {
     }
 
     /// Validates a whole record in the buffer.
-    fn check(&mut self, header: &[u8; HEADER_LEN], h: Header, total: usize) -> Peek {
+    fn check(
+        &mut self,
+        header: &[u8; HEADER_LEN],
+        h: Header,
+        total: usize,
+    ) -> Result<(), &'static str> {
         let payload = &self.buf[self.start + HEADER_LEN..self.start + total];
         if checksum(header, payload) != h.crc {
-            return Peek::Corrupt("record checksum mismatch");
+            return Err("record checksum mismatch");
         }
         if h.seq != self.next_seq {
-            return Peek::Corrupt("record out of sequence");
+            return Err("record out of sequence");
+        }
+        if h.seq >= self.limit {
+            // An older segment running into the next one's seqs: stale copies, not records.
+            return Err("record overlaps the next segment");
         }
         self.ready = Some((h, total));
-        Peek::Ready
+        Ok(())
+    }
+
+    /// The record at `start` is invalid: search from the byte after it.
+    fn enter_damage(&mut self, reason: &'static str) {
+        self.bad = Some(Bad {
+            offset: self.offset(),
+            expected: self.next_seq,
+            reason,
+        });
+        self.start += 1;
+    }
+
+    /// Searches, one offset at a time, for a valid record that plausibly continues the
+    /// segment. Stops at the end of what the file holds so far (and goes on from there at
+    /// the next peek).
+    fn resync(&mut self) -> io::Result<Peek> {
+        let Some(bad) = self.bad else {
+            return self.peek();
+        };
+        // The first plausible candidate that the file does not hold whole (yet). It cannot
+        // stop the search (a damaged length can make the damaged record itself look like
+        // one), but if nothing is found, the search resumes there once the file grows.
+        let mut incomplete: Option<u64> = None;
+        loop {
+            let avail = self.end - self.start;
+            let Some(&header) = self.buf[self.start..self.end].first_chunk::<HEADER_LEN>() else {
+                if self.fill(HEADER_LEN)? == 0 {
+                    if let Some(at) = incomplete {
+                        self.rewind(at)?;
+                    }
+                    return Ok(Peek::Eof {
+                        partial: (self.read_to() - self.offset()) as usize,
+                    });
+                }
+                continue;
+            };
+            let h = Header::decode(&header);
+            let here = self.offset();
+            // Each lost record took at least a header's bytes.
+            let room = (here - bad.offset) / HEADER_LEN as u64;
+            let plausible = h.len <= MAX_PAYLOAD
+                && h.seq >= bad.expected
+                && h.seq - bad.expected <= room
+                && h.seq < self.limit;
+            if !plausible {
+                self.start += 1;
+                continue;
+            }
+            let total = HEADER_LEN + h.len;
+            if avail < total {
+                if self.fill(total)? == 0 {
+                    incomplete.get_or_insert(here);
+                    self.start += 1;
+                }
+                continue;
+            }
+            let payload = &self.buf[self.start + HEADER_LEN..self.start + total];
+            if checksum(&header, payload) != h.crc {
+                self.start += 1;
+                continue;
+            }
+            self.bad = None;
+            self.next_seq = h.seq;
+            self.ready = Some((h, total));
+            return Ok(Peek::Skipped(Skip {
+                offset: bad.offset,
+                bytes: here - bad.offset,
+                reason: bad.reason,
+                expected: bad.expected,
+                next_seq: h.seq,
+            }));
+        }
     }
 
     /// The record a `Ready` peek found. `None` if the last peek was not `Ready`.
@@ -239,6 +394,15 @@ impl Scanner {
             self.start += total;
             self.next_seq += 1;
         }
+    }
+
+    /// Moves back to file offset `at` (at or after the damage's start), dropping the buffer.
+    fn rewind(&mut self, at: u64) -> io::Result<()> {
+        self.file.seek(io::SeekFrom::Start(at))?;
+        self.base = at;
+        self.start = 0;
+        self.end = 0;
+        Ok(())
     }
 
     /// Reads more of the file so that `need` bytes from `start` fit, making room first.

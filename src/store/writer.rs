@@ -14,6 +14,11 @@
 //! A failed write or sync leaves the file in an unknown state (a partial write, or pages the
 //! kernel dropped after a failed `fdatasync`), so the writer refuses every later append and
 //! commit with the same error; reopening the store repairs the tail.
+//!
+//! Recovery scans the last segment to its end. Damage followed by a valid record is corrupt:
+//! it is copied to the quarantine and left in place (readers skip it). Damage with nothing
+//! valid after it is a torn tail: copied to the quarantine, then cut. Opened read-only, the
+//! writer finds the same and changes nothing (it cannot append).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -21,6 +26,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
+use super::damage::{Damage, DamageKind, Quarantine};
 use super::files::sync_dir;
 use super::segment::{self, HEADER_LEN, MAX_PAYLOAD, Peek, Scanner};
 use crate::Error;
@@ -28,20 +34,32 @@ use crate::Error;
 /// Buffered bytes past which an append writes the buffer out first (without a sync).
 const FLUSH_AT: usize = 4 << 20;
 
-/// What recovery cut from the last segment.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What recovery found in the last segment, and what it cut.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct Repair {
-    /// Bytes cut.
+    /// Bytes cut: a torn tail (read-only: the bytes a writer would cut).
     pub(super) truncated_bytes: u64,
-    /// Records cut (the first bad one; what follows it cannot be counted reliably).
+    /// 1 if there was a torn tail (the records in it cannot be counted reliably).
     pub(super) corrupt_records: u64,
+    /// The damaged ranges, the torn tail last.
+    pub(super) damaged: Vec<Damage>,
+}
+
+/// How the log is opened.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Mode<'a> {
+    /// To append: repairs the tail, keeping damaged bytes in the quarantine first.
+    Write(&'a Quarantine),
+    /// To read: creates, cuts and syncs nothing; appends fail.
+    ReadOnly(&'a Quarantine),
 }
 
 /// The segment being appended to.
 struct Active {
     first_seq: u64,
     path: PathBuf,
-    file: File,
+    /// `None` in a read-only log without segments (nothing can be written).
+    file: Option<File>,
     /// Bytes in the file.
     written: u64,
     /// Encoded records not written yet.
@@ -59,7 +77,7 @@ impl fmt::Debug for Active {
 }
 
 impl Active {
-    fn new(first_seq: u64, path: PathBuf, file: File, written: u64) -> Active {
+    fn new(first_seq: u64, path: PathBuf, file: Option<File>, written: u64) -> Active {
         Active {
             first_seq,
             path,
@@ -90,59 +108,125 @@ pub(super) struct Writer {
     unsynced: bool,
     /// A segment was created since the directory was last synced.
     dir_dirty: bool,
-    /// The write or sync error that broke the writer.
+    /// The write or sync error that broke the writer (or that it is read-only).
     failed: Option<Error>,
+    /// Opened read-only: nothing is written, cut or removed.
+    is_read_only: bool,
 }
 
 impl Writer {
-    /// Opens the log in `log_dir`: checks the older segments, repairs the last one, and makes
-    /// what it holds durable. An empty log starts at `min_next_seq` (at least 1), so seqs that
-    /// cursors already refer to are not reused.
+    /// Opens the log in `log_dir`: lists the older segments, scans the last one, repairs its
+    /// tail and makes what it holds durable. An empty log starts at `min_next_seq` (at least
+    /// 1), so seqs that cursors already refer to are not reused. Read-only, it changes nothing
+    /// (a missing `log_dir` is an empty log) and every append fails.
     pub(super) fn open(
         log_dir: &Path,
         segment_bytes: u64,
         quota_bytes: u64,
         min_next_seq: u64,
+        mode: Mode<'_>,
     ) -> Result<(Writer, Repair), Error> {
-        let seqs = segment::list_segments(log_dir)?;
+        let read_only = matches!(mode, Mode::ReadOnly(_));
+        let seqs = if read_only && !log_dir.is_dir() {
+            Vec::new()
+        } else {
+            segment::list_segments(log_dir)?
+        };
         let Some((&last, older)) = seqs.split_last() else {
             let first = min_next_seq.max(1);
             let path = log_dir.join(segment::segment_name(first));
-            let file = create_segment(&path)?;
-            sync_dir(log_dir)?;
+            let file = if read_only {
+                None
+            } else {
+                let file = create_segment(&path)?;
+                sync_dir(log_dir)?;
+                Some(file)
+            };
             let active = Active::new(first, path, file, 0);
-            let writer = Writer::new(log_dir, segment_bytes, quota_bytes, VecDeque::new(), active);
+            let mut writer =
+                Writer::new(log_dir, segment_bytes, quota_bytes, VecDeque::new(), active);
+            writer.read_only(read_only);
             return Ok((writer, Repair::default()));
         };
         let mut closed = VecDeque::with_capacity(older.len());
         for &seq in older {
             let path = log_dir.join(segment::segment_name(seq));
-            closed.push_back((seq, check_older(&path, seq)?));
+            closed.push_back((seq, file_len(&path)?));
         }
         let path = log_dir.join(segment::segment_name(last));
-        let tail = recover_last(&path, last)?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::storage("open", &path, e))?;
-        if tail.repair.truncated_bytes > 0 {
+        let mut tail = recover_last(&path, last)?;
+        let mut repair = Repair {
+            truncated_bytes: tail.torn_bytes,
+            corrupt_records: u64::from(tail.torn_bytes > 0),
+            damaged: std::mem::take(&mut tail.damaged),
+        };
+        let file = match mode {
+            Mode::ReadOnly(q) => {
+                for d in &mut repair.damaged {
+                    q.find(d);
+                }
+                let file = File::open(&path).map_err(|e| Error::storage("open", &path, e))?;
+                let active =
+                    Active::new(last, path, Some(file), tail.valid_bytes + tail.torn_bytes);
+                let mut writer = Writer::new(log_dir, segment_bytes, quota_bytes, closed, active);
+                writer.next_seq = tail.next_seq;
+                writer.durable_through = tail.next_seq - 1;
+                writer.read_only(true);
+                return Ok((writer, repair));
+            }
+            Mode::Write(q) => {
+                // Copied aside before anything is cut: a torn tail is not destroyed either.
+                for d in &mut repair.damaged {
+                    q.keep(&path, d)?;
+                }
+                OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| Error::storage("open", &path, e))?
+            }
+        };
+        if tail.torn_bytes > 0 {
             file.set_len(tail.valid_bytes)
                 .map_err(|e| Error::storage("truncate", &path, e))?;
             log::warn!(
-                "durable store: cut a torn or corrupt tail of {} bytes from {}",
-                tail.repair.truncated_bytes,
+                "durable store: cut a torn tail of {} bytes from {} (copied to the quarantine)",
+                tail.torn_bytes,
                 path.display()
+            );
+        }
+        for d in repair
+            .damaged
+            .iter()
+            .filter(|d| d.kind == DamageKind::Corrupt)
+        {
+            log::error!(
+                "durable store: {} bytes at byte {} of {} are damaged ({}): records {}..{} \
+                 are lost; the records after them are kept",
+                d.bytes,
+                d.offset,
+                path.display(),
+                d.reason,
+                d.after_seq + 1,
+                d.next_seq
             );
         }
         // What a crashed process wrote may still be only in the page cache: sync it before
         // calling it durable.
         file.sync_data()
             .map_err(|e| Error::storage("fdatasync", &path, e))?;
-        let active = Active::new(last, path, file, tail.valid_bytes);
+        let active = Active::new(last, path, Some(file), tail.valid_bytes);
         let mut writer = Writer::new(log_dir, segment_bytes, quota_bytes, closed, active);
         writer.next_seq = tail.next_seq;
         writer.durable_through = tail.next_seq - 1;
-        Ok((writer, tail.repair))
+        Ok((writer, repair))
+    }
+
+    /// Makes every append and commit fail: the log was opened read-only.
+    fn read_only(&mut self, read_only: bool) {
+        if read_only {
+            self.failed = Some(read_only_error(&self.log_dir));
+        }
+        self.is_read_only = read_only;
     }
 
     /// A writer appending to `active`, its seqs set as for an empty segment (`open` sets
@@ -166,6 +250,7 @@ impl Writer {
             unsynced: false,
             dir_dirty: false,
             failed: None,
+            is_read_only: false,
         }
     }
 
@@ -220,6 +305,9 @@ impl Writer {
     /// Removes the closed segments whose every record is below `seq`, then syncs the
     /// directory. The active segment is never removed.
     pub(super) fn remove_before(&mut self, seq: u64) -> Result<(), Error> {
+        if self.is_read_only {
+            return Err(read_only_error(&self.log_dir));
+        }
         let mut removed = false;
         while let Some(&(first, bytes)) = self.closed.front() {
             let next_first = self.closed.get(1).map_or(self.active.first_seq, |s| s.0);
@@ -282,7 +370,10 @@ impl Writer {
         }
         let path = self.log_dir.join(segment::segment_name(self.next_seq));
         let file = create_segment(&path).map_err(|e| self.fail(e))?;
-        let old = std::mem::replace(&mut self.active, Active::new(self.next_seq, path, file, 0));
+        let old = std::mem::replace(
+            &mut self.active,
+            Active::new(self.next_seq, path, Some(file), 0),
+        );
         self.active.buf = old.buf;
         self.closed.push_back((old.first_seq, old.written));
         self.closed_bytes += old.written;
@@ -295,7 +386,10 @@ impl Writer {
         if self.active.buf.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.active.file.write_all(&self.active.buf) {
+        let Some(file) = &mut self.active.file else {
+            return Err(self.fail(read_only_error(&self.log_dir)));
+        };
+        if let Err(e) = file.write_all(&self.active.buf) {
             return Err(self.fail(Error::storage("write", &self.active.path, e)));
         }
         self.active.written += self.active.buf.len() as u64;
@@ -311,8 +405,14 @@ impl Writer {
     /// `fdatasync`s the active file if it was written to.
     fn sync_active(&mut self) -> Result<(), Error> {
         if self.unsynced {
-            if let Err(e) = self.active.file.sync_data() {
-                return Err(self.fail(Error::storage("fdatasync", &self.active.path, e)));
+            let synced = match &self.active.file {
+                Some(file) => file
+                    .sync_data()
+                    .map_err(|e| Error::storage("fdatasync", &self.active.path, e)),
+                None => Err(read_only_error(&self.log_dir)),
+            };
+            if let Err(e) = synced {
+                return Err(self.fail(e));
             }
             self.unsynced = false;
         }
@@ -335,36 +435,37 @@ fn create_segment(path: &Path) -> Result<File, Error> {
         .map_err(|e| Error::storage("create", path, e))
 }
 
-/// Checks a segment before the last one: it must start with a valid record numbered as the
-/// file is named. Returns its size. (Its later records are checked when a reader reaches them.)
-fn check_older(path: &Path, first_seq: u64) -> Result<u64, Error> {
-    let file = File::open(path).map_err(|e| Error::storage("open", path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| Error::storage("open", path, e))?
-        .len();
-    // Only the first record is read: a small buffer (it grows if the record is larger).
-    let mut scanner = Scanner::new(file, first_seq, vec![0; 4096]);
-    match scanner.peek() {
-        Ok(Peek::Ready) => Ok(len),
-        Ok(_) => Err(Error::storage(
-            "recover",
-            path,
-            "a segment before the last one is empty or does not start with its first record; \
-             the log is damaged (move the file away to open the store without it)",
-        )),
-        Err(e) => Err(Error::storage("read", path, e)),
-    }
+/// The error every write to a read-only log fails with.
+fn read_only_error(log_dir: &Path) -> Error {
+    Error::storage(
+        "write",
+        log_dir,
+        "the store was opened read-only (LogStore::open_read_only)",
+    )
 }
 
-/// The valid part of the last segment, and what lies beyond it.
+/// A segment before the last one: its size. Its records are checked when a reader reaches
+/// them (damage there is skipped and reported then), so opening stays fast however long the
+/// log is.
+fn file_len(path: &Path) -> Result<u64, Error> {
+    fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| Error::storage("open", path, e))
+}
+
+/// The last segment as recovery found it.
 struct Tail {
+    /// Bytes up to the end of the last valid record (where a torn tail starts).
     valid_bytes: u64,
+    /// Bytes of the torn tail after them (0: none).
+    torn_bytes: u64,
     next_seq: u64,
-    repair: Repair,
+    /// Corrupt ranges, then the torn tail, if any.
+    damaged: Vec<Damage>,
 }
 
-/// Scans the last segment to its end: how much of it is valid, and what must be cut.
+/// Scans the last segment to its end: its valid records, the damage between them (skipped,
+/// kept), and a torn tail (damage nothing valid follows).
 fn recover_last(path: &Path, first_seq: u64) -> Result<Tail, Error> {
     let file = File::open(path).map_err(|e| Error::storage("open", path, e))?;
     let len = file
@@ -372,29 +473,50 @@ fn recover_last(path: &Path, first_seq: u64) -> Result<Tail, Error> {
         .map_err(|e| Error::storage("open", path, e))?
         .len();
     let mut scanner = Scanner::new(file, first_seq, Vec::new());
+    let mut damaged = Vec::new();
     loop {
-        match scanner
+        let peek = scanner
             .peek()
-            .map_err(|e| Error::storage("read", path, e))?
-        {
+            .map_err(|e| Error::storage("read", path, e))?;
+        match peek {
             Peek::Ready => scanner.consume(),
+            Peek::Skipped(skip) => damaged.push(Damage::new(
+                DamageKind::Corrupt,
+                first_seq,
+                skip.offset,
+                skip.bytes,
+                skip.reason,
+                skip.expected,
+                skip.next_seq,
+            )),
+            Peek::Eof { .. } if scanner.damage().is_some() => break,
             Peek::Eof { partial: 0 } => break,
-            Peek::Eof { .. } | Peek::Corrupt(_) => {
-                let valid_bytes = scanner.offset();
-                return Ok(Tail {
-                    valid_bytes,
-                    next_seq: scanner.next_seq(),
-                    repair: Repair {
-                        truncated_bytes: len - valid_bytes,
-                        corrupt_records: 1,
-                    },
-                });
-            }
+            // A record cut short, unless a valid one follows it (its length is damaged).
+            Peek::Eof { .. } => scanner.mark_damaged("record extends past the end of the file"),
         }
     }
+    let next_seq = scanner.next_seq();
+    let Some((offset, reason)) = scanner.damage() else {
+        return Ok(Tail {
+            valid_bytes: scanner.offset(),
+            torn_bytes: 0,
+            next_seq,
+            damaged,
+        });
+    };
+    damaged.push(Damage::new(
+        DamageKind::TornTail,
+        first_seq,
+        offset,
+        len - offset,
+        reason,
+        next_seq,
+        next_seq,
+    ));
     Ok(Tail {
-        valid_bytes: scanner.offset(),
-        next_seq: scanner.next_seq(),
-        repair: Repair::default(),
+        valid_bytes: offset,
+        torn_bytes: len - offset,
+        next_seq,
+        damaged,
     })
 }

@@ -145,6 +145,41 @@ fn quote_or_backslash(s: &[u8]) -> usize {
         .unwrap_or(s.len() - i)
 }
 
+/// Whether `t` is a JSON number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn is_json_number(t: &[u8]) -> bool {
+    let digits = |t: &[u8], i: &mut usize| {
+        let start = *i;
+        while t.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i > start
+    };
+    let mut i = usize::from(t.first() == Some(&b'-'));
+    match t.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(t, &mut i);
+        }
+        _ => return false,
+    }
+    if t.get(i) == Some(&b'.') {
+        i += 1;
+        if !digits(t, &mut i) {
+            return false;
+        }
+    }
+    if matches!(t.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(t.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if !digits(t, &mut i) {
+            return false;
+        }
+    }
+    i == t.len()
+}
+
 /// Bytes a number or a literal (`true`, `false`, `null`) is made of.
 fn is_scalar_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')
@@ -303,10 +338,14 @@ impl<'a> Scanner<'a> {
             }
             _ => match self.scalar()? {
                 b"true" | b"false" | b"null" => Ok(None),
-                // Parsed and displayed by serde_json, so `1e3` is the same id as before.
-                text => serde_json::from_slice::<serde_json::Number>(text)
-                    .map(|n| Some(Cow::Owned(n.to_string())))
-                    .map_err(|_| NotEnvelope),
+                // Parsed and displayed by serde_json, so `1e3` is the same id as before. A
+                // number serde_json cannot hold (`1e999`) is valid JSON but no id, as for
+                // serde_json reading the event.
+                text => match serde_json::from_slice::<serde_json::Number>(text) {
+                    Ok(n) => Ok(Some(Cow::Owned(n.to_string()))),
+                    Err(_) if is_json_number(text) => Ok(None),
+                    Err(_) => Err(NotEnvelope),
+                },
             },
         }
     }
@@ -419,6 +458,15 @@ mod tests {
                 _ => None,
             })
             .collect())
+    }
+
+    #[test]
+    fn a_number_too_large_for_an_id_is_no_id() {
+        // Found by the damaged-bodies proptest: a flipped byte made `1000e00309`, valid JSON
+        // that serde_json reads as no id; the scan refused the whole envelope.
+        assert_eq!(ids(r#"{"events":[{"id":1000e00309}]}"#), Ok(vec![None]));
+        assert_eq!(ids(r#"{"events":[{"id":10x}]}"#), Err(NotEnvelope));
+        assert!(is_json_number(b"-0.5e+3") && !is_json_number(b"01") && !is_json_number(b"1."));
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! `hookwire dlq list|replay`: the dead letters of a data directory, offline.
 //!
-//! Both open the directory's store themselves (no dispatcher), so they refuse, with exit code
-//! 1, while a `send --data-dir` on it is running (the store is locked). `replay` re-queues
-//! the selected events in the log for their endpoints; the next `send --resume` delivers them.
+//! Both open the directory's store themselves (no dispatcher). `list` opens it read-only
+//! (`LogStore::open_read_only`): it takes no lock and changes nothing, so it also works while
+//! a `send --data-dir` on it is running. `replay` changes the log, so it needs the directory
+//! to itself and refuses, with exit code 1, while a `send` holds it; it re-queues the
+//! selected events in the log for their endpoints, and the next `send --resume` delivers
+//! them. What opening found (damage in the log, lost or repaired cursor files) is said on
+//! stderr.
 
 use std::borrow::Cow;
 use std::io::{self, Write};
@@ -14,7 +18,7 @@ use hookwire::store::{self, DeadLetter, DeadLetterFilter, LogStore, Store, Store
 use hookwire::{Error, Event, RawEvent};
 use serde::Serialize;
 
-use crate::durable::in_use;
+use crate::durable::{in_use, report_recovery};
 
 /// `hookwire dlq`'s subcommands.
 #[derive(Debug, Subcommand)]
@@ -30,8 +34,10 @@ pub(crate) enum DlqCommand {
 /// Which dead letters: every filter given must match.
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "\
-Exit code: 0 on success; 1 if the data directory cannot be read or is in use by a running
-`hookwire send --data-dir`; 2 for a bad option.")]
+`list` only reads the directory (no lock, nothing written), so it works while a `hookwire
+send --data-dir` runs on it; `replay` needs the directory to itself.
+Exit code: 0 on success; 1 if the data directory cannot be read, or (replay) is in use by a
+running `hookwire send --data-dir`; 2 for a bad option.")]
 pub(crate) struct DlqArgs {
     /// The data directory of `hookwire send --data-dir`.
     #[arg(long = "data-dir", value_name = "DIR")]
@@ -130,7 +136,7 @@ pub(crate) fn main(cmd: &DlqCommand) -> Result<ExitCode, Error> {
         DlqCommand::Replay(a) => (a, true),
     };
     let filter = args.filter()?;
-    let mut store = open(&args.data_dir)?;
+    let mut store = open(&args.data_dir, replay)?;
     let mut out = io::stdout().lock();
     if replay {
         let n = store::replay_dead_letters(&mut store, &filter)?;
@@ -142,19 +148,21 @@ pub(crate) fn main(cmd: &DlqCommand) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Opens `dir`'s store, which must exist (listing should not create a directory).
-fn open(dir: &Path) -> Result<LogStore, Error> {
+/// Opens `dir`'s store, which must exist: to change it (`write`: locked, repaired), or
+/// read-only (no lock, nothing created or changed).
+fn open(dir: &Path, write: bool) -> Result<LogStore, Error> {
     if !dir.is_dir() {
         return Err(Error::config(
             "--data-dir",
             format!("{} is not a directory", dir.display()),
         ));
     }
-    let store = LogStore::open(StoreConfig::new(dir)).map_err(in_use)?;
-    let skipped = store.recovery().dead_letters_skipped;
-    if skipped > 0 {
-        eprintln!("hookwire: note: {skipped} unreadable dead-letter line(s) skipped");
-    }
+    let store = if write {
+        LogStore::open(StoreConfig::new(dir)).map_err(in_use)?
+    } else {
+        LogStore::open_read_only(dir)?
+    };
+    report_recovery(dir, store.recovery(), &mut io::stderr());
     Ok(store)
 }
 

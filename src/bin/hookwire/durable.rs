@@ -9,6 +9,12 @@
 //! stdin is read on its own thread and handed over a channel, so that progress is printed
 //! while stdin is idle too: the main thread polls the tickets of the events published, in
 //! input order, every [`POLL`] and after each line.
+//!
+//! What opening the directory found and repaired (a torn tail cut, damaged ranges skipped,
+//! cursor and slot files lost or repaired) is said on stderr before anything is sent, and
+//! damage the endpoints met later (in older segments) after the run; both are in the
+//! summary (`recovery`, `damage`). Records lost to damage make the exit code
+//! [`EXIT_DAMAGED`].
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -20,6 +26,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use hookwire::endpoint::EndpointConfig;
 use hookwire::engine::{Dispatcher, Ticket};
+use hookwire::stats::DropReason;
+use hookwire::store::{self, Damage, DamageKind, Recovery};
 use hookwire::{Error, RawEvent};
 
 use crate::ndjson::{Line, Lines, MAX_LINE};
@@ -37,6 +45,10 @@ const READ_AHEAD: usize = 1024;
 /// The longest a publish waits for room in the log's intake (the disk is behind): reading
 /// stdin more slowly is the right back-pressure, failing the event is not.
 const MAX_PUBLISH_WAIT: Duration = Duration::from_secs(10);
+
+/// The exit code of a `send --data-dir` whose data directory was damaged: records in its log
+/// could not be read and were skipped (copied to `DIR/quarantine`).
+pub(crate) const EXIT_DAMAGED: u8 = 3;
 
 /// What the stdin thread hands over: a line, the end, or why reading stopped.
 type Item = io::Result<Option<(u64, Line)>>;
@@ -73,7 +85,11 @@ pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
     if let Some(w) = args.workers {
         builder = builder.workers(w);
     }
+    // Damage found during the run is what the quarantine holds afterwards and did not before.
+    let quarantined_before = store::quarantined(dir).unwrap_or_default();
     let d = builder.build().map_err(|e| in_use(flagged(e)))?;
+    let recovery = d.recovery().unwrap_or_default();
+    report_recovery(dir, &recovery, &mut io::stderr());
     for c in configs {
         d.add_endpoint(c).map_err(flagged)?;
     }
@@ -100,7 +116,12 @@ pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
     );
     summary.kept = report.kept;
     summary.durable = true;
-    summary.recovery = d.recovery();
+    let found = damage_found(dir, &recovery, &quarantined_before, &mut io::stderr());
+    let lost = summary.dropped.get(DropReason::Corrupt.as_str()).copied();
+    summary.data_damaged = lost.unwrap_or(0) > 0 || found.iter().any(|(_, new)| *new);
+    summary.damage = found.into_iter().map(|(d, _)| d).collect();
+    report_lost(&summary.endpoints, dir, &mut io::stderr());
+    summary.recovery = Some(recovery);
     if let Some(mut p) = progress {
         // Shutdown settled every ticket: committed, or refused (counted as not durable).
         p.settle_all();
@@ -111,11 +132,164 @@ pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
     serde_json::to_writer(&mut out, &summary)?;
     writeln!(out)?;
     out.flush()?;
-    Ok(if summary.success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(ExitCode::from(summary.exit_code()))
+}
+
+/// Says on `err` what opening the data directory `dir` found and repaired (nothing if it was
+/// clean). Opened read-only (`dlq list`), it says what a writer would do.
+pub(crate) fn report_recovery(dir: &Path, r: &Recovery, err: &mut dyn Write) {
+    let d = dir.display();
+    for damage in &r.damaged {
+        report_damage(dir, damage, r.read_only, err);
+    }
+    if r.slots_lost {
+        let _ = writeln!(
+            err,
+            "hookwire: warning: {d}/slots.json and cursors.json were missing or unreadable \
+             while the log holds records {} to {}: endpoints resume from the oldest record, \
+             each getting the records of the slot it takes (in the order they are added, as \
+             before); events are redelivered",
+            r.first_seq,
+            r.next_seq.saturating_sub(1)
+        );
+    } else if r.cursors_reset {
+        let _ = writeln!(
+            err,
+            "hookwire: warning: {d}/cursors.json was missing or unreadable: every endpoint \
+             resumes from the oldest record it may have (events are redelivered)"
+        );
+    }
+    if r.slots_rebuilt {
+        let _ = writeln!(
+            err,
+            "hookwire: note: {d}/slots.json was missing or unreadable: rebuilt from \
+             cursors.json"
+        );
+    }
+    for c in &r.cursors_clamped {
+        let why = if c.saved > c.now {
+            "past the end of the log: records it had delivered are gone from it (a cut \
+             tail, or a disk that lost synced writes)"
+        } else {
+            "before the oldest record in the log: records it had not delivered are gone \
+             (segment files removed)"
+        };
+        let _ = writeln!(
+            err,
+            "hookwire: warning: the cursor of endpoint {} was at {}, {why}; it resumes at {}",
+            c.endpoint, c.saved, c.now
+        );
+    }
+    if r.dead_letters_skipped > 0 {
+        let _ = writeln!(
+            err,
+            "hookwire: note: {} unreadable dead-letter line(s) skipped",
+            r.dead_letters_skipped
+        );
+    }
+}
+
+/// One stderr line for a damaged range of `dir`'s log.
+fn report_damage(dir: &Path, damage: &Damage, read_only: bool, err: &mut dyn Write) {
+    let seg = dir
+        .join("log")
+        .join(format!("{:020}.seg", damage.segment))
+        .display()
+        .to_string();
+    let copied = match (&damage.quarantined, read_only) {
+        (Some(p), _) => format!("copied to {}", p.display()),
+        (None, true) => "not copied yet: a writer copies it to the quarantine".into(),
+        (None, false) => "it could not be copied to the quarantine".into(),
+    };
+    let _ = match damage.kind {
+        DamageKind::Corrupt => writeln!(
+            err,
+            "hookwire: warning: {seg}: {} damaged bytes at byte {} ({}): {} lost; the records \
+             after the damage are kept; {copied}",
+            damage.bytes,
+            damage.offset,
+            damage.reason,
+            match damage.lost {
+                0 => "no record is".to_owned(),
+                1 => format!("record {} is", damage.after_seq + 1),
+                n => format!(
+                    "{n} records, {} to {}, are",
+                    damage.after_seq + 1,
+                    damage.after_seq + n
+                ),
+            }
+        ),
+        DamageKind::TornTail => writeln!(
+            err,
+            "hookwire: note: {seg}: {} a torn tail of {} bytes at byte {} ({}: what a crash in \
+             the middle of a write leaves{}); {copied}",
+            if read_only {
+                "a writer will cut"
+            } else {
+                "cut"
+            },
+            damage.bytes,
+            damage.offset,
+            damage.reason,
+            if read_only {
+                ", or a write still in progress"
+            } else {
+                ""
+            },
+        ),
+    };
+}
+
+/// Every damaged range this run found (at open, or when an endpoint read past it), each
+/// with whether it was new (not in the quarantine before the run); the ones found after the
+/// open are said on `err`.
+fn damage_found(
+    dir: &Path,
+    at_open: &Recovery,
+    before: &[Damage],
+    err: &mut dyn Write,
+) -> Vec<(Damage, bool)> {
+    let known = |d: &Damage| {
+        d.quarantined.is_some() && before.iter().any(|b| b.quarantined == d.quarantined)
+    };
+    let mut found: Vec<(Damage, bool)> = at_open
+        .damaged
+        .iter()
+        .map(|d| (d.clone(), !known(d)))
+        .collect();
+    for d in store::quarantined(dir).unwrap_or_default() {
+        let seen = known(&d)
+            || at_open
+                .damaged
+                .iter()
+                .any(|o| o.quarantined == d.quarantined);
+        if !seen {
+            report_damage(dir, &d, false, err);
+            found.push((d, true));
+        }
+    }
+    found
+}
+
+/// Says on `err` how many events each endpoint lost to damage.
+fn report_lost(endpoints: &[hookwire::stats::EndpointSnapshot], dir: &Path, err: &mut dyn Write) {
+    for ep in endpoints {
+        let n = ep
+            .metrics
+            .dropped
+            .get(&DropReason::Corrupt)
+            .copied()
+            .unwrap_or(0);
+        if n > 0 {
+            let _ = writeln!(
+                err,
+                "hookwire: endpoint {}: {n} event(s) lost to damage in the log (counted in \
+                 dropped.corrupt; the damaged bytes are in {})",
+                ep.name,
+                dir.join("quarantine").display()
+            );
+        }
+    }
 }
 
 /// The options of a resume: what was given, the rest from `DIR/send.json`.
@@ -421,6 +595,60 @@ mod tests {
         }
         assert_eq!(lines(&out), ["{\"durable_through\": 0}"]);
         assert_eq!(lines(&err), ["line 7: not durable: no outcome at shutdown"]);
+    }
+
+    #[test]
+    fn what_opening_found_is_said_on_stderr() {
+        use hookwire::store::CursorRepair;
+        let dir = Path::new("/d");
+        let damage = |kind, lost: u64| Damage {
+            kind,
+            segment: 1,
+            offset: 640,
+            bytes: 99,
+            reason: "record checksum mismatch".into(),
+            after_seq: 252,
+            next_seq: 253 + lost,
+            lost,
+            quarantined: Some("/d/quarantine/00000000000000000001-640.bin".into()),
+        };
+        let r = Recovery {
+            damaged: vec![
+                damage(DamageKind::Corrupt, 1),
+                damage(DamageKind::Corrupt, 3),
+                damage(DamageKind::TornTail, 0),
+            ],
+            slots_lost: true,
+            cursors_reset: true,
+            cursors_clamped: vec![CursorRepair {
+                endpoint: "audit".into(),
+                saved: 101,
+                now: 51,
+            }],
+            first_seq: 1,
+            next_seq: 51,
+            ..Recovery::default()
+        };
+        let mut err = Vec::new();
+        report_recovery(dir, &r, &mut err);
+        let err = String::from_utf8(err).unwrap();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 5, "{err}");
+        assert!(lines[0].contains("00000000000000000001.seg: 99 damaged bytes at byte 640"));
+        assert!(lines[0].contains("record 253 is lost"), "{err}");
+        assert!(lines[0].contains("copied to /d/quarantine/"), "{err}");
+        assert!(
+            lines[1].contains("3 records, 253 to 255, are lost"),
+            "{err}"
+        );
+        assert!(lines[2].contains("cut a torn tail of 99 bytes"), "{err}");
+        assert!(lines[3].contains("slots.json and cursors.json"), "{err}");
+        assert!(lines[4].contains("cursor of endpoint audit was at 101, past the end"));
+        assert!(lines[4].contains("resumes at 51"), "{err}");
+        // Nothing found, nothing said.
+        let mut err = Vec::new();
+        report_recovery(dir, &Recovery::default(), &mut err);
+        assert!(err.is_empty());
     }
 
     #[test]

@@ -33,7 +33,9 @@ lines are skipped; bad lines are reported on stderr as `line N: <reason>` and co
 Output: one JSON summary on stdout (accepted, events, delivered, dropped, dead_lettered,
 pending, kept, malformed, elapsed_ms and every endpoint's counters).
 Exit code: 0 if every event was delivered to every endpoint and no line was bad; 1 otherwise;
-2 for a bad option.
+2 for a bad option; 3 (--data-dir) if records in the data directory's log were lost to damage
+(said on stderr and in the summary's \"damage\"; the damaged bytes are copied to
+DIR/quarantine, and the records after them are delivered).
 
 Durable delivery (--data-dir DIR): every event is written to a log in DIR (fsynced, in groups)
 before it is delivered, and stdout becomes NDJSON: a line {\"durable_through\": N} each time

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hookwire::stats::{DropReason, EndpointSnapshot};
-use hookwire::store::Recovery;
+use hookwire::store::{Damage, Recovery};
 use serde::Serialize;
 
 /// What reading the input did.
@@ -71,6 +71,15 @@ pub(crate) struct Summary {
     /// `--data-dir`: what opening the data directory found and repaired.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) recovery: Option<Recovery>,
+    /// `--data-dir`: the damaged ranges of the log this run found, at open or when an
+    /// endpoint read past them (absent if none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) damage: Vec<Damage>,
+    /// `--data-dir`: records in the log were lost to damage this run (an endpoint counted
+    /// `dropped.corrupt`, or a damaged range was found that was not in the quarantine
+    /// before). The exit code is then 3. Absent if not.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) data_damaged: bool,
     /// Every endpoint's final snapshot.
     pub(crate) endpoints: Vec<EndpointSnapshot>,
 }
@@ -114,7 +123,22 @@ impl Summary {
             durable_through: None,
             not_durable: None,
             recovery: None,
+            damage: Vec::new(),
+            data_damaged: false,
             endpoints,
+        }
+    }
+
+    /// The exit code: [`EXIT_DAMAGED`](crate::durable::EXIT_DAMAGED) (3) if data in the data
+    /// directory was damaged (whatever else happened), 0 on [`success`](Summary::success), 1
+    /// otherwise.
+    pub(crate) fn exit_code(&self) -> u8 {
+        if self.data_damaged {
+            crate::durable::EXIT_DAMAGED
+        } else if self.success() {
+            0
+        } else {
+            1
         }
     }
 
@@ -239,6 +263,34 @@ mod tests {
         // A resume (nothing read) succeeds when what it took was delivered.
         let s = Summary::new(&pumped(0), true, Duration::ZERO, vec![endpoint(7, 7, 0, 0)]);
         assert!(s.success());
+    }
+
+    #[test]
+    fn damaged_data_exits_3_whatever_else_happened() {
+        let mut s = Summary::new(&pumped(0), true, Duration::ZERO, vec![endpoint(7, 7, 0, 0)]);
+        assert_eq!(s.exit_code(), 0);
+        let v = serde_json::to_value(&s).unwrap();
+        assert!(
+            v.get("damage").is_none() && v.get("data_damaged").is_none(),
+            "{v}"
+        );
+        s.data_damaged = true;
+        assert_eq!(
+            s.exit_code(),
+            3,
+            "even though everything taken was delivered"
+        );
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["data_damaged"], true);
+        let mut s = Summary::new(
+            &pumped(10),
+            false,
+            Duration::ZERO,
+            vec![endpoint(10, 4, 0, 0)],
+        );
+        assert_eq!(s.exit_code(), 1);
+        s.data_damaged = true;
+        assert_eq!(s.exit_code(), 3);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::Error;
 use crate::engine::source::Events;
 use crate::stats::DropReason;
+use crate::store::Damage;
 
 use super::Action;
 use super::batch::Held;
@@ -39,17 +40,55 @@ impl LogMarks {
     }
 }
 
+/// What the log reader could not hand over as an event.
+#[derive(Debug)]
+pub(crate) enum Unread {
+    /// The record passed its checksum but is not an event.
+    Undecodable {
+        /// Its sequence number.
+        seq: u64,
+        /// Why it could not be decoded.
+        error: Error,
+    },
+    /// A damaged range of the log was skipped: the records `first..end` (from the read's
+    /// `from` on) are lost. For whom is unknown (their masks were lost with them).
+    Lost {
+        /// The first sequence number lost.
+        first: u64,
+        /// One past the last.
+        end: u64,
+        /// The damaged range, as the store reported it.
+        damage: Box<Damage>,
+    },
+}
+
 /// What the log reader found for one [`Action::ReadLog`](super::Action::ReadLog).
 #[derive(Debug)]
 pub(crate) struct LogRead {
-    /// The records for the endpoint, in order, decoded; or, for a record that could not be
-    /// decoded, its sequence number and why.
-    pub records: Vec<Result<Held, (u64, Error)>>,
+    /// The records for the endpoint, in order, decoded; a record that could not be decoded
+    /// and the damaged ranges the read skipped come as [`Unread`].
+    pub records: Vec<Result<Held, Unread>>,
     /// The sequence number to read from next: one past the last record looked at (records
     /// of other endpoints included).
     pub next: u64,
     /// Reading stopped at this error (what came before it is in `records`).
     pub error: Option<Error>,
+}
+
+impl LogRead {
+    /// The entry for a record that passed its checksum but is not an event.
+    pub fn undecodable(seq: u64, error: Error) -> Result<Held, Unread> {
+        Err(Unread::Undecodable { seq, error })
+    }
+
+    /// The entry for the records `first..end` lost in `damage`.
+    pub fn lost(first: u64, end: u64, damage: &Damage) -> Result<Held, Unread> {
+        Err(Unread::Lost {
+            first,
+            end,
+            damage: Box::new(damage.clone()),
+        })
+    }
 }
 
 /// A durable endpoint's position in the log.
@@ -134,30 +173,61 @@ impl super::Endpoint {
         true
     }
 
-    /// Records read from the log (the answer to [`Action::ReadLog`]).
+    /// Records read from the log (the answer to [`Action::ReadLog`]). Records lost in a
+    /// damaged range are counted as `dropped.corrupt` (and, if an earlier run accepted them,
+    /// in `events` as they are passed), so the identity holds; the endpoint goes on after
+    /// them.
     pub fn handle_log(&mut self, read: LogRead, now: Instant) {
         let Some(d) = &mut self.log else {
             return;
         };
         d.reading = false;
-        let (mut old, mut bad, mut last) = (0u64, 0u64, None);
+        let (mut old, mut bad, mut lost, mut reach) = (0u64, 0u64, 0u64, None::<u64>);
+        // Lost ranges come in log order: each is counted from where the last one ended (or
+        // from where this endpoint was), so nothing is counted twice.
+        let mut counted_to = d.next_seq;
         for r in read.records {
-            let seq = match &r {
-                Ok(h) => h.seq,
-                Err((seq, _)) => *seq,
-            };
-            last = Some(seq);
-            if seq < d.counted_from {
-                old += 1;
-            }
             match r {
-                Ok(h) => self.backlog.push_back(h),
-                Err((seq, e)) => {
+                Ok(h) => {
+                    old += u64::from(h.seq < d.counted_from);
+                    reach = reach.max(Some(h.seq + 1));
+                    self.backlog.push_back(h);
+                }
+                Err(Unread::Undecodable { seq, error }) => {
+                    old += u64::from(seq < d.counted_from);
+                    reach = reach.max(Some(seq + 1));
                     bad += 1;
                     if let Some(held) = self.warn_log.check(now) {
                         log::error!(
-                            "{}: record {seq} cannot be decoded, dropped: {e}{}",
+                            "{}: record {seq} cannot be decoded, dropped: {error}{}",
                             self.shared.name,
+                            warn::more(held)
+                        );
+                    }
+                }
+                Err(Unread::Lost { first, end, damage }) => {
+                    // What this endpoint passed already is not counted again.
+                    let first = first.max(counted_to);
+                    reach = reach.max(Some(end));
+                    if first >= end {
+                        continue;
+                    }
+                    counted_to = end;
+                    // Records of an earlier run are counted when passed, as when taken.
+                    old += end.min(d.counted_from).saturating_sub(first);
+                    lost += end - first;
+                    if let Some(held) = self.warn_log.check(now) {
+                        log::error!(
+                            "{}: records {first}..{end} are lost to damage in the log ({} at \
+                             byte {} of segment {}; copied to {}), counted as dropped{}",
+                            self.shared.name,
+                            damage.reason,
+                            damage.offset,
+                            damage.segment,
+                            damage
+                                .quarantined
+                                .as_ref()
+                                .map_or("nowhere".into(), |p| p.display().to_string()),
                             warn::more(held)
                         );
                     }
@@ -166,12 +236,13 @@ impl super::Endpoint {
         }
         self.shared.taken.add(old);
         self.shared.dropped.add(DropReason::SinkError, bad);
+        self.shared.dropped.add(DropReason::Corrupt, lost);
         match read.error {
             None => d.next_seq = d.next_seq.max(read.next),
             Some(e) => {
-                // What was handed over before the failure is held: go on after it.
-                if let Some(seq) = last {
-                    d.next_seq = d.next_seq.max(seq + 1);
+                // What was handed over (or skipped) before the failure is done: go on after it.
+                if let Some(reach) = reach {
+                    d.next_seq = d.next_seq.max(reach);
                 }
                 if let Some(held) = self.warn_log.check(now) {
                     log::error!(
@@ -204,5 +275,118 @@ impl super::Endpoint {
             d.next_seq = mark + 1;
             src.set_min_seq(d.next_seq);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+    use std::time::{Instant, SystemTime};
+
+    use super::super::tests::Queue;
+    use super::super::{Endpoint, Prepared};
+    use super::*;
+    use crate::RawEvent;
+    use crate::config::EndpointConfig;
+    use crate::engine::EndpointId;
+    use crate::engine::shared::Shared;
+    use crate::store::DamageKind;
+
+    fn damage(first: u64, end: u64) -> Damage {
+        Damage {
+            kind: DamageKind::Corrupt,
+            segment: 1,
+            offset: 64,
+            bytes: 100,
+            reason: "record checksum mismatch".into(),
+            after_seq: first - 1,
+            next_seq: end,
+            lost: end - first,
+            quarantined: None,
+        }
+    }
+
+    fn held(seq: u64, now: Instant) -> Result<Held, Unread> {
+        Ok(Held {
+            event: RawEvent::parse(format!(r#"{{"id":"e{seq}"}}"#)).unwrap(),
+            at: now,
+            seq,
+        })
+    }
+
+    /// Issue 10, item 2: records lost to damage are counted (`dropped.corrupt`; those of an
+    /// earlier run in `events` too), once, and the endpoint goes on after them.
+    #[test]
+    fn records_lost_to_damage_are_counted_once_and_passed() {
+        let config = EndpointConfig::new("ep", "http://127.0.0.1:9/").durable();
+        let secrets = config.validate().unwrap();
+        let p = Prepared::new(&config, secrets).unwrap();
+        let shared = Arc::new(Shared::new(
+            EndpointId(1),
+            0,
+            0,
+            &config,
+            config.url.clone(),
+        ));
+        // Resumes at 5; this run counts from 20 (what is below came from an earlier run).
+        let marks = Arc::new(LogMarks::at(30));
+        let link = LogLink::new(marks, 0, 5, 20);
+        let now = Instant::now();
+        let mut ep = Endpoint::new(
+            p,
+            shared.clone(),
+            Arc::new(AtomicU64::new(0)),
+            Some(link),
+            false,
+            SystemTime::now(),
+            now,
+        );
+        let mut src = Queue::default();
+        ep.pump(&mut src, now);
+        while ep.poll_action().is_some() {}
+        // 5, then 6..=9 lost, then 10; then 18..=21 lost (two of an earlier run, two of this
+        // one: counted at commit already), reported twice (two ranges passed by one read).
+        ep.handle_log(
+            LogRead {
+                records: vec![
+                    held(5, now),
+                    LogRead::lost(6, 10, &damage(6, 10)),
+                    held(10, now),
+                    LogRead::lost(18, 22, &damage(18, 22)),
+                    LogRead::lost(18, 22, &damage(18, 22)),
+                ],
+                next: 22,
+                error: None,
+            },
+            now,
+        );
+        let m = shared.snapshot(0);
+        let corrupt = m.metrics.dropped[&DropReason::Corrupt];
+        assert_eq!(corrupt, 4 + 4, "{m:?}");
+        assert_eq!(shared.taken.get(), 2 + 4 + 2, "5 and 10, 6..=9, 18 and 19");
+        assert_eq!(ep.log.as_ref().unwrap().next_seq, 22);
+        // A failed read after a skipped range: the endpoint goes on after the range, and a
+        // range it already passed is not counted again.
+        ep.log.as_mut().unwrap().reading = true;
+        ep.handle_log(
+            LogRead {
+                records: vec![
+                    LogRead::lost(18, 22, &damage(18, 22)),
+                    LogRead::lost(24, 26, &damage(24, 26)),
+                ],
+                next: 22,
+                error: Some(Error::Closed),
+            },
+            now,
+        );
+        let m = shared.snapshot(0);
+        assert_eq!(m.metrics.dropped[&DropReason::Corrupt], 8 + 2);
+        assert_eq!(ep.log.as_ref().unwrap().next_seq, 26);
+        assert_eq!(
+            shared.taken.get(),
+            8,
+            "24 and 25 were this run's: counted at commit"
+        );
     }
 }
