@@ -34,3 +34,46 @@ pub fn raw_event_from_parts(
 pub fn validate_endpoint_config(config: &crate::endpoint::EndpointConfig) -> Result<(), Error> {
     config.validate().map(drop)
 }
+
+/// What the engine's HTTP response reader (`http::response::ResponseReader`, socket-free)
+/// makes of `chunks`, the bytes of one answer to a `POST` as they arrived, fed in order, then
+/// an end of stream if `eof`: `Ok(Some((status, reusable, complete)))` once it has answered,
+/// `Ok(None)` when it wants more, or its error in words. It never holds more bytes than its
+/// bound between calls: that is asserted after every chunk.
+pub fn read_response(chunks: &[&[u8]], eof: bool) -> Result<Option<(u16, bool, bool)>, String> {
+    use crate::http::response::{Fed, MAX_HEAD, ResponseReader};
+    let mut head = Vec::new();
+    let call = crate::http::request::RequestHead {
+        path: "/hook",
+        host: "fuzz.test",
+        authorization: None,
+        headers: &[("content-type", "application/json")],
+        body_len: 2,
+    }
+    .write(&mut head)
+    .map_err(|e| e.to_string())?;
+    let mut reader = ResponseReader::new(call);
+    for (i, chunk) in chunks.iter().enumerate() {
+        match reader.feed(chunk) {
+            Ok(Fed::More) => assert!(
+                reader.buffered() <= MAX_HEAD,
+                "held {} bytes, past the bound",
+                reader.buffered()
+            ),
+            Ok(Fed::Done(a)) => {
+                // Bytes in a later read are what the connection does with them: it stops
+                // reusing a stream that sent more than the answer (`Conn`).
+                let more = chunks[i + 1..].iter().any(|c| !c.is_empty());
+                return Ok(Some((a.status, a.reusable && !more, a.complete)));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    if eof {
+        return match reader.eof() {
+            Ok(a) => Ok(Some((a.status, a.reusable, a.complete))),
+            Err(e) => Err(e.to_string()),
+        };
+    }
+    Ok(None)
+}

@@ -13,6 +13,8 @@ use std::{fs, panic, thread};
 
 #[path = "../fuzz/checks/envelope.rs"]
 mod envelope;
+#[path = "../fuzz/checks/http_response.rs"]
+mod http_response;
 #[path = "../fuzz/checks/raw_event.rs"]
 mod raw_event;
 #[path = "../fuzz/checks/record_codec.rs"]
@@ -106,6 +108,11 @@ fn retry_after() {
 #[test]
 fn envelope() {
     replay("envelope", envelope::check);
+}
+
+#[test]
+fn http_response() {
+    replay("http_response", http_response::check);
 }
 
 #[test]

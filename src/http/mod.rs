@@ -4,7 +4,7 @@
 
 pub(crate) mod conn;
 mod envelope;
-mod request;
+pub(crate) mod request;
 pub(crate) mod response;
 mod signing;
 mod sink;

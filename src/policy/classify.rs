@@ -104,9 +104,15 @@ impl Classifier {
         Ok(self)
     }
 
-    /// Whether an answer with `code` is retried.
+    /// Whether an answer with `code` is retried. 600..=999 is no HTTP status, and RFC 9110
+    /// (section 15) has a client treat it as a 5xx: it is retried if 500 is. Past 999 never.
     pub fn is_retryable(&self, code: u16) -> bool {
-        code < 600 && self.retryable[usize::from(code / 64)] & (1 << (code % 64)) != 0
+        let code = match code {
+            600..=999 => 500,
+            1000.. => return false,
+            _ => code,
+        };
+        self.retryable[usize::from(code / 64)] & (1 << (code % 64)) != 0
     }
 
     fn set(&mut self, code: u16, on: bool) {
@@ -120,7 +126,8 @@ impl Classifier {
 
     /// Classifies an HTTP answer. `retry_after` is kept for every retried answer (a server may
     /// send it with any of them); `throttled` is set for 429 and 503. A status outside
-    /// 100..=599 is nonsense from the server and counts as permanent.
+    /// 600..=999 is handled as a 5xx (RFC 9110, section 15); anything else outside
+    /// 100..=599 counts as permanent.
     pub fn classify_status(&self, status: u16, retry_after: Option<Duration>) -> Outcome {
         if (200..=299).contains(&status) {
             Outcome::Delivered
@@ -266,7 +273,10 @@ mod tests {
             (301, None, Outcome::Permanent { status: 301 }),
             (100, None, Outcome::Permanent { status: 100 }),
             (0, None, Outcome::Permanent { status: 0 }),
-            (600, None, Outcome::Permanent { status: 600 }),
+            // No HTTP status, but three digits: handled as a 5xx (RFC 9110, section 15).
+            (600, None, retry(None, false)),
+            (858, ra, retry(ra, false)),
+            (1000, None, Outcome::Permanent { status: 1000 }),
             (u16::MAX, None, Outcome::Permanent { status: u16::MAX }),
         ];
         for (status, retry_after, want) in table {

@@ -135,9 +135,9 @@ impl DropCounts {
     }
 }
 
-/// How many responses came back with each HTTP status code (100..=599; anything else is
-/// counted as 0).
-pub struct StatusCounts(Box<[Counter; 501]>);
+/// How many responses came back with each HTTP status code (100..=999, each as itself;
+/// anything else is counted as 0).
+pub struct StatusCounts(Box<[Counter; 901]>);
 
 impl Default for StatusCounts {
     fn default() -> Self {
@@ -153,7 +153,7 @@ impl std::fmt::Debug for StatusCounts {
 
 impl StatusCounts {
     fn slot(code: u16) -> usize {
-        if (100..=599).contains(&code) {
+        if (100..=999).contains(&code) {
             usize::from(code) - 99
         } else {
             0
@@ -164,7 +164,8 @@ impl StatusCounts {
     pub fn record(&self, code: u16) {
         self.0[Self::slot(code)].inc();
     }
-    /// Responses counted with `code` (out-of-range codes are all counted as 0).
+    /// Responses counted with `code` (100..=999, each as itself: a receiver that answers 858
+    /// is shown answering 858; anything else is counted as 0).
     pub fn get(&self, code: u16) -> u64 {
         self.0[Self::slot(code)].get()
     }
@@ -281,12 +282,14 @@ mod tests {
         s.record(200);
         s.record(503);
         s.record(99);
-        s.record(600);
+        s.record(1000);
+        s.record(858);
         assert_eq!(s.get(200), 2);
         assert_eq!(s.get(599), 0);
         assert_eq!(
             s.iter().collect::<Vec<_>>(),
-            vec![(0, 2), (200, 2), (503, 1)]
+            vec![(0, 2), (200, 2), (503, 1), (858, 1)],
+            "an unknown status is kept as itself"
         );
         s.record(100);
         s.record(599);
