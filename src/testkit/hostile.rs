@@ -6,17 +6,15 @@
 //! what a receiver's *bytes* can do to a client: answers that never end, heads past any
 //! bound, bytes that trickle, informational answers, a TLS handshake that never starts.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use parking_lot::Mutex;
-
 use crate::policy::Wakeup;
+
+use super::server::Server;
 
 /// A request head longer than this ends the connection (the server reads requests only to
 /// know when to answer).
@@ -75,19 +73,9 @@ pub struct HostileStats {
     pub bytes_written: u64,
 }
 
-#[derive(Default)]
-struct Conns {
-    closed: bool,
-    next: u64,
-    /// A handle to every open connection, so shutdown can end the endless writers.
-    open: HashMap<u64, TcpStream>,
-    threads: Vec<JoinHandle<()>>,
-}
-
 struct Shared {
     behaviour: Behaviour,
-    stop: Wakeup,
-    conns: Mutex<Conns>,
+    stop: Arc<Wakeup>,
     connections: AtomicU64,
     requests: AtomicU64,
     written: AtomicU64,
@@ -106,14 +94,13 @@ struct Shared {
 ///   short, and join the threads.
 pub struct Hostile {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    acceptor: Mutex<Option<JoinHandle<()>>>,
+    server: Server,
 }
 
 impl std::fmt::Debug for Hostile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hostile")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .field("behaviour", &self.shared.behaviour)
             .finish_non_exhaustive()
     }
@@ -123,25 +110,25 @@ impl Hostile {
     /// Binds `127.0.0.1:0` and starts answering with `behaviour`. Fails only if the socket
     /// cannot be bound or the thread cannot start.
     pub fn start(behaviour: Behaviour) -> io::Result<Hostile> {
-        let listener = TcpListener::bind(("127.0.0.1", 0))?;
-        let addr = listener.local_addr()?;
+        let stop = Arc::new(Wakeup::new());
         let shared = Arc::new(Shared {
             behaviour,
-            stop: Wakeup::new(),
-            conns: Mutex::new(Conns::default()),
+            stop: stop.clone(),
             connections: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             written: AtomicU64::new(0),
         });
         let s = shared.clone();
-        let acceptor = thread::Builder::new()
-            .name("hookwire-hostile".into())
-            .spawn(move || accept_loop(&listener, &s))?;
-        Ok(Hostile {
-            shared,
-            addr,
-            acceptor: Mutex::new(Some(acceptor)),
-        })
+        let server = Server::start(
+            "hookwire-hostile",
+            "hookwire-hostile-conn",
+            stop,
+            move |c| {
+                s.connections.fetch_add(1, Ordering::AcqRel);
+                serve(&s, c);
+            },
+        )?;
+        Ok(Hostile { shared, server })
     }
 
     /// [`Behaviour::EndlessChunkSize`]: the defect of issue 9.
@@ -186,13 +173,13 @@ impl Hostile {
 
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// `http://127.0.0.1:PORT/hook` (for a TLS client of a `Silent` server, use
     /// [`addr`](Hostile::addr) with `https://`).
     pub fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
+        format!("http://{}/hook", self.server.addr())
     }
 
     /// What it has done so far.
@@ -206,73 +193,13 @@ impl Hostile {
 
     /// Stops accepting, shuts every open connection down and joins the threads. Idempotent.
     pub fn shutdown(&self) {
-        let threads = {
-            let mut conns = self.shared.conns.lock();
-            conns.closed = true;
-            for stream in conns.open.values() {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
-            std::mem::take(&mut conns.threads)
-        };
-        self.shared.stop.set();
-        if let Some(acceptor) = self.acceptor.lock().take() {
-            // `accept` has no timeout: a connection of our own wakes it to see `closed`. If
-            // even that fails the thread is left to end with the process, never waited on.
-            if TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_ok() {
-                let _ = acceptor.join();
-            }
-        }
-        for t in threads {
-            let _ = t.join();
-        }
+        self.server.shutdown();
     }
 }
 
 impl Drop for Hostile {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
-    for stream in listener.incoming() {
-        let stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                log::debug!("hostile: accept failed: {e}");
-                if shared.stop.wait_for(Duration::from_millis(10)) {
-                    return;
-                }
-                continue;
-            }
-        };
-        let mut conns = shared.conns.lock();
-        if conns.closed {
-            return;
-        }
-        let Ok(handle) = stream.try_clone() else {
-            continue;
-        };
-        let id = conns.next;
-        conns.next += 1;
-        conns.open.insert(id, handle);
-        conns.threads.retain(|t| !t.is_finished());
-        shared.connections.fetch_add(1, Ordering::AcqRel);
-        let s = shared.clone();
-        let spawned = thread::Builder::new()
-            .name("hookwire-hostile-conn".into())
-            .spawn(move || {
-                serve(&s, stream);
-                s.conns.lock().open.remove(&id);
-            });
-        match spawned {
-            Ok(t) => conns.threads.push(t),
-            Err(_) => {
-                if let Some(s) = conns.open.remove(&id) {
-                    let _ = s.shutdown(Shutdown::Both);
-                }
-            }
-        }
     }
 }
 

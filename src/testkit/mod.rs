@@ -7,6 +7,7 @@ mod hostile;
 mod plan;
 mod receiver;
 mod scan;
+mod server;
 mod tls;
 
 pub use hostile::{Behaviour, Hostile, HostileStats};

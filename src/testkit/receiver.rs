@@ -14,11 +14,10 @@
 //! Its clock is real time: `fail_for` windows and `first_2xx_after_fault` use `Instant`.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
@@ -31,6 +30,8 @@ use super::scan::{NotEnvelope, event_ids};
 use super::tls::{Stream, server_config};
 use crate::http::verify;
 use crate::policy::Wakeup;
+
+use super::server::Server;
 
 /// What a [`Receiver`] has seen so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -88,23 +89,13 @@ impl Default for State {
     }
 }
 
-#[derive(Default)]
-struct Conns {
-    closed: bool,
-    next: u64,
-    /// A handle to every open connection, so shutdown can close the hung ones.
-    open: HashMap<u64, TcpStream>,
-    threads: Vec<JoinHandle<()>>,
-}
-
 struct Shared {
     config: ReceiverConfig,
     /// Set when serving HTTPS.
     tls: Option<Arc<rustls::ServerConfig>>,
     state: Mutex<State>,
     changed: Condvar,
-    stop: Wakeup,
-    conns: Mutex<Conns>,
+    stop: Arc<Wakeup>,
 }
 
 /// A running loopback webhook receiver: HTTP/1.1 on `127.0.0.1`, keep-alive, one thread per
@@ -122,14 +113,13 @@ struct Shared {
 ///   cut every delay and hang short, and join the threads.
 pub struct Receiver {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    acceptor: Mutex<Option<JoinHandle<()>>>,
+    server: Server,
 }
 
 impl std::fmt::Debug for Receiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Receiver")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .finish_non_exhaustive()
     }
 }
@@ -144,8 +134,7 @@ impl Receiver {
             Some((chain, key)) => Some(server_config(chain, key)?),
             None => None,
         };
-        let listener = TcpListener::bind(("127.0.0.1", 0))?;
-        let addr = listener.local_addr()?;
+        let stop = Arc::new(Wakeup::new());
         let state = State {
             script: config.script.iter().cloned().collect(),
             ..State::default()
@@ -155,18 +144,19 @@ impl Receiver {
             tls,
             state: Mutex::new(state),
             changed: Condvar::new(),
-            stop: Wakeup::new(),
-            conns: Mutex::new(Conns::default()),
+            stop: stop.clone(),
         });
         let s = shared.clone();
-        let acceptor = thread::Builder::new()
-            .name("hookwire-receiver".into())
-            .spawn(move || accept_loop(&listener, &s))?;
-        Ok(Receiver {
-            shared,
-            addr,
-            acceptor: Mutex::new(Some(acceptor)),
-        })
+        let server = Server::start(
+            "hookwire-receiver",
+            "hookwire-receiver-conn",
+            stop,
+            move |c| {
+                s.state.lock().stats.connections += 1;
+                serve(c, &s);
+            },
+        )?;
+        Ok(Receiver { shared, server })
     }
 
     /// The URL to post to: `http://127.0.0.1:PORT/`, or `https://` when serving TLS.
@@ -176,12 +166,12 @@ impl Receiver {
         } else {
             "http"
         };
-        format!("{scheme}://{}/", self.addr)
+        format!("{scheme}://{}/", self.server.addr())
     }
 
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// A copy of the counters.
@@ -221,70 +211,13 @@ impl Receiver {
     /// Stops serving: closes the listener and every connection, cuts hangs and delays short,
     /// and joins the threads. Idempotent; also done on drop.
     pub fn shutdown(&self) {
-        let threads = {
-            let mut conns = self.shared.conns.lock();
-            conns.closed = true;
-            for stream in conns.open.values() {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
-            std::mem::take(&mut conns.threads)
-        };
-        self.shared.stop.set();
-        if let Some(acceptor) = self.acceptor.lock().take() {
-            // `accept` has no timeout: a connection of our own wakes it to see `closed`. If
-            // even that fails the thread is left to end with the process, never waited on.
-            if TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_ok() {
-                let _ = acceptor.join();
-            }
-        }
-        for t in threads {
-            let _ = t.join();
-        }
+        self.server.shutdown();
     }
 }
 
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
-    for stream in listener.incoming() {
-        let stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                // Out of file descriptors, say: back off briefly instead of spinning.
-                log::debug!("receiver: accept failed: {e}");
-                if shared.stop.wait_for(Duration::from_millis(10)) {
-                    return;
-                }
-                continue;
-            }
-        };
-        let mut conns = shared.conns.lock();
-        if conns.closed {
-            return;
-        }
-        let Ok(handle) = stream.try_clone() else {
-            continue;
-        };
-        let id = conns.next;
-        conns.next += 1;
-        conns.open.insert(id, handle);
-        conns.threads.retain(|t| !t.is_finished());
-        shared.state.lock().stats.connections += 1;
-        let s = shared.clone();
-        let spawned = thread::Builder::new()
-            .name("hookwire-receiver-conn".into())
-            .spawn(move || {
-                serve(stream, &s);
-                s.conns.lock().open.remove(&id);
-            });
-        match spawned {
-            Ok(t) => conns.threads.push(t),
-            Err(_) => drop(conns.open.remove(&id)),
-        }
     }
 }
 
@@ -492,8 +425,10 @@ impl Shared {
 mod tests {
     use super::*;
     use crate::http::Secret;
+    use std::collections::HashMap;
     use std::io::{Read, Write};
     use std::sync::mpsc;
+    use std::thread;
 
     /// A safety net only: every test finishes far sooner unless the build is broken.
     const SAFETY: Duration = Duration::from_secs(5);
