@@ -814,16 +814,7 @@ impl Sim {
                 };
                 let d = self.ms(2);
                 let result = Err((e, false));
-                self.at(
-                    d,
-                    Ev::Answer {
-                        ep: i,
-                        conn,
-                        token,
-                        idxs,
-                        result,
-                    },
-                );
+                self.answer(d, i, conn, token, idxs, result);
                 return;
             }
             start = if roll < p.refuse + p.slow_connect {
@@ -862,30 +853,12 @@ impl Sim {
                     );
                 }
                 let result = Ok(resp(status, retry_after));
-                self.at(
-                    delay,
-                    Ev::Answer {
-                        ep: i,
-                        conn,
-                        token,
-                        idxs,
-                        result,
-                    },
-                );
+                self.answer(delay, i, conn, token, idxs, result);
             }
             Outcome::ResetBefore => {
                 let stale = served > 0 && self.rng.below(2) == 0;
                 let result = reset(stale);
-                self.at(
-                    delay,
-                    Ev::Answer {
-                        ep: i,
-                        conn,
-                        token,
-                        idxs,
-                        result,
-                    },
-                );
+                self.answer(delay, i, conn, token, idxs, result);
             }
             Outcome::ResetAfter => {
                 self.at(
@@ -896,16 +869,7 @@ impl Sim {
                     },
                 );
                 let result = reset(false);
-                self.at(
-                    delay,
-                    Ev::Answer {
-                        ep: i,
-                        conn,
-                        token,
-                        idxs,
-                        result,
-                    },
-                );
+                self.answer(delay, i, conn, token, idxs, result);
             }
             Outcome::Hang { processed } => {
                 if processed {
@@ -924,18 +888,29 @@ impl Sim {
                     );
                 }
                 let result = Ok(resp(status, None));
-                self.at(
-                    late,
-                    Ev::Answer {
-                        ep: i,
-                        conn,
-                        token,
-                        idxs,
-                        result,
-                    },
-                );
+                self.answer(late, i, conn, token, idxs, result);
             }
         }
+    }
+
+    /// Schedules the answer (or failure) to the request with `token` on `conn`, `after` now.
+    fn answer(
+        &mut self,
+        after: Duration,
+        ep: usize,
+        conn: usize,
+        token: u64,
+        idxs: Vec<usize>,
+        result: Result<Response, (Error, bool)>,
+    ) {
+        let ev = Ev::Answer {
+            ep,
+            conn,
+            token,
+            idxs,
+            result,
+        };
+        self.at(after, ev);
     }
 
     fn outcome(&mut self, p: &Profile) -> Outcome {
