@@ -15,7 +15,7 @@ use crate::Error;
 use crate::http::{MediaType, Secret, TlsOptions};
 use crate::policy::{Backoff, BreakerConfig};
 use crate::policy::{
-    CircuitBreaker, ConsecutiveFailures, ExponentialBackoff, RetryStrategy, Schedule,
+    CircuitBreaker, ConsecutiveFailures, ExponentialBackoff, RateLimit, RetryStrategy, Schedule,
 };
 use crate::stats::ConfigView;
 
@@ -107,6 +107,16 @@ pub struct EndpointConfig {
     /// TLS settings for `https://` URLs, in both layers: a private CA (trusted beside the
     /// webpki roots), or no verification at all. Default: the webpki roots.
     pub tls: TlsOptions,
+    /// At most this many events per second (engine only): a batch waits for its events'
+    /// tokens. `None` (the default): no limit.
+    pub rate_limit: Option<RateLimit>,
+    /// At most this many requests per second (engine only). `None` (the default): no limit.
+    pub request_rate_limit: Option<RateLimit>,
+    /// Learn how many requests may be in flight, from 1 up to `max_in_flight` (engine only):
+    /// one more per round trip while answers come back at their usual pace, halved when the
+    /// endpoint pushes back (429, 503, a timeout, round trips far longer than usual). Default
+    /// off: always up to `max_in_flight`.
+    pub adaptive_concurrency: bool,
     /// Whether the engine keeps this endpoint's events in memory only (the default) or in its
     /// durable log (engine only, with a data directory; a layer-1 `Endpoint` refuses
     /// `Durable`). Set both this and
@@ -152,6 +162,9 @@ impl EndpointConfig {
             batch: BatchConfig::default(),
             max_in_flight: 1,
             tls: TlsOptions::default(),
+            rate_limit: None,
+            request_rate_limit: None,
+            adaptive_concurrency: false,
             durability: Durability::Memory,
         }
     }
@@ -218,6 +231,14 @@ impl EndpointConfig {
                 "overflow",
                 "Spill needs durability = Durable (EndpointConfig::durable)",
             ));
+        }
+        for (field, limit) in [
+            ("rate_limit", &self.rate_limit),
+            ("request_rate_limit", &self.request_rate_limit),
+        ] {
+            if let Some(l) = limit {
+                l.validate(field)?;
+            }
         }
         if !(1..=64).contains(&self.max_in_flight) {
             return Err(Error::config("max_in_flight", "must be 1 to 64"));

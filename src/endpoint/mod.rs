@@ -184,6 +184,14 @@ impl<E: Event + Clone + 'static> EndpointBuilder<E> {
                  batching is the engine's (engine::Dispatcher)",
             ));
         }
+        if cfg.rate_limit.is_some() || cfg.request_rate_limit.is_some() || cfg.adaptive_concurrency
+        {
+            return Err(Error::config(
+                "rate_limit",
+                "a layer-1 Endpoint has no rate limit or adaptive concurrency; they are the \
+                 engine's (engine::Dispatcher)",
+            ));
+        }
         if cfg.max_in_flight != 1 {
             return Err(Error::config(
                 "max_in_flight",

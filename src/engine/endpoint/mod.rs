@@ -216,7 +216,16 @@ impl Endpoint {
     }
 
     fn could_send(&self) -> bool {
-        !self.disabled && self.not_before.is_none() && self.flights.len() < self.p.max_in_flight
+        !self.disabled && self.not_before.is_none() && self.flights.len() < self.in_flight_limit()
+    }
+
+    /// Requests that may be in flight now: `max_in_flight`, or what adaptive concurrency
+    /// has learnt.
+    pub fn in_flight_limit(&self) -> usize {
+        self.p
+            .adaptive
+            .as_ref()
+            .map_or(self.p.max_in_flight, |a| a.limit())
     }
 
     /// Whether it holds any event (backlog, batches, requests), or may have some in the log.
@@ -276,11 +285,18 @@ impl Endpoint {
                 }
             }
             let attempt = self.ready[0].attempt.unwrap_or_else(|| Attempt::first(now));
-            let wait = self.p.strategy.proceed(&(), &attempt, now);
+            // The rate limits first: asking the strategy could take a breaker's one half-open
+            // probe, which must not then sit unused while the tokens come (the simulator found
+            // that: the breaker stayed half-open for good).
+            let mut wait = self.rate_wait(self.ready[0].len(), now);
+            if wait.is_zero() {
+                wait = self.p.strategy.proceed(&(), &attempt, now);
+            }
             if !wait.is_zero() {
                 self.not_before = now.checked_add(wait);
                 break;
             }
+            self.take_rate(self.ready[0].len(), now);
             let batch = self.ready.pop_front().expect("checked above");
             self.send(batch, now);
             progress = true;
@@ -288,6 +304,31 @@ impl Endpoint {
         self.pass_foreign(src);
         self.gauges();
         progress
+    }
+
+    /// How long the rate limits make a request of `events` wait (zero: none, or go now).
+    fn rate_wait(&mut self, events: u64, now: Instant) -> Duration {
+        let ev = self
+            .p
+            .rate
+            .as_mut()
+            .map_or(Duration::ZERO, |b| b.wait(events as f64, now));
+        let req = self
+            .p
+            .request_rate
+            .as_mut()
+            .map_or(Duration::ZERO, |b| b.wait(1.0, now));
+        ev.max(req)
+    }
+
+    /// Spends the tokens of a request of `events` that goes now.
+    fn take_rate(&mut self, events: u64, now: Instant) {
+        if let Some(b) = &mut self.p.rate {
+            b.take(events as f64, now);
+        }
+        if let Some(b) = &mut self.p.request_rate {
+            b.take(1.0, now);
+        }
     }
 
     /// Pauses or resumes delivery (a command from the dispatcher).

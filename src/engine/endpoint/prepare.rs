@@ -8,7 +8,7 @@ use crate::config::{BatchConfig, EndpointConfig, MAX_DURATION, Overflow};
 use crate::http::conn::Timeouts;
 use crate::http::target::Target;
 use crate::http::{Secret, Signer};
-use crate::policy::RetryStrategy;
+use crate::policy::{Adaptive, AdaptiveConfig, RetryStrategy, TokenBucket};
 
 /// How long an unused keep-alive connection is kept.
 const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -45,6 +45,11 @@ pub(crate) struct Prepared {
     pub capacity: usize,
     /// What a full endpoint does.
     pub overflow: Overflow,
+    /// Events per second, and requests per second, if limited.
+    pub rate: Option<TokenBucket>,
+    pub request_rate: Option<TokenBucket>,
+    /// How many requests may be in flight, if learnt.
+    pub adaptive: Option<Adaptive>,
 }
 
 impl Prepared {
@@ -128,6 +133,11 @@ impl Prepared {
             strategy: crate::config::strategy::<()>(config)?,
             capacity: config.capacity,
             overflow: config.overflow,
+            rate: config.rate_limit.map(TokenBucket::new),
+            request_rate: config.request_rate_limit.map(TokenBucket::new),
+            adaptive: config
+                .adaptive_concurrency
+                .then(|| Adaptive::new(AdaptiveConfig::up_to(config.max_in_flight))),
         })
     }
 }

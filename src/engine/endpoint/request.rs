@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::Error;
 use crate::http::conn::Response;
-use crate::policy::{Attempt, Verdict, parse_retry_after};
+use crate::policy::{Attempt, Pushback, Verdict, parse_retry_after};
 use crate::store::DeadLetter;
 
 use super::batch::Batch;
@@ -74,12 +74,22 @@ impl Endpoint {
             return;
         };
         let Flight { batch, started, .. } = self.flights.swap_remove(at);
+        if let Some(a) = &mut self.p.adaptive {
+            let pushback = if matches!(resp.status, 429 | 503) {
+                Pushback::Yes
+            } else {
+                Pushback::None
+            };
+            a.on_result(now.saturating_duration_since(started), pushback, now);
+        }
         self.shared.statuses.record(resp.status);
         self.shared
             .rtt
             .record(now.saturating_duration_since(started));
         match self.conns.get_mut(conn).and_then(Option::as_mut) {
             Some(c) if resp.keep_alive => {
+                // An answer came, so it is up (whatever the driver said or not).
+                c.connected = true;
                 c.busy = false;
                 c.served += 1;
                 c.idle_until = now.checked_add(self.p.timeouts.idle);
@@ -116,7 +126,14 @@ impl Endpoint {
         let Some(at) = self.flights.iter().position(|f| f.conn == conn) else {
             return;
         };
-        let mut batch = self.flights.swap_remove(at).batch;
+        let Flight {
+            mut batch, started, ..
+        } = self.flights.swap_remove(at);
+        if let Some(a) = &mut self.p.adaptive
+            && matches!(err, Error::Timeout { .. })
+        {
+            a.on_result(now.saturating_duration_since(started), Pushback::Yes, now);
+        }
         self.shared.errors.inc();
         self.maybe_resolve(&err, now);
         if stale && !batch.stale_retried {

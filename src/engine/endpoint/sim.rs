@@ -259,6 +259,18 @@ impl Sim {
             } else {
                 1
             };
+            if sim.rng.below(4) == 0 {
+                cfg.rate_limit = Some(crate::policy::RateLimit {
+                    per_second: 20.0 + sim.rng.below(500) as f64,
+                    burst: 1.0 + sim.rng.below(20) as f64,
+                });
+            }
+            if sim.rng.below(6) == 0 {
+                cfg.request_rate_limit = Some(crate::policy::RateLimit::per_second(
+                    5.0 + sim.rng.below(100) as f64,
+                ));
+            }
+            cfg.adaptive_concurrency = cfg.max_in_flight > 1 && sim.rng.below(2) == 0;
             cfg.batch = BatchConfig {
                 max_events: 1 + sim.rng.below(5) as usize,
                 max_bytes: 1 << 20,

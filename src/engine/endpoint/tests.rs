@@ -545,3 +545,66 @@ fn a_durable_endpoint_reads_the_log_one_request_at_a_time_then_joins_the_ring() 
     assert_eq!(shared.acked.load(Ordering::Acquire), 5, "the oldest held");
     assert_eq!(src.min_seq, 11);
 }
+
+#[test]
+fn a_rate_limit_spaces_requests_by_their_events() {
+    let mut config = EndpointConfig::new("ep", "http://127.0.0.1:9/");
+    config.rate_limit = Some(crate::policy::RateLimit {
+        per_second: 10.0,
+        burst: 2.0,
+    });
+    let mut f = fixture_with(config, false);
+    for id in ["a", "b", "c"] {
+        f.src.push(id, f.now, 0);
+    }
+    for _ in 0..2 {
+        let sent = sends(&f.pump());
+        assert_eq!(sent.len(), 1, "the burst");
+        f.ep.handle_connected(sent[0].0, f.now);
+        f.ep.handle_response(sent[0].0, ok(200), f.now);
+    }
+    assert!(f.pump().is_empty(), "out of tokens");
+    assert_eq!(
+        f.ep.poll_timeout(),
+        Some(f.now + Duration::from_millis(100))
+    );
+    assert!(
+        !f.ep.wants_events(),
+        "producers need not wake it while it waits"
+    );
+    f.advance(Duration::from_millis(100));
+    assert_eq!(sends(&f.pump()).len(), 1);
+}
+
+#[test]
+fn adaptive_concurrency_grows_with_answers_and_halves_on_pushback() {
+    let mut config = EndpointConfig::new("ep", "http://127.0.0.1:9/");
+    config.max_in_flight = 4;
+    config.adaptive_concurrency = true;
+    let mut f = fixture_with(config, false);
+    for i in 0..100 {
+        f.src.push(&format!("e{i}"), f.now, 0);
+    }
+    let mut in_flight: Vec<ConnId> = Vec::new();
+    let mut seen = Vec::new();
+    for _ in 0..12 {
+        in_flight.extend(sends(&f.pump()).into_iter().map(|(c, _)| c));
+        seen.push(in_flight.len());
+        f.advance(Duration::from_millis(10));
+        for c in in_flight.drain(..) {
+            f.ep.handle_connected(c, f.now);
+            f.ep.handle_response(c, ok(200), f.now);
+        }
+    }
+    assert_eq!(&seen[..3], &[1, 2, 3], "one more per round trip");
+    assert_eq!(*seen.last().unwrap(), 4, "up to max_in_flight: {seen:?}");
+    assert_eq!(f.ep.in_flight_limit(), 4);
+    in_flight.extend(sends(&f.pump()).into_iter().map(|(c, _)| c));
+    let resp = Response {
+        status: 503,
+        retry_after: None,
+        keep_alive: true,
+    };
+    f.ep.handle_response(in_flight[0], resp, f.now);
+    assert_eq!(f.ep.in_flight_limit(), 2, "halved on 503");
+}
