@@ -277,7 +277,7 @@ fn a_torn_tail_is_cut_and_counted_and_the_rest_delivered() {
         for i in 0..10 {
             d.publish_durable(event(i)).unwrap();
         }
-        d.shutdown(Duration::from_millis(100));
+        let _ = d.shutdown(Duration::from_millis(100));
     }
     // A crash in the middle of writing an eleventh record.
     let log = dir.path().join("log");
@@ -518,7 +518,7 @@ fn damage_in_an_older_segment_loses_its_record_and_nothing_else() {
         for i in 0..N {
             d.publish_durable(event(i)).unwrap();
         }
-        d.shutdown(Duration::from_millis(100));
+        let _ = d.shutdown(Duration::from_millis(100));
     }
     let mut segs: Vec<_> = std::fs::read_dir(dir.path().join("log"))
         .unwrap()

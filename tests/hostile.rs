@@ -124,7 +124,7 @@ fn first_failure(cfg: EndpointConfig) -> (String, Duration, Metrics) {
                 .health
                 .last_error
                 .expect("an error is recorded with its count");
-            d.shutdown(Duration::from_millis(100));
+            let _ = d.shutdown(Duration::from_millis(100));
             return (err, took, snap.metrics);
         }
         assert!(

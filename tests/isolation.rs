@@ -303,7 +303,7 @@ fn removing_a_durable_endpoint_does_no_disk_work_on_the_worker() {
         fast.stats().distinct
     );
     rig.gate.open();
-    rig.d.shutdown(Duration::from_secs(5));
+    let _ = rig.d.shutdown(Duration::from_secs(5));
 }
 
 /// Listing dead letters does not hold the store's lock: durable publishes (group commits) go

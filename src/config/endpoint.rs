@@ -126,6 +126,7 @@ pub struct EndpointConfig {
 
 /// Where an engine endpoint's undelivered events live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Durability {
     /// In memory: bounded by `capacity` and the overflow policy; lost if the process dies.
     #[default]

@@ -8,6 +8,7 @@ use crate::{Error, stats::DropReason};
 /// What a write (or `publish`) does when the queue is full: a layer-1
 /// [`Queue`](crate::sink::Queue)'s policy, and an engine endpoint's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Overflow {
     /// Wait for room; with a timeout, give up after it with [`Error::Timeout`] (counted
     /// [`DropReason::BlockTimeout`]). A `close` during the wait gives [`Error::Closed`] (counted

@@ -153,6 +153,7 @@ pub struct Endpoint<E: Event + Clone + 'static> {
 
 /// Builds an [`Endpoint`] with the parts that are not configuration: a dead-letter sink and a
 /// clock.
+#[must_use = "a builder does nothing until `build` is called"]
 pub struct EndpointBuilder<E> {
     config: EndpointConfig,
     dead_letter: Option<Arc<dyn Sink<DeadLetter<E>>>>,

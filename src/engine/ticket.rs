@@ -50,6 +50,7 @@ impl TicketCell {
 /// or an error ([`Error::Quota`], [`Error::Storage`], [`Error::Closed`]) if it was not
 /// persisted. Tickets are cheap to hold; many can wait on one group commit.
 #[derive(Debug)]
+#[must_use = "a ticket says whether the event became durable: wait on it or drop it knowingly"]
 pub struct Ticket {
     pub(crate) cell: Option<Arc<TicketCell>>,
     pub(crate) durable: Option<Arc<Durable>>,

@@ -28,6 +28,7 @@ use crate::Error;
 /// It names the version of distribution's event structs; hookwire's events are whatever the
 /// host serializes, so this is a label for receivers that dispatch on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum MediaType {
     /// `application/vnd.docker.distribution.events.v1+json` (registry 2.x).
     V1,

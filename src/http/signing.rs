@@ -156,6 +156,7 @@ impl Signer {
 
 /// Why [`verify`] rejected a webhook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum VerifyError {
     /// `webhook-timestamp` is not a whole number of seconds.
     BadTimestamp,

@@ -37,6 +37,7 @@ pub(crate) fn check_duration(
 
 /// How an exponential delay is randomised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Jitter {
     /// No randomness: exactly the computed delay.
     None,
@@ -64,6 +65,7 @@ impl Jitter {
 
 /// The delay before each retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Backoff {
     /// The same delay before every retry (zero is allowed: retry at once).
     Constant(Duration),

@@ -128,6 +128,7 @@ impl BreakerConfig {
 
 /// Where the breaker is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BreakerState {
     /// Healthy: everything proceeds.
     Closed,
@@ -147,6 +148,7 @@ pub enum BreakerState {
 
 /// The answer to [`Breaker::check`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Permit {
     /// Go ahead.
     Proceed,

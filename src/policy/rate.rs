@@ -145,6 +145,7 @@ pub struct Adaptive {
 
 /// What became of one request, for [`Adaptive::on_result`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Pushback {
     /// Answered, not pushing back (any status but 429 and 503).
     None,

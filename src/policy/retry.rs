@@ -57,6 +57,7 @@ impl Attempt {
 /// Why an event was given up on. Serialises as `{"kind": "<snake_case tag>", ...fields}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum GiveUpReason {
     /// The endpoint refused the event for good (a non-retryable 4xx, or status 0 when the
     /// event could not even be sent).
@@ -119,6 +120,7 @@ impl fmt::Display for GiveUpReason {
 
 /// What to do after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RetryDecision {
     /// The attempt succeeded: nothing more to do. (Returned for [`Outcome::Delivered`], so a
     /// driver can feed every outcome through [`RetryPolicy::decide`].)

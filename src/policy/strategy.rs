@@ -60,6 +60,7 @@ impl<E, T: RetryStrategy<E> + ?Sized> RetryStrategy<E> for Box<T> {
 
 /// What a [`RetryStrategy`] makes of a failed attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Verdict {
     /// Try again (after whatever `proceed` says).
     Retry,

@@ -58,6 +58,7 @@ pub struct QueueStats {
 
 /// What [`Queue::close_within`] did.
 #[derive(Debug, Clone)]
+#[must_use = "the report says what was not delivered"]
 pub struct CloseReport {
     /// Events the downstream took while the queue was closing.
     pub delivered: u64,
@@ -73,6 +74,7 @@ pub struct CloseReport {
 
 /// Configures a [`Queue`] beyond capacity and overflow policy.
 #[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
 pub struct QueueBuilder {
     capacity: usize,
     overflow: Overflow,
@@ -92,14 +94,12 @@ impl QueueBuilder {
     }
 
     /// How long [`Sink::close`] lets the queue drain (default 5 s; zero drops at once).
-    #[must_use]
     pub fn close_timeout(mut self, d: Duration) -> Self {
         self.close_timeout = d;
         self
     }
 
     /// The worker thread's name (default `hookwire-queue`), as seen in debuggers and panics.
-    #[must_use]
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
         self.thread_name = name.into();
         self

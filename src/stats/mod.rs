@@ -49,6 +49,7 @@ impl Counter {
 /// Why an accepted event was not delivered (dead letters are counted apart).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum DropReason {
     /// The queue was full and its policy is `DropNewest`: the incoming event was discarded.
     Newest,

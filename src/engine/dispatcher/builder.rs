@@ -27,6 +27,7 @@ use crate::engine::{reader, resolver};
 
 /// Builds a [`Dispatcher`].
 #[derive(Default)]
+#[must_use = "a builder does nothing until `build` is called"]
 pub struct DispatcherBuilder {
     workers: Option<usize>,
     ring_capacity: Option<usize>,

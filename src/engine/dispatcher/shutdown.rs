@@ -14,6 +14,7 @@ use crate::engine::worker::Command;
 
 /// What [`Dispatcher::shutdown`] did.
 #[derive(Debug, Clone, Serialize)]
+#[must_use = "the report says what was not delivered"]
 pub struct ShutdownReport {
     /// Whether everything accepted was delivered, dropped or dead-lettered before the deadline.
     pub drained: bool,
@@ -121,7 +122,7 @@ impl Dispatcher {
 
 impl Drop for Dispatcher {
     fn drop(&mut self) {
-        self.shutdown(self.inner.shutdown_timeout);
+        let _ = self.shutdown(self.inner.shutdown_timeout);
     }
 }
 

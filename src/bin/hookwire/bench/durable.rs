@@ -158,7 +158,7 @@ pub(crate) fn recovery(ctx: &Ctx, id: &str) -> Result<Values, Error> {
             t.wait(Duration::from_secs(120))?;
         }
         drop(progress);
-        d.shutdown(Duration::from_millis(10));
+        let _ = d.shutdown(Duration::from_millis(10));
     }
     let receiver = Receiver::start(ReceiverConfig::default())?;
     let t0 = Instant::now();
@@ -188,7 +188,7 @@ pub(crate) fn recovery(ctx: &Ctx, id: &str) -> Result<Values, Error> {
     let total = t0.elapsed();
     drop(progress);
     let dup = receiver.stats().duplicates;
-    d.shutdown(Duration::from_secs(5));
+    let _ = d.shutdown(Duration::from_secs(5));
     let mut v = Values::default();
     v.put("open_ms", open.as_secs_f64() * 1e3)
         .put(

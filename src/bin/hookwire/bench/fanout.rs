@@ -107,7 +107,7 @@ pub(crate) fn fanout(
     drain(&d, &counters, total)?;
     let el = t0.elapsed().as_secs_f64();
     drop(progress);
-    d.shutdown(Duration::from_secs(5));
+    let _ = d.shutdown(Duration::from_secs(5));
 
     let mut v = Values::default();
     v.put("writes_per_s", total as f64 / el)
@@ -206,7 +206,7 @@ pub(crate) fn latency(ctx: &Ctx, id: &str, consumers: usize, n: u64) -> Result<V
     let write_phase = t0.elapsed();
     drain(&d, &counters, n)?;
     drop(progress);
-    d.shutdown(Duration::from_secs(5));
+    let _ = d.shutdown(Duration::from_secs(5));
 
     let mut v = Values::default();
     v.put("p50_ns", hist.value_at_quantile(0.50) as f64)

@@ -101,7 +101,7 @@ fn deliver(ctx: &Ctx, target: &Target, plan: Plan<'_>) -> Result<Outcome, Error>
     let cpu = ThreadCpu::sample();
     drop(progress);
     let metrics = d.endpoint_snapshot(ep).map(|s| s.metrics);
-    d.shutdown(Duration::from_secs(2));
+    let _ = d.shutdown(Duration::from_secs(2));
     Ok(Outcome {
         write_phase,
         elapsed: seen - t0,
