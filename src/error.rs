@@ -42,6 +42,9 @@ pub enum Error {
         kind: io::ErrorKind,
         /// The underlying error, rendered.
         message: String,
+        /// The underlying error itself, when there was one (what [`std::error::Error::source`]
+        /// returns).
+        source: Option<Arc<io::Error>>,
     },
     /// An event or envelope could not be encoded or decoded.
     Encode {
@@ -99,6 +102,9 @@ pub enum Error {
         path: String,
         /// The underlying error, rendered.
         message: String,
+        /// The underlying I/O error itself, when there was one (what
+        /// [`std::error::Error::source`] returns).
+        source: Option<Arc<io::Error>>,
     },
     /// An error from a user-supplied sink, matcher or callback.
     Other(Arc<dyn std::error::Error + Send + Sync>),
@@ -118,13 +124,30 @@ impl Error {
         }
     }
 
-    /// Builds an [`Error::Storage`] for `op` on `path`.
-    pub(crate) fn storage(op: &'static str, path: &std::path::Path, e: impl fmt::Display) -> Self {
+    /// Builds an [`Error::Storage`] for `op` on `path`. An `io::Error` is kept as the
+    /// error's [`source`](std::error::Error::source); anything else is kept as words.
+    pub(crate) fn storage(
+        op: &'static str,
+        path: &std::path::Path,
+        e: impl fmt::Display + 'static,
+    ) -> Self {
+        let message = e.to_string();
+        let any: Box<dyn std::any::Any> = Box::new(e);
         Error::Storage {
             op,
             path: path.display().to_string(),
-            message: e.to_string(),
+            message,
+            source: any.downcast::<io::Error>().ok().map(|e| Arc::new(*e)),
         }
+    }
+
+    /// A copy of `e` to keep as a source where only a reference is at hand (`io::Error` is
+    /// not `Clone`): the OS error code when there is one, else the kind and the words.
+    pub(crate) fn io_source(e: &io::Error) -> Option<Arc<io::Error>> {
+        Some(Arc::new(match e.raw_os_error() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(e.kind(), e.to_string()),
+        }))
     }
 
     /// True for `Error::Closed`: the sink is gone and writing again is pointless.
@@ -151,7 +174,7 @@ impl fmt::Display for Error {
                 retry_after: Some(d),
             } => write!(f, "endpoint answered HTTP {code} (Retry-After {d:?})"),
             Error::Status { code, .. } => write!(f, "endpoint answered HTTP {code}"),
-            Error::Io { kind, message } => write!(f, "I/O error ({kind:?}): {message}"),
+            Error::Io { kind, message, .. } => write!(f, "I/O error ({kind:?}): {message}"),
             Error::Encode { message } => write!(f, "encoding failed: {message}"),
             Error::Config { field, reason } => write!(f, "invalid config `{field}`: {reason}"),
             Error::Disabled { reason } => write!(f, "endpoint is disabled: {reason}"),
@@ -174,7 +197,9 @@ impl fmt::Display for Error {
                 f,
                 "durable store is full: {used} of {quota} bytes used (deliver or raise the quota)"
             ),
-            Error::Storage { op, path, message } => {
+            Error::Storage {
+                op, path, message, ..
+            } => {
                 write!(f, "durable store: {op} {path} failed: {message}")
             }
             Error::Other(e) => write!(f, "{e}"),
@@ -187,6 +212,12 @@ impl std::error::Error for Error {
         match self {
             Error::Broadcast { first, .. } => Some(first.as_ref()),
             Error::Other(e) => Some(e.as_ref()),
+            Error::Io {
+                source: Some(e), ..
+            }
+            | Error::Storage {
+                source: Some(e), ..
+            } => Some(e.as_ref()),
             _ => None,
         }
     }
@@ -203,6 +234,7 @@ impl From<io::Error> for Error {
         Error::Io {
             kind: e.kind(),
             message: e.to_string(),
+            source: Some(Arc::new(e)),
         }
     }
 }
@@ -247,5 +279,30 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn io_and_storage_errors_keep_their_source() {
+        use std::error::Error as _;
+        let e: Error = io::Error::new(io::ErrorKind::ConnectionRefused, "refused here").into();
+        let source = e.source().expect("Io keeps its source");
+        assert_eq!(source.to_string(), "refused here");
+        let io = source.downcast_ref::<io::Error>().unwrap();
+        assert_eq!(io.kind(), io::ErrorKind::ConnectionRefused);
+
+        let path = std::path::Path::new("/d/log");
+        let e = Error::storage("fdatasync", path, io::Error::from_raw_os_error(28));
+        let io = e
+            .source()
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .unwrap();
+        assert_eq!(io.raw_os_error(), Some(28));
+        assert!(e.to_string().contains("fdatasync /d/log"), "{e}");
+        // Words alone have no source.
+        assert!(
+            Error::storage("open", path, "bad header")
+                .source()
+                .is_none()
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use hookwire::endpoint::{Endpoint, EndpointConfig, RetryConfig};
 use hookwire::policy::ManualClock;
-use hookwire::sink::{DeadLetter, Overflow, from_fn};
+use hookwire::sink::{GivenUp, Overflow, from_fn};
 use hookwire::stats::DropReason;
 use hookwire::testkit::{Receiver, ReceiverConfig, Reply};
 mod common;
@@ -58,11 +58,11 @@ fn a_hanging_receiver_times_out_is_retried_and_close_keeps_its_deadline() {
     cfg.timeout = Duration::from_millis(150);
     cfg.max_attempts = Some(3);
     cfg.close_timeout = Duration::from_millis(200);
-    let letters = Arc::new(Mutex::new(Vec::<DeadLetter<RawEvent>>::new()));
+    let letters = Arc::new(Mutex::new(Vec::<GivenUp<RawEvent>>::new()));
     let l2 = letters.clone();
     let ep = Endpoint::<RawEvent>::builder(cfg)
         .clock(Arc::new(ManualClock::new()))
-        .dead_letter(Arc::new(from_fn(move |d: DeadLetter<RawEvent>| {
+        .dead_letter(Arc::new(from_fn(move |d: GivenUp<RawEvent>| {
             l2.lock().push(d);
             Ok(())
         })))
@@ -224,10 +224,10 @@ fn gone_disables_the_endpoint_until_enabled() {
 #[test]
 fn permanent_4xx_goes_to_the_dead_letter_sink_at_once() {
     let rx = Receiver::start(ReceiverConfig::default().statuses(vec![Reply::status(400)])).unwrap();
-    let letters = Arc::new(Mutex::new(Vec::<DeadLetter<RawEvent>>::new()));
+    let letters = Arc::new(Mutex::new(Vec::<GivenUp<RawEvent>>::new()));
     let l2 = letters.clone();
     let ep = Endpoint::<RawEvent>::builder(EndpointConfig::new("bad", rx.url()))
-        .dead_letter(Arc::new(from_fn(move |d: DeadLetter<RawEvent>| {
+        .dead_letter(Arc::new(from_fn(move |d: GivenUp<RawEvent>| {
             l2.lock().push(d);
             Ok(())
         })))

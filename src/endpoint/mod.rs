@@ -23,7 +23,7 @@ use serde::{Serialize, Serializer};
 use crate::http::{HttpConfig, HttpSink, HttpStats};
 use crate::policy::{Clock, SystemClock};
 use crate::sink::{
-    AnyOf, CloseReport, DeadLetter, Filter, FilterStats, MatchAction, MatchMediaType, Not, Queue,
+    AnyOf, CloseReport, Filter, FilterStats, GivenUp, MatchAction, MatchMediaType, Not, Queue,
     QueueBuilder, QueueStats, RetryStats, RetryingSink,
 };
 use crate::stats::{EndpointSnapshot, LatencyHistogram, Metrics};
@@ -80,11 +80,11 @@ impl<E: Event> Sink<Timed<E>> for Deliver {
 }
 
 /// Hands dead letters to the user's sink without the timestamp.
-struct Unwrap<E>(Arc<dyn Sink<DeadLetter<E>>>);
+struct Unwrap<E>(Arc<dyn Sink<GivenUp<E>>>);
 
-impl<E: Send + Sync> Sink<DeadLetter<Timed<E>>> for Unwrap<E> {
-    fn write(&self, d: DeadLetter<Timed<E>>) -> Result<(), Error> {
-        self.0.write(DeadLetter {
+impl<E: Send + Sync> Sink<GivenUp<Timed<E>>> for Unwrap<E> {
+    fn write(&self, d: GivenUp<Timed<E>>) -> Result<(), Error> {
+        self.0.write(GivenUp {
             event: d.event.event,
             reason: d.reason,
             last_error: d.last_error,
@@ -156,13 +156,13 @@ pub struct Endpoint<E: Event + Clone + 'static> {
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct EndpointBuilder<E> {
     config: EndpointConfig,
-    dead_letter: Option<Arc<dyn Sink<DeadLetter<E>>>>,
+    dead_letter: Option<Arc<dyn Sink<GivenUp<E>>>>,
     clock: Arc<dyn Clock>,
 }
 
 impl<E: Event + Clone + 'static> EndpointBuilder<E> {
     /// Events given up on go to `sink` (they are counted as dead-lettered either way).
-    pub fn dead_letter(mut self, sink: Arc<dyn Sink<DeadLetter<E>>>) -> Self {
+    pub fn dead_letter(mut self, sink: Arc<dyn Sink<GivenUp<E>>>) -> Self {
         self.dead_letter = Some(sink);
         self
     }

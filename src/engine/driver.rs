@@ -115,6 +115,7 @@ impl Http {
             let e = Error::Io {
                 kind: std::io::ErrorKind::NotConnected,
                 message: "the connection is gone".into(),
+                source: None,
             };
             return self.ep.handle_failure(conn, e, false, io.now);
         };

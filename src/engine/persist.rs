@@ -164,6 +164,7 @@ impl Durable {
                 op: "join",
                 path: shared.name.clone(),
                 message: format!("the store gave slot {}, past the 64 there are", state.slot),
+                source: None,
             });
         }
         let counted_from = store.next_seq();

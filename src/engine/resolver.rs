@@ -57,12 +57,14 @@ fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
         .map_err(|e| Error::Io {
             kind: e.kind(),
             message: format!("cannot resolve {host}: {e}"),
+            source: crate::Error::io_source(&e),
         })?
         .collect();
     if addrs.is_empty() {
         return Err(Error::Io {
             kind: std::io::ErrorKind::NotFound,
             message: format!("{host} resolved to no address"),
+            source: None,
         });
     }
     Ok(addrs)

@@ -197,12 +197,14 @@ impl Conn {
             return Err(Error::Io {
                 kind: io::ErrorKind::NotConnected,
                 message: "the connection is closed".into(),
+                source: None,
             });
         }
         if self.req.is_some() {
             return Err(Error::Io {
                 kind: io::ErrorKind::ResourceBusy,
                 message: "the connection already has a request in flight".into(),
+                source: None,
             });
         }
         let request = RequestHead {

@@ -665,6 +665,7 @@ fn tls_with_a_private_ca_without_it_and_insecure() {
         Error::Io {
             kind: io::ErrorKind::InvalidData,
             message,
+            ..
         } => assert!(message.contains("certificate"), "{message}"),
         other => panic!("expected a TLS failure, got {other:?}"),
     }
@@ -691,6 +692,7 @@ fn invalid_data(err: &Error) -> &str {
         Error::Io {
             kind: io::ErrorKind::InvalidData,
             message,
+            ..
         } => message,
         other => panic!("expected a protocol error, got {other:?}"),
     }

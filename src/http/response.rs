@@ -102,6 +102,7 @@ impl From<ResponseError> for Error {
         Error::Io {
             kind,
             message: e.to_string(),
+            source: None,
         }
     }
 }

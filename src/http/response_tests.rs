@@ -328,7 +328,7 @@ fn errors_become_io_errors_for_the_retry_strategy() {
     let e = Error::from(ResponseError::LineTooLong { limit: MAX_LINE });
     assert!(matches!(
         e,
-        Error::Io { kind: io::ErrorKind::InvalidData, ref message } if message.contains("8192")
+        Error::Io { kind: io::ErrorKind::InvalidData, ref message, .. } if message.contains("8192")
     ));
     let e = Error::from(ResponseError::Truncated);
     assert!(matches!(

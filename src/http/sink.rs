@@ -422,7 +422,11 @@ impl HttpSink {
     }
 
     fn map_error(&self, e: ureq::Error) -> Error {
-        let io_err = |kind, message: String| Error::Io { kind, message };
+        let io_err = |kind, message: String| Error::Io {
+            kind,
+            message,
+            source: None,
+        };
         match e {
             ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => {
                 Error::Timeout {

@@ -23,6 +23,7 @@ pub(crate) fn io_error(e: &io::Error, what: &str) -> Error {
     Error::Io {
         kind: e.kind(),
         message: format!("{what}: {e}"),
+        source: Error::io_source(e),
     }
 }
 
@@ -222,6 +223,7 @@ impl Transport {
                 return Err(Error::Io {
                     kind: io::ErrorKind::InvalidData,
                     message: format!("TLS: {e}"),
+                    source: None,
                 });
             }
             // Handshake messages that processing queued go out now.
@@ -281,5 +283,6 @@ fn start_connect(
     Err(last.unwrap_or_else(|| Error::Io {
         kind: io::ErrorKind::NotFound,
         message: "no address to connect to".into(),
+        source: None,
     }))
 }

@@ -59,6 +59,7 @@ pub struct QueueStats {
 /// What [`Queue::close_within`] did.
 #[derive(Debug, Clone)]
 #[must_use = "the report says what was not delivered"]
+#[non_exhaustive]
 pub struct CloseReport {
     /// Events the downstream took while the queue was closing.
     pub delivered: u64,

@@ -30,9 +30,12 @@ use crate::policy::{Attempt, Clock, GiveUpReason, RetryStrategy, SystemClock, Ve
 use crate::stats::Counter;
 use crate::{Error, Sink};
 
-/// An event that was given up on, with why and how hard it was tried.
+/// An event that a [`RetryingSink`] gave up on, with why and how hard it was tried: what its
+/// dead-letter sink receives. (The engine's dead letters, kept by durable endpoints, are
+/// [`store::DeadLetter`](crate::store::DeadLetter): they carry a sequence number and the
+/// endpoint's name, and are read back from disk.)
 #[derive(Debug, Clone)]
-pub struct DeadLetter<E> {
+pub struct GivenUp<E> {
     /// The event.
     pub event: E,
     /// Why it was given up.
@@ -78,7 +81,7 @@ pub struct RetryingSink<E, S> {
     inner: S,
     /// Held for the whole of a write: one event in flight, in order.
     strategy: Mutex<Box<dyn RetryStrategy<E>>>,
-    dead_letter: Option<Arc<dyn Sink<DeadLetter<E>>>>,
+    dead_letter: Option<Arc<dyn Sink<GivenUp<E>>>>,
     clock: Arc<dyn Clock>,
     wakeup: Wakeup,
     closed: AtomicBool,
@@ -118,7 +121,7 @@ impl<E: Clone + Send + 'static, S: Sink<E>> RetryingSink<E, S> {
     }
 
     /// Sends given-up events to `sink`.
-    pub fn dead_letter(mut self, sink: Arc<dyn Sink<DeadLetter<E>>>) -> Self {
+    pub fn dead_letter(mut self, sink: Arc<dyn Sink<GivenUp<E>>>) -> Self {
         self.dead_letter = Some(sink);
         self
     }
@@ -191,7 +194,7 @@ impl<E: Clone + Send + 'static, S: Sink<E>> RetryingSink<E, S> {
         let Some(sink) = &self.dead_letter else {
             return;
         };
-        let letter = DeadLetter {
+        let letter = GivenUp {
             event,
             reason,
             last_error: Some(last_error),
@@ -357,10 +360,10 @@ mod tests {
     }
 
     #[derive(Default)]
-    struct Letters(Mutex<Vec<DeadLetter<u32>>>, bool);
+    struct Letters(Mutex<Vec<GivenUp<u32>>>, bool);
 
-    impl Sink<DeadLetter<u32>> for Letters {
-        fn write(&self, letter: DeadLetter<u32>) -> Result<(), Error> {
+    impl Sink<GivenUp<u32>> for Letters {
+        fn write(&self, letter: GivenUp<u32>) -> Result<(), Error> {
             if self.1 {
                 return Err(Error::Closed);
             }

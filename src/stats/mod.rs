@@ -6,6 +6,9 @@
 //! a slightly stale value, never a torn one. Latency histograms are hdrhistogram behind an
 //! uncontended mutex: each one has a single recording thread (the one delivering for its
 //! endpoint), and readers take the lock only to copy it.
+//!
+//! Users read these (`get`, `iter`, `summary`); only hookwire bumps them, so a count always
+//! means what hookwire did, never what a caller added.
 
 mod render;
 mod snapshot;
@@ -31,12 +34,12 @@ pub struct Counter(AtomicU64);
 impl Counter {
     /// Adds one.
     #[inline]
-    pub fn inc(&self) {
+    pub(crate) fn inc(&self) {
         self.0.fetch_add(1, Ordering::Release);
     }
     /// Adds `n`.
     #[inline]
-    pub fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Release);
     }
     /// The current value.
@@ -114,12 +117,12 @@ pub struct DropCounts([Counter; DropReason::ALL.len()]);
 impl DropCounts {
     /// Counts one drop.
     #[inline]
-    pub fn inc(&self, reason: DropReason) {
+    pub(crate) fn inc(&self, reason: DropReason) {
         self.0[reason as usize].inc();
     }
     /// Counts `n` drops.
     #[inline]
-    pub fn add(&self, reason: DropReason, n: u64) {
+    pub(crate) fn add(&self, reason: DropReason, n: u64) {
         self.0[reason as usize].add(n);
     }
     /// Drops counted for `reason`.
@@ -162,7 +165,7 @@ impl StatusCounts {
     }
     /// Counts one response with `code`.
     #[inline]
-    pub fn record(&self, code: u16) {
+    pub(crate) fn record(&self, code: u16) {
         self.0[Self::slot(code)].inc();
     }
     /// Responses counted with `code` (100..=999, each as itself: a receiver that answers 858
@@ -203,7 +206,7 @@ impl std::fmt::Debug for LatencyHistogram {
 
 impl LatencyHistogram {
     /// Records one latency.
-    pub fn record(&self, d: Duration) {
+    pub(crate) fn record(&self, d: Duration) {
         let us = u64::try_from(d.as_micros())
             .unwrap_or(u64::MAX)
             .clamp(1, HIST_MAX_US);
@@ -211,7 +214,7 @@ impl LatencyHistogram {
     }
 
     /// Records several latencies under one lock.
-    pub fn record_all(&self, ds: impl IntoIterator<Item = Duration>) {
+    pub(crate) fn record_all(&self, ds: impl IntoIterator<Item = Duration>) {
         let mut h = self.0.lock();
         for d in ds {
             let us = u64::try_from(d.as_micros())
@@ -241,6 +244,7 @@ impl LatencyHistogram {
 
 /// Percentiles of a [`LatencyHistogram`], in microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct LatencySummary {
     /// How many values were recorded.
     pub count: u64,

@@ -15,7 +15,8 @@ use serde::Serialize;
 use super::{DropReason, LatencySummary};
 
 /// What one endpoint looks like at the moment of the snapshot.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
 pub struct EndpointSnapshot {
     /// The endpoint's name.
     pub name: String,
@@ -71,6 +72,7 @@ pub struct ConfigView {
 
 /// An endpoint's counters. `events = delivered + dropped + dead_lettered + pending` always.
 #[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
 pub struct Metrics {
     /// Events accepted (passed the filter and reached the queue, rejected ones included).
     pub events: u64,

@@ -79,6 +79,7 @@ pub struct Record<'a> {
 
 /// What opening a store found and repaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Recovery {
     /// Segment files found.
     pub segments: usize,

@@ -348,10 +348,12 @@ pub(crate) fn in_use(e: Error) -> Error {
             op: "lock",
             path,
             message,
+            source,
         } => Error::Storage {
             op: "lock",
             path,
             message: format!("{message} (another hookwire process is using this data directory)"),
+            source,
         },
         other => other,
     }
@@ -612,23 +614,21 @@ mod tests {
             lost,
             quarantined: Some("/d/quarantine/00000000000000000001-640.bin".into()),
         };
-        let r = Recovery {
-            damaged: vec![
-                damage(DamageKind::Corrupt, 1),
-                damage(DamageKind::Corrupt, 3),
-                damage(DamageKind::TornTail, 0),
-            ],
-            slots_lost: true,
-            cursors_reset: true,
-            cursors_clamped: vec![CursorRepair {
-                endpoint: "audit".into(),
-                saved: 101,
-                now: 51,
-            }],
-            first_seq: 1,
-            next_seq: 51,
-            ..Recovery::default()
-        };
+        let mut r = Recovery::default();
+        r.damaged = vec![
+            damage(DamageKind::Corrupt, 1),
+            damage(DamageKind::Corrupt, 3),
+            damage(DamageKind::TornTail, 0),
+        ];
+        r.slots_lost = true;
+        r.cursors_reset = true;
+        r.cursors_clamped = vec![CursorRepair {
+            endpoint: "audit".into(),
+            saved: 101,
+            now: 51,
+        }];
+        r.first_seq = 1;
+        r.next_seq = 51;
         let mut err = Vec::new();
         report_recovery(dir, &r, &mut err);
         let err = String::from_utf8(err).unwrap();
@@ -657,6 +657,7 @@ mod tests {
             op: "lock",
             path: "/d/LOCK".into(),
             message: "would block".into(),
+            source: None,
         });
         assert!(e.to_string().contains("another hookwire process"), "{e}");
         assert!(matches!(in_use(Error::Closed), Error::Closed));

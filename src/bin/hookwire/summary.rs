@@ -166,27 +166,24 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hookwire::stats::{ConfigView, Metrics};
+    use hookwire::stats::Metrics;
 
     fn endpoint(events: u64, delivered: u64, dead: u64, dropped_oldest: u64) -> EndpointSnapshot {
         let pending = events - delivered - dead - dropped_oldest;
         let mut dropped: BTreeMap<DropReason, u64> =
             DropReason::ALL.iter().map(|r| (*r, 0)).collect();
         dropped.insert(DropReason::Oldest, dropped_oldest);
-        EndpointSnapshot {
-            health: Default::default(),
-            name: "ep".into(),
-            url: "http://127.0.0.1:1/".into(),
-            config: ConfigView::default(),
-            metrics: Metrics {
-                events,
-                delivered,
-                dead_lettered: dead,
-                pending,
-                dropped,
-                ..Metrics::default()
-            },
-        }
+        let mut metrics = Metrics::default();
+        metrics.events = events;
+        metrics.delivered = delivered;
+        metrics.dead_lettered = dead;
+        metrics.pending = pending;
+        metrics.dropped = dropped;
+        let mut snapshot = EndpointSnapshot::default();
+        snapshot.name = "ep".into();
+        snapshot.url = "http://127.0.0.1:1/".into();
+        snapshot.metrics = metrics;
+        snapshot
     }
 
     fn pumped(accepted: u64) -> Pumped {

@@ -55,6 +55,7 @@ impl fmt::Display for EndpointId {
 
 /// Dispatcher-wide counters.
 #[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
 pub struct DispatcherStats {
     /// Events written into the ring (routed to at least one endpoint).
     pub published: u64,

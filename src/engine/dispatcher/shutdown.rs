@@ -15,6 +15,7 @@ use crate::engine::worker::Command;
 /// What [`Dispatcher::shutdown`] did.
 #[derive(Debug, Clone, Serialize)]
 #[must_use = "the report says what was not delivered"]
+#[non_exhaustive]
 pub struct ShutdownReport {
     /// Whether everything accepted was delivered, dropped or dead-lettered before the deadline.
     pub drained: bool,

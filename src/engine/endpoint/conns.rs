@@ -132,6 +132,7 @@ impl Endpoint {
             let e = Error::Io {
                 kind: std::io::ErrorKind::ConnectionAborted,
                 message: "the connection closed with a request on it".into(),
+                source: None,
             };
             return self.handle_failure(conn, e, false, now);
         }

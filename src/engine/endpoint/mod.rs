@@ -366,6 +366,7 @@ impl Endpoint {
                 &Error::Io {
                     kind: std::io::ErrorKind::NotFound,
                     message: format!("{} resolved to no address", self.p.target.host),
+                    source: None,
                 },
             ),
             Err(e) => self.warn_dns(now, &e),

@@ -688,6 +688,7 @@ impl Sim {
         let error = fail.then(|| Error::Io {
             kind: std::io::ErrorKind::Other,
             message: "simulated read error".into(),
+            source: None,
         });
         let n = records.len();
         self.note(|| format!("ep{ep} log read {from}..={until} -> {n}, next {next}"));
@@ -823,6 +824,7 @@ impl Sim {
                 let e = Error::Io {
                     kind: std::io::ErrorKind::ConnectionRefused,
                     message: "simulated refusal".into(),
+                    source: None,
                 };
                 let d = self.ms(2);
                 let result = Err((e, false));
@@ -849,6 +851,7 @@ impl Sim {
                 Error::Io {
                     kind: std::io::ErrorKind::ConnectionReset,
                     message: "simulated reset".into(),
+                    source: None,
                 },
                 stale,
             ))

@@ -329,6 +329,7 @@ fn a_stale_keep_alive_connection_resends_once_as_the_same_attempt() {
     let reset = || Error::Io {
         kind: std::io::ErrorKind::ConnectionReset,
         message: "reset".into(),
+        source: None,
     };
     f.ep.handle_failure(0, reset(), true, f.now);
     assert_eq!(
@@ -431,6 +432,7 @@ fn a_host_name_is_resolved_again_after_connection_failures_at_most_every_interva
     let refused = || Error::Io {
         kind: std::io::ErrorKind::ConnectionRefused,
         message: "refused".into(),
+        source: None,
     };
     f.src.push("a", f.now, 0);
     f.pump();
@@ -469,6 +471,7 @@ fn an_ip_address_is_never_looked_up() {
     let refused = Error::Io {
         kind: std::io::ErrorKind::ConnectionRefused,
         message: "refused".into(),
+        source: None,
     };
     f.ep.handle_failure(0, refused, false, f.now);
     assert!(!f.actions().iter().any(|a| matches!(a, Action::Resolve)));
