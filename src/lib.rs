@@ -10,7 +10,8 @@
 //!
 //! # Example
 //!
-//! An endpoint delivering to the test kit's loopback receiver, which fails the first request:
+//! An endpoint delivering to the test kit's loopback receiver (feature `testkit`), which
+//! fails the first request:
 //!
 //! ```
 //! use hookwire::endpoint::{Endpoint, EndpointConfig};
@@ -50,7 +51,8 @@
 //! - [`stats`]: counters, snapshots, expvar JSON and Prometheus text.
 //! - [`engine`]: the per-core dispatcher (memory and durable endpoints).
 //! - [`store`]: the durable log behind durable endpoints (segments, cursors, dead letters).
-//! - [`testkit`]: a loopback webhook receiver with fault injection.
+//! - `testkit` (feature `testkit`): a loopback webhook receiver with fault injection, for
+//!   tests.
 //!
 //! Every event an endpoint accepts is accounted for:
 //! `events = delivered + dropped (by reason) + dead_lettered + pending` in every snapshot.
@@ -72,6 +74,7 @@ pub mod policy;
 pub mod sink;
 pub mod stats;
 pub mod store;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 
 pub use error::Error;
