@@ -374,10 +374,13 @@ fn layer_1_refuses_engine_only_settings() {
     let mut parallel = base();
     parallel.max_in_flight = 4;
     let durable = base().durable();
+    let mut guarded = base();
+    guarded.allow_private = false;
     for (cfg, field) in [
         (batched, "batch"),
         (parallel, "max_in_flight"),
         (durable, "durability"),
+        (guarded, "allow_private"),
     ] {
         let e = Endpoint::<RawEvent>::new(cfg).unwrap_err();
         assert!(

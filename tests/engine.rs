@@ -560,3 +560,51 @@ fn extreme_durations_are_typed_errors_or_clamped_never_panics() {
     let last = d.remove_endpoint(id, Duration::MAX).unwrap();
     assert!(last.metrics.balanced());
 }
+
+#[test]
+fn the_ssrf_guard_refuses_private_destinations_unless_allowed() {
+    let rx = Receiver::start(ReceiverConfig::default()).unwrap();
+    let port = rx.addr().port();
+    let d = Dispatcher::builder().workers(1).build().unwrap();
+    // An IP literal that is not public: refused when added, naming the setting.
+    let mut literal = quick("literal", rx.url());
+    literal.allow_private = false;
+    match d.add_endpoint(literal) {
+        Err(Error::Config {
+            field: "url",
+            reason,
+        }) => {
+            assert!(reason.contains("loopback"), "{reason}")
+        }
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    // A name is checked on what it resolves to, at connect: nothing reaches the receiver,
+    // and the endpoint says why.
+    let mut guarded = quick("guarded", format!("http://localhost:{port}/"));
+    guarded.allow_private = false;
+    guarded.max_attempts = Some(2);
+    d.add_endpoint(guarded).unwrap();
+    d.publish_raw(event(0)).unwrap();
+    eventually("the event is given up", || {
+        d.snapshot()[0].metrics.dead_lettered == 1
+    });
+    let snap = d.snapshot().remove(0);
+    let why = snap.health.last_error.clone().unwrap_or_default();
+    assert!(
+        why.contains("refused to connect") && why.contains("loopback"),
+        "{why}"
+    );
+    assert_eq!(rx.stats().connections, 0);
+    let m = &snap.metrics;
+    assert_eq!(
+        m.events,
+        m.delivered + m.dead_lettered + m.pending + m.dropped.values().sum::<u64>()
+    );
+    // The same name with allow_private (the library's default) delivers.
+    d.add_endpoint(quick("allowed", format!("http://localhost:{port}/")))
+        .unwrap();
+    d.publish_raw(event(1)).unwrap();
+    assert!(d.wait_idle(Duration::from_secs(10)));
+    assert_eq!(rx.ids(), ["e1"]);
+    let _ = d.shutdown(Duration::from_secs(1));
+}

@@ -122,6 +122,14 @@ pub struct EndpointConfig {
     /// `Durable`). Set both this and
     /// `overflow` with [`EndpointConfig::durable`].
     pub durability: Durability,
+    /// Whether the engine may connect to loopback, private, link-local, cloud-metadata and
+    /// other non-public addresses ([`http::non_public`](crate::http::non_public)). Default
+    /// `true`: a library's caller chooses its URLs. **Turn it off when URLs come from anyone
+    /// else** (tenants, an API): every resolved address is then checked just before each
+    /// connect, so DNS rebinding cannot pass (`hookwire serve` turns it off unless an
+    /// endpoint sets `allow_private = true`). A layer-1 `Endpoint` refuses `false` (ureq
+    /// resolves inside itself; the engine can check).
+    pub allow_private: bool,
 }
 
 /// Where an engine endpoint's undelivered events live.
@@ -167,6 +175,7 @@ impl EndpointConfig {
             request_rate_limit: None,
             adaptive_concurrency: false,
             durability: Durability::Memory,
+            allow_private: true,
         }
     }
 

@@ -200,6 +200,13 @@ impl<E: Event + Clone + 'static> EndpointBuilder<E> {
                  more is the engine's (engine::Dispatcher)",
             ));
         }
+        if !cfg.allow_private {
+            return Err(Error::config(
+                "allow_private",
+                "a layer-1 Endpoint cannot check the addresses ureq resolves; the SSRF guard \
+                 is the engine's (engine::Dispatcher)",
+            ));
+        }
         if cfg.durability != crate::config::Durability::Memory {
             return Err(Error::config(
                 "durability",

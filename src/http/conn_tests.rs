@@ -846,3 +846,56 @@ fn one_drive_moves_at_most_its_budget_and_asks_for_another() {
     assert!(budget_ends > 0, "the budget never ran out");
     assert_eq!(r.ids(), ["big"]);
 }
+
+#[test]
+fn the_ssrf_guard_checks_each_resolved_address_at_connect() {
+    let r = Receiver::start(ReceiverConfig::new()).unwrap();
+    let port = r.addr().port();
+    let lp = Lp::new();
+    // A name passes when the endpoint is added; what it resolves to is checked at connect.
+    let by_name = Target::parse(
+        &format!("http://localhost:{port}/hook"),
+        &TlsOptions::default(),
+    )
+    .unwrap()
+    .guard(false)
+    .unwrap();
+    assert!(by_name.addrs.iter().all(|a| a.ip().is_loopback()));
+    let err = Conn::connect(&by_name, lp.poll.registry(), TOKEN).unwrap_err();
+    match &err {
+        Error::Io {
+            kind: io::ErrorKind::PermissionDenied,
+            message,
+            ..
+        } => assert!(
+            message.contains("loopback") && message.contains("allow_private"),
+            "{message}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // DNS rebinding: a name that resolved to a public address when added and to a private
+    // one when resolved again (the endpoint swaps `addrs`) is refused at that connect.
+    let mut rebound = Target::parse("http://93.184.215.14/hook", &TlsOptions::default())
+        .unwrap()
+        .guard(false)
+        .unwrap();
+    rebound.addrs = vec![
+        "10.0.0.7:80".parse().unwrap(),
+        "169.254.169.254:80".parse().unwrap(),
+    ];
+    let err = Conn::connect(&rebound, lp.poll.registry(), TOKEN).unwrap_err();
+    assert!(err.to_string().contains("metadata"), "{err}");
+    // Nothing reached the receiver; with the guard off the same target connects.
+    assert_eq!(r.stats().connections, 0);
+    let allowed = by_name.clone().guard(true).unwrap();
+    let mut lp = Lp::new();
+    let mut conn = lp.connect(&allowed);
+    done(lp.post(&mut conn, "e0"));
+    assert_eq!(r.ids(), ["e0"]);
+    // An IP literal that can never be allowed is refused when the endpoint is added.
+    let e = Target::parse(&r.url(), &TlsOptions::default())
+        .unwrap()
+        .guard(false)
+        .unwrap_err();
+    assert!(matches!(e, Error::Config { field: "url", .. }), "{e}");
+}

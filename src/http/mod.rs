@@ -4,6 +4,7 @@
 
 pub(crate) mod conn;
 mod envelope;
+mod guard;
 pub(crate) mod request;
 pub(crate) mod response;
 mod signing;
@@ -13,6 +14,7 @@ mod tls;
 mod transport;
 
 pub use envelope::*;
+pub use guard::non_public;
 pub(crate) use request::Body;
 pub use signing::*;
 pub use sink::*;

@@ -52,6 +52,9 @@ pub(crate) struct Target {
     pub authorization: Option<String>,
     /// The TLS client configuration, for `https` targets.
     pub tls: Option<Arc<ClientConfig>>,
+    /// Whether non-public addresses may be connected to (the SSRF guard, checked on each
+    /// address just before connecting: [`super::guard`]).
+    pub allow_private: bool,
 }
 
 impl fmt::Debug for Target {
@@ -68,6 +71,7 @@ impl fmt::Debug for Target {
                 &self.authorization.as_ref().map(|_| "<redacted>"),
             )
             .field("tls", &self.tls.is_some())
+            .field("allow_private", &self.allow_private)
             .finish()
     }
 }
@@ -170,7 +174,27 @@ impl Target {
             host_header,
             authorization,
             tls,
+            allow_private: true,
         })
+    }
+
+    /// Turns the SSRF guard on (`allow_private` false) or off. On, a URL whose host is an IP
+    /// literal of a non-public address is refused at once: `Error::Config` naming `url`.
+    pub fn guard(mut self, allow_private: bool) -> Result<Target, Error> {
+        self.allow_private = allow_private;
+        if !allow_private
+            && let Ok(ip) = self.host.parse::<IpAddr>()
+            && let Some(class) = super::guard::non_public(ip)
+        {
+            return Err(Error::config(
+                "url",
+                format!(
+                    "{ip} is a {class} address and allow_private is off (set allow_private \
+                     to deliver to it)"
+                ),
+            ));
+        }
+        Ok(self)
     }
 }
 

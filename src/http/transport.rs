@@ -46,6 +46,8 @@ pub(crate) struct Transport {
     sock: TcpStream,
     token: Token,
     addrs: Vec<SocketAddr>,
+    /// Whether non-public addresses may be connected to (else each is skipped).
+    allow_private: bool,
     /// The index in `addrs` of the address being tried.
     addr: usize,
     tls: Option<ClientConnection>,
@@ -65,11 +67,12 @@ impl Transport {
             ),
             _ => None,
         };
-        let (sock, addr) = start_connect(&target.addrs, 0, registry, token)?;
+        let (sock, addr) = start_connect(&target.addrs, 0, target.allow_private, registry, token)?;
         Ok(Transport {
             sock,
             token,
             addrs: target.addrs.clone(),
+            allow_private: target.allow_private,
             addr,
             tls,
             connected: false,
@@ -128,7 +131,13 @@ impl Transport {
             return Err(err);
         }
         let _ = registry.deregister(&mut self.sock);
-        let (sock, addr) = start_connect(&self.addrs, self.addr + 1, registry, self.token)?;
+        let (sock, addr) = start_connect(
+            &self.addrs,
+            self.addr + 1,
+            self.allow_private,
+            registry,
+            self.token,
+        )?;
         self.sock = sock;
         self.addr = addr;
         Ok(false)
@@ -261,15 +270,29 @@ fn write_records(tls: &mut ClientConnection, sock: &mut TcpStream) -> Result<boo
 }
 
 /// Starts connecting to the first address from index `from` on that can start (an address
-/// can fail at once, an unreachable IPv6 one say), and registers the socket.
+/// can fail at once, an unreachable IPv6 one say), and registers the socket. Without
+/// `allow_private`, a non-public address is skipped (the SSRF guard: this is the last step
+/// before the socket exists, so whatever the resolver said, nothing else connects); if every
+/// address is skipped the error is `PermissionDenied`, naming the address and its class.
 fn start_connect(
     addrs: &[SocketAddr],
     from: usize,
+    allow_private: bool,
     registry: &Registry,
     token: Token,
 ) -> Result<(TcpStream, usize), Error> {
     let mut last = None;
     for (i, addr) in addrs.iter().enumerate().skip(from) {
+        if !allow_private && let Some(class) = super::guard::non_public(addr.ip()) {
+            last = Some(Error::Io {
+                kind: io::ErrorKind::PermissionDenied,
+                message: format!(
+                    "refused to connect to {addr}: a {class} address, and allow_private is off"
+                ),
+                source: None,
+            });
+            continue;
+        }
         match TcpStream::connect(*addr) {
             Ok(mut sock) => {
                 registry

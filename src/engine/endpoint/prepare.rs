@@ -80,7 +80,7 @@ impl Prepared {
         if config.capacity == 0 {
             return Err(Error::config("capacity", "must be at least 1"));
         }
-        let target = Target::parse(&config.url, &config.tls)?;
+        let target = Target::parse(&config.url, &config.tls)?.guard(config.allow_private)?;
         let mut headers = vec![(
             "User-Agent".to_string(),
             concat!("hookwire/", env!("CARGO_PKG_VERSION")).to_string(),
