@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use hookwire::RawEvent;
 use hookwire::stats::Metrics;
 
+pub mod registry;
+
 /// A small event with id `e{i}` and action `push`.
 pub fn event(i: usize) -> RawEvent {
     RawEvent::parse(format!(r#"{{"id":"e{i}","action":"push","n":{i}}}"#)).unwrap()
