@@ -10,9 +10,11 @@
 //! Users read these (`get`, `iter`, `summary`); only hookwire bumps them, so a count always
 //! means what hookwire did, never what a caller added.
 
+mod page;
 mod render;
 mod snapshot;
 
+pub use page::render_status_page;
 pub use render::*;
 pub use snapshot::*;
 

@@ -180,7 +180,12 @@ impl Endpoint {
                 self.ready.push_front(batch);
                 log::warn!("{}: disabled: {reason}", self.shared.name);
                 self.disabled = true;
-                self.shared.set_disabled(Some(reason.to_string()));
+                // Health says "disabled" itself: keep only why.
+                let why = match &reason {
+                    crate::policy::GiveUpReason::Disabled { reason } => reason.clone(),
+                    other => other.to_string(),
+                };
+                self.shared.set_disabled(Some(why));
             }
         }
     }
