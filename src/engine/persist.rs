@@ -354,6 +354,14 @@ impl Durable {
                     self.quota_full.store(true, Ordering::Release);
                     Self::refuse(&by_slot, p, e, DropReason::Quota);
                 }
+                Err(e @ Error::Storage { .. }) => {
+                    // The store failed (a write while rolling to a new segment, say): it
+                    // rolled its log back to the last commit, so the events appended before
+                    // this one in the group are gone too, and the commit below fails.
+                    self.fail(&e);
+                    Self::refuse(&by_slot, p, e, DropReason::SinkError);
+                }
+                // This event only (too large for a record, say).
                 Err(e) => Self::refuse(&by_slot, p, e, DropReason::SinkError),
             }
         }
@@ -382,15 +390,21 @@ impl Durable {
             }
             Err(e) => {
                 drop(store);
-                log::error!(
-                    "hookwire: the durable store failed ({e}); durable publishes fail from now on"
-                );
-                let _ = self.failed.set(e.clone());
+                self.fail(&e);
                 for (p, _) in appended {
                     Self::refuse(&by_slot, p, e.clone(), DropReason::SinkError);
                 }
                 Vec::new()
             }
+        }
+    }
+
+    /// The store failed for good: every later durable publish fails with `e`. Said once.
+    fn fail(&self, e: &Error) {
+        if self.failed.set(e.clone()).is_ok() {
+            log::error!(
+                "hookwire: the durable store failed ({e}); durable publishes fail from now on"
+            );
         }
     }
 

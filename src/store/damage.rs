@@ -155,6 +155,17 @@ impl Quarantine {
     /// before, and sets `damage.quarantined`. Fails with [`Error::Storage`] if a file cannot
     /// be read or written (then nothing was recorded, and a later call tries again).
     pub(super) fn keep(&self, segment_path: &Path, damage: &mut Damage) -> Result<(), Error> {
+        self.keep_from(segment_path, || File::open(segment_path), damage)
+    }
+
+    /// [`keep`](Quarantine::keep), reading the segment through `open` (the writer's
+    /// [`Disk`](super::disk::Disk)).
+    pub(super) fn keep_from<R: Read + Seek>(
+        &self,
+        segment_path: &Path,
+        open: impl FnOnce() -> io::Result<R>,
+        damage: &mut Damage,
+    ) -> Result<(), Error> {
         if !self.dir.is_dir() {
             match fs::create_dir(&self.dir) {
                 Ok(()) => sync_dir(&self.parent)?,
@@ -173,7 +184,7 @@ impl Quarantine {
                 }
                 Some(_) => continue,
                 None => {
-                    copy_range(segment_path, damage.offset, damage.bytes, &bin)?;
+                    copy_range(segment_path, open, damage.offset, damage.bytes, &bin)?;
                     damage.quarantined = Some(bin);
                     let entry = Entry {
                         damage: damage.clone(),
@@ -228,14 +239,20 @@ fn read_entry(path: &Path) -> Result<Option<Entry>, Error> {
     }))
 }
 
-/// Copies `len` bytes at `offset` of `from` into `to` (temp file, fsync, rename; the caller
+/// Copies `len` bytes at `offset` of `from` (opened by `open`) into `to` (temp file, fsync, rename; the caller
 /// syncs the directory).
-fn copy_range(from: &Path, offset: u64, len: u64, to: &Path) -> Result<(), Error> {
+fn copy_range<R: Read + Seek>(
+    from: &Path,
+    open: impl FnOnce() -> io::Result<R>,
+    offset: u64,
+    len: u64,
+    to: &Path,
+) -> Result<(), Error> {
     let mut tmp = to.as_os_str().to_owned();
     tmp.push(TMP_SUFFIX);
     let tmp = PathBuf::from(tmp);
     let copied = (|| {
-        let mut src = File::open(from)?;
+        let mut src = open()?;
         src.seek(SeekFrom::Start(offset))?;
         let mut out = File::create(&tmp)?;
         let n = io::copy(&mut src.take(len), &mut out)?;

@@ -12,11 +12,12 @@
 //! record is caught. A segment is named by the seq of its first record, 20 digits with leading
 //! zeros (`00000000000000000001.seg`), so names sort as numbers do.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::path::Path;
 
 use super::Record;
+use super::disk::{Disk, OsDisk};
 use crate::Error;
 
 /// Bytes before each record's payload.
@@ -45,14 +46,15 @@ pub(super) fn parse_segment_name(name: &str) -> Option<u64> {
 
 /// The segments in `log_dir`, by first seq, ascending. Other files are ignored.
 pub(super) fn list_segments(log_dir: &Path) -> Result<Vec<u64>, Error> {
-    let entries = fs::read_dir(log_dir).map_err(|e| Error::storage("list", log_dir, e))?;
-    let mut seqs = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::storage("list", log_dir, e))?;
-        if let Some(seq) = entry.file_name().to_str().and_then(parse_segment_name) {
-            seqs.push(seq);
-        }
-    }
+    list_segments_on(&OsDisk, log_dir)
+}
+
+/// The segments in `log_dir` on `disk`, by first seq, ascending. Other files are ignored.
+pub(super) fn list_segments_on(disk: &dyn Disk, log_dir: &Path) -> Result<Vec<u64>, Error> {
+    let names = disk
+        .list(log_dir)
+        .map_err(|e| Error::storage("list", log_dir, e))?;
+    let mut seqs: Vec<u64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
     seqs.sort_unstable();
     Ok(seqs)
 }
@@ -162,9 +164,12 @@ struct Bad {
 /// (a lost record took at least a header), and below the segment's `limit`. It then reports
 /// the skipped range ([`Peek::Skipped`]). What it cannot tell is whether damage that reaches
 /// the end of the file is a torn tail; its caller decides ([`Scanner::damage`]).
+///
+/// It reads a `File` (readers) or anything that reads and seeks (recovery, through
+/// [`Disk`]).
 #[derive(Debug)]
-pub(super) struct Scanner {
-    file: File,
+pub(super) struct Scanner<R = File> {
+    file: R,
     /// Bytes read from the file; `buf[start..end]` are not consumed yet.
     buf: Vec<u8>,
     start: usize,
@@ -181,11 +186,11 @@ pub(super) struct Scanner {
     bad: Option<Bad>,
 }
 
-impl Scanner {
+impl<R: Read + Seek> Scanner<R> {
     /// Scans `file` from its start; its first record must be `first_seq`. `buf` is a
     /// buffer to reuse (its contents are ignored; its length is how much to read at a time;
     /// if it is shorter than a header, a buffer of 1 MiB is made).
-    pub(super) fn new(file: File, first_seq: u64, mut buf: Vec<u8>) -> Scanner {
+    pub(super) fn new(file: R, first_seq: u64, mut buf: Vec<u8>) -> Scanner<R> {
         if buf.len() < HEADER_LEN {
             buf = vec![0; CHUNK];
         }

@@ -11,9 +11,16 @@
 //! So once a segment exists, every older one is complete on disk, and recovery only has to
 //! repair the last one.
 //!
-//! A failed write or sync leaves the file in an unknown state (a partial write, or pages the
-//! kernel dropped after a failed `fdatasync`), so the writer refuses every later append and
-//! commit with the same error; reopening the store repairs the tail.
+//! A failed write or sync fails the group being committed, so nothing of it may be read back
+//! later: the writer **rolls the log back** to the end of the last successful commit before it
+//! returns the error (it removes the segments created since, cuts the one that was active
+//! then back to its committed length, `fdatasync`s it and syncs the directory). Then it
+//! refuses every later append and commit with the same error (the disk is full or failing);
+//! reopening the store starts again from the last commit. If the rollback fails too, the
+//! error says so: the failed group's records may then be read back after a restart.
+//!
+//! Every file operation goes through a [`Disk`]: the real file system, or in tests one that
+//! injects faults and loses unsynced writes on a simulated crash.
 //!
 //! Recovery scans the last segment to its end. Damage followed by a valid record is corrupt:
 //! it is copied to the quarantine and left in place (readers skip it). Damage with nothing
@@ -22,12 +29,12 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::damage::{Damage, DamageKind, Quarantine};
-use super::files::sync_dir;
+use super::disk::{Disk, OsDisk, SegmentFile, write_all};
 use super::segment::{self, HEADER_LEN, MAX_PAYLOAD, Peek, Scanner};
 use crate::Error;
 
@@ -58,8 +65,8 @@ pub(super) enum Mode<'a> {
 struct Active {
     first_seq: u64,
     path: PathBuf,
-    /// `None` in a read-only log without segments (nothing can be written).
-    file: Option<File>,
+    /// `None` in a read-only log (nothing can be written).
+    file: Option<Box<dyn SegmentFile>>,
     /// Bytes in the file.
     written: u64,
     /// Encoded records not written yet.
@@ -77,7 +84,12 @@ impl fmt::Debug for Active {
 }
 
 impl Active {
-    fn new(first_seq: u64, path: PathBuf, file: Option<File>, written: u64) -> Active {
+    fn new(
+        first_seq: u64,
+        path: PathBuf,
+        file: Option<Box<dyn SegmentFile>>,
+        written: u64,
+    ) -> Active {
         Active {
             first_seq,
             path,
@@ -92,9 +104,27 @@ impl Active {
     }
 }
 
+/// Where the last successful commit left the log: the segment that was active then, and its
+/// length. A rollback cuts the log back to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mark {
+    /// The segment's first seq (its name).
+    segment: u64,
+    /// Its committed length in bytes.
+    len: u64,
+}
+
+/// The sizes a writer keeps to.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    segment_bytes: u64,
+    quota_bytes: u64,
+}
+
 /// The log's writing side.
 #[derive(Debug)]
 pub(super) struct Writer {
+    disk: Arc<dyn Disk>,
     log_dir: PathBuf,
     segment_bytes: u64,
     quota_bytes: u64,
@@ -108,6 +138,8 @@ pub(super) struct Writer {
     unsynced: bool,
     /// A segment was created since the directory was last synced.
     dir_dirty: bool,
+    /// The end of the last successful commit (or of what recovery found).
+    committed: Mark,
     /// The write or sync error that broke the writer (or that it is read-only).
     failed: Option<Error>,
     /// Opened read-only: nothing is written, cut or removed.
@@ -126,11 +158,34 @@ impl Writer {
         min_next_seq: u64,
         mode: Mode<'_>,
     ) -> Result<(Writer, Repair), Error> {
+        Self::open_on(
+            Arc::new(OsDisk),
+            log_dir,
+            segment_bytes,
+            quota_bytes,
+            min_next_seq,
+            mode,
+        )
+    }
+
+    /// [`open`](Writer::open) on `disk`.
+    pub(super) fn open_on(
+        disk: Arc<dyn Disk>,
+        log_dir: &Path,
+        segment_bytes: u64,
+        quota_bytes: u64,
+        min_next_seq: u64,
+        mode: Mode<'_>,
+    ) -> Result<(Writer, Repair), Error> {
         let read_only = matches!(mode, Mode::ReadOnly(_));
         let seqs = if read_only && !log_dir.is_dir() {
             Vec::new()
         } else {
-            segment::list_segments(log_dir)?
+            segment::list_segments_on(&*disk, log_dir)?
+        };
+        let sizes = Sizes {
+            segment_bytes,
+            quota_bytes,
         };
         let Some((&last, older)) = seqs.split_last() else {
             let first = min_next_seq.max(1);
@@ -138,37 +193,40 @@ impl Writer {
             let file = if read_only {
                 None
             } else {
-                let file = create_segment(&path)?;
-                sync_dir(log_dir)?;
+                let file = disk
+                    .create_new(&path)
+                    .map_err(|e| Error::storage("create", &path, e))?;
+                disk.sync_dir(log_dir)
+                    .map_err(|e| Error::storage("fsync dir", log_dir, e))?;
                 Some(file)
             };
             let active = Active::new(first, path, file, 0);
-            let mut writer =
-                Writer::new(log_dir, segment_bytes, quota_bytes, VecDeque::new(), active);
+            let mut writer = Writer::new(disk, log_dir, sizes, VecDeque::new(), active);
             writer.read_only(read_only);
             return Ok((writer, Repair::default()));
         };
         let mut closed = VecDeque::with_capacity(older.len());
         for &seq in older {
             let path = log_dir.join(segment::segment_name(seq));
-            closed.push_back((seq, file_len(&path)?));
+            let len = disk
+                .len(&path)
+                .map_err(|e| Error::storage("open", &path, e))?;
+            closed.push_back((seq, len));
         }
         let path = log_dir.join(segment::segment_name(last));
-        let mut tail = recover_last(&path, last)?;
+        let mut tail = recover_last(&*disk, &path, last)?;
         let mut repair = Repair {
             truncated_bytes: tail.torn_bytes,
             corrupt_records: u64::from(tail.torn_bytes > 0),
             damaged: std::mem::take(&mut tail.damaged),
         };
-        let file = match mode {
+        let mut file = match mode {
             Mode::ReadOnly(q) => {
                 for d in &mut repair.damaged {
                     q.find(d);
                 }
-                let file = File::open(&path).map_err(|e| Error::storage("open", &path, e))?;
-                let active =
-                    Active::new(last, path, Some(file), tail.valid_bytes + tail.torn_bytes);
-                let mut writer = Writer::new(log_dir, segment_bytes, quota_bytes, closed, active);
+                let active = Active::new(last, path, None, tail.valid_bytes + tail.torn_bytes);
+                let mut writer = Writer::new(disk, log_dir, sizes, closed, active);
                 writer.next_seq = tail.next_seq;
                 writer.durable_through = tail.next_seq - 1;
                 writer.read_only(true);
@@ -177,11 +235,9 @@ impl Writer {
             Mode::Write(q) => {
                 // Copied aside before anything is cut: a torn tail is not destroyed either.
                 for d in &mut repair.damaged {
-                    q.keep(&path, d)?;
+                    q.keep_from(&path, || disk.open_read(&path), d)?;
                 }
-                OpenOptions::new()
-                    .append(true)
-                    .open(&path)
+                disk.open_append(&path)
                     .map_err(|e| Error::storage("open", &path, e))?
             }
         };
@@ -211,11 +267,15 @@ impl Writer {
             );
         }
         // What a crashed process wrote may still be only in the page cache: sync it before
-        // calling it durable.
+        // calling it durable. Its directory entry too: the process that created it may have
+        // died before syncing the directory (records committed into it now would be lost
+        // with the entry).
         file.sync_data()
             .map_err(|e| Error::storage("fdatasync", &path, e))?;
+        disk.sync_dir(log_dir)
+            .map_err(|e| Error::storage("fsync dir", log_dir, e))?;
         let active = Active::new(last, path, Some(file), tail.valid_bytes);
-        let mut writer = Writer::new(log_dir, segment_bytes, quota_bytes, closed, active);
+        let mut writer = Writer::new(disk, log_dir, sizes, closed, active);
         writer.next_seq = tail.next_seq;
         writer.durable_through = tail.next_seq - 1;
         Ok((writer, repair))
@@ -232,20 +292,25 @@ impl Writer {
     /// A writer appending to `active`, its seqs set as for an empty segment (`open` sets
     /// them for a recovered one).
     fn new(
+        disk: Arc<dyn Disk>,
         log_dir: &Path,
-        segment_bytes: u64,
-        quota_bytes: u64,
+        sizes: Sizes,
         closed: VecDeque<(u64, u64)>,
         active: Active,
     ) -> Writer {
         Writer {
+            disk,
             log_dir: log_dir.to_owned(),
-            segment_bytes,
-            quota_bytes,
+            segment_bytes: sizes.segment_bytes,
+            quota_bytes: sizes.quota_bytes,
             closed_bytes: closed.iter().map(|s| s.1).sum(),
             closed,
             next_seq: active.first_seq,
             durable_through: active.first_seq - 1,
+            committed: Mark {
+                segment: active.first_seq,
+                len: active.written,
+            },
             active,
             unsynced: false,
             dir_dirty: false,
@@ -295,10 +360,14 @@ impl Writer {
         self.flush()?;
         self.sync_active()?;
         if self.dir_dirty {
-            sync_dir(&self.log_dir).map_err(|e| self.fail(e))?;
+            self.sync_dir().map_err(|e| self.fail(e))?;
             self.dir_dirty = false;
         }
         self.durable_through = self.next_seq - 1;
+        self.committed = Mark {
+            segment: self.active.first_seq,
+            len: self.active.written,
+        };
         Ok(self.durable_through)
     }
 
@@ -315,7 +384,7 @@ impl Writer {
                 break;
             }
             let path = self.log_dir.join(segment::segment_name(first));
-            match fs::remove_file(&path) {
+            match self.disk.remove(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::storage("remove", &path, e)),
@@ -325,7 +394,7 @@ impl Writer {
             removed = true;
         }
         if removed {
-            sync_dir(&self.log_dir)?;
+            self.sync_dir()?;
         }
         Ok(())
     }
@@ -366,14 +435,30 @@ impl Writer {
         self.sync_active()?;
         // The new segment's entry must not outlive the old one's in a crash.
         if self.dir_dirty {
-            sync_dir(&self.log_dir).map_err(|e| self.fail(e))?;
+            self.sync_dir().map_err(|e| self.fail(e))?;
         }
         let path = self.log_dir.join(segment::segment_name(self.next_seq));
-        let file = create_segment(&path).map_err(|e| self.fail(e))?;
+        let file = match self.disk.create_new(&path) {
+            Ok(file) => file,
+            Err(e) => return Err(self.fail(Error::storage("create", &path, e))),
+        };
         let old = std::mem::replace(
             &mut self.active,
             Active::new(self.next_seq, path, Some(file), 0),
         );
+        // Everything in the old segment was committed: a rollback need not reach back into
+        // it (and it may be removed once the cursors pass it).
+        if self.committed
+            == (Mark {
+                segment: old.first_seq,
+                len: old.written,
+            })
+        {
+            self.committed = Mark {
+                segment: self.next_seq,
+                len: 0,
+            };
+        }
         self.active.buf = old.buf;
         self.closed.push_back((old.first_seq, old.written));
         self.closed_bytes += old.written;
@@ -389,7 +474,9 @@ impl Writer {
         let Some(file) = &mut self.active.file else {
             return Err(self.fail(read_only_error(&self.log_dir)));
         };
-        if let Err(e) = file.write_all(&self.active.buf) {
+        // Some bytes may have reached the file before an error: a rollback cuts them.
+        self.unsynced = true;
+        if let Err(e) = write_all(&mut **file, &self.active.buf) {
             return Err(self.fail(Error::storage("write", &self.active.path, e)));
         }
         self.active.written += self.active.buf.len() as u64;
@@ -398,14 +485,13 @@ impl Writer {
         if self.active.buf.capacity() > 2 * FLUSH_AT {
             self.active.buf.shrink_to(FLUSH_AT);
         }
-        self.unsynced = true;
         Ok(())
     }
 
     /// `fdatasync`s the active file if it was written to.
     fn sync_active(&mut self) -> Result<(), Error> {
         if self.unsynced {
-            let synced = match &self.active.file {
+            let synced = match &mut self.active.file {
                 Some(file) => file
                     .sync_data()
                     .map_err(|e| Error::storage("fdatasync", &self.active.path, e)),
@@ -419,20 +505,116 @@ impl Writer {
         Ok(())
     }
 
-    /// Breaks the writer with `e` (every later append and commit fails with it).
+    /// Syncs the log directory's entries.
+    fn sync_dir(&self) -> Result<(), Error> {
+        self.disk
+            .sync_dir(&self.log_dir)
+            .map_err(|e| Error::storage("fsync dir", &self.log_dir, e))
+    }
+
+    /// Breaks the writer with `e`: rolls the log back to the last commit (so nothing of the
+    /// group that failed can be read back, after a restart either), then makes every later
+    /// append and commit fail. Returns `e`, saying whether the rollback worked.
     fn fail(&mut self, e: Error) -> Error {
+        if self.is_read_only {
+            self.failed = Some(e.clone());
+            return e;
+        }
+        let through = self.durable_through;
+        let e = match self.roll_back() {
+            Ok(()) => {
+                log::error!(
+                    "{e}; the durable store rolled its log back to seq {through} (nothing \
+                     after it was reported durable) and takes no more writes"
+                );
+                with_note(
+                    e,
+                    &format!(
+                        "nothing after seq {through} was kept (the log was rolled back); \
+                         the store takes no more writes"
+                    ),
+                )
+            }
+            Err(undo) => {
+                log::error!(
+                    "{e}; rolling the durable store's log back to seq {through} failed too \
+                     ({undo}): records after it may be read back after a restart"
+                );
+                with_note(
+                    e,
+                    &format!(
+                        "rolling the log back to seq {through} failed too ({undo}): records \
+                         after it may be read back after a restart"
+                    ),
+                )
+            }
+        };
         self.failed = Some(e.clone());
         e
     }
+
+    /// Cuts the log back to where the last commit left it: removes the segments created
+    /// since, truncates the segment that was active then to its committed length, syncs it
+    /// and the directory. The writer's state follows the files (so `used_bytes` is right).
+    fn roll_back(&mut self) -> Result<(), Error> {
+        let mark = self.committed;
+        self.active.buf.clear();
+        self.next_seq = self.durable_through + 1;
+        let mut removed = false;
+        while self.active.first_seq > mark.segment {
+            let path = self.active.path.clone();
+            self.active.file = None;
+            match self.disk.remove(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::storage("remove", &path, e)),
+            }
+            removed = true;
+            let Some((first, bytes)) = self.closed.pop_back() else {
+                return Err(Error::storage(
+                    "rollback",
+                    &self.log_dir,
+                    format!("segment {} is not in the log", mark.segment),
+                ));
+            };
+            self.closed_bytes -= bytes;
+            let path = self.log_dir.join(segment::segment_name(first));
+            self.active = Active::new(first, path, None, bytes);
+        }
+        if self.active.file.is_none() {
+            let file = self
+                .disk
+                .open_append(&self.active.path)
+                .map_err(|e| Error::storage("open", &self.active.path, e))?;
+            self.active.file = Some(file);
+        }
+        let path = self.active.path.clone();
+        if let Some(file) = &mut self.active.file {
+            file.set_len(mark.len)
+                .map_err(|e| Error::storage("truncate", &path, e))?;
+            file.sync_data()
+                .map_err(|e| Error::storage("fdatasync", &path, e))?;
+        }
+        self.active.written = mark.len;
+        self.unsynced = false;
+        if removed || self.dir_dirty {
+            self.sync_dir()?;
+            self.dir_dirty = false;
+        }
+        Ok(())
+    }
 }
 
-/// Creates an empty segment file, open for appending.
-fn create_segment(path: &Path) -> Result<File, Error> {
-    OpenOptions::new()
-        .append(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| Error::storage("create", path, e))
+/// `e` with `note` added to its message.
+fn with_note(e: Error, note: &str) -> Error {
+    match e {
+        Error::Storage { op, path, message } => Error::Storage {
+            op,
+            path,
+            message: format!("{message}; {note}"),
+        },
+        other => other,
+    }
 }
 
 /// The error every write to a read-only log fails with.
@@ -442,15 +624,6 @@ fn read_only_error(log_dir: &Path) -> Error {
         log_dir,
         "the store was opened read-only (LogStore::open_read_only)",
     )
-}
-
-/// A segment before the last one: its size. Its records are checked when a reader reaches
-/// them (damage there is skipped and reported then), so opening stays fast however long the
-/// log is.
-fn file_len(path: &Path) -> Result<u64, Error> {
-    fs::metadata(path)
-        .map(|m| m.len())
-        .map_err(|e| Error::storage("open", path, e))
 }
 
 /// The last segment as recovery found it.
@@ -466,12 +639,13 @@ struct Tail {
 
 /// Scans the last segment to its end: its valid records, the damage between them (skipped,
 /// kept), and a torn tail (damage nothing valid follows).
-fn recover_last(path: &Path, first_seq: u64) -> Result<Tail, Error> {
-    let file = File::open(path).map_err(|e| Error::storage("open", path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| Error::storage("open", path, e))?
-        .len();
+fn recover_last(disk: &dyn Disk, path: &Path, first_seq: u64) -> Result<Tail, Error> {
+    let file = disk
+        .open_read(path)
+        .map_err(|e| Error::storage("open", path, e))?;
+    let len = disk
+        .len(path)
+        .map_err(|e| Error::storage("open", path, e))?;
     let mut scanner = Scanner::new(file, first_seq, Vec::new());
     let mut damaged = Vec::new();
     loop {
@@ -520,3 +694,7 @@ fn recover_last(path: &Path, first_seq: u64) -> Result<Tail, Error> {
         damaged,
     })
 }
+
+#[cfg(test)]
+#[path = "writer_faults.rs"]
+mod faults;
