@@ -154,6 +154,9 @@ impl Store for GatedStore {
     fn endpoint(&mut self, name: &str) -> Result<EndpointState, Error> {
         self.inner.endpoint(name)
     }
+    fn forget(&mut self, name: &str) -> Result<Option<EndpointState>, Error> {
+        self.inner.forget(name)
+    }
     fn endpoints(&self) -> Vec<(String, EndpointState)> {
         self.inner.endpoints()
     }

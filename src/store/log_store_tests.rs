@@ -922,7 +922,17 @@ fn sixty_four_endpoints_fill_the_slots() {
         assert_eq!(store.endpoint(&format!("e{i}")).unwrap().slot, i as u8);
     }
     let e = store.endpoint("one-more").unwrap_err();
-    assert!(matches!(e, Error::Full { capacity: 64 }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::TooManyEndpoints {
+                limit: 64,
+                durable: true
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("too many durable endpoints"), "{e}");
 }
 
 #[test]

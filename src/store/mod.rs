@@ -23,6 +23,7 @@
 mod damage;
 mod dlq;
 mod files;
+mod forget;
 mod log_store;
 mod meta;
 mod reader;
@@ -32,6 +33,7 @@ mod test_dir;
 mod writer;
 
 pub use damage::{Damage, DamageKind, quarantined};
+pub use forget::{FORGOTTEN_ERROR, Forgotten, forget_endpoint};
 pub use log_store::LogStore;
 
 use std::path::PathBuf;
@@ -39,6 +41,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+
+/// How many durable endpoints a store keeps at most (a record's mask has one bit for each):
+/// see [`forget_endpoint`] to free one.
+pub const SLOTS: usize = 64;
 
 /// Where and how a [`LogStore`] keeps its files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,9 +332,16 @@ pub trait Store: Send + 'static {
     /// The endpoint called `name`: its slot and cursor, registered (durably) if it is new,
     /// starting at the current `next_seq` (or, when the store's slot and cursor files were
     /// lost, [`Recovery::slots_lost`], at the oldest record: see `docs/durable.md`). Fails
-    /// with [`Error::Full`] when 64 slots are taken, [`Error::Storage`] if the store is
-    /// read-only and `name` is new.
+    /// with [`Error::TooManyEndpoints`] when 64 slots are taken, [`Error::Storage`] if the
+    /// store is read-only and `name` is new.
     fn endpoint(&mut self, name: &str) -> Result<EndpointState, Error>;
+
+    /// Forgets the endpoint called `name`: its slot and cursor are removed (durably), and
+    /// the slot may be given to a new endpoint, which never reads the records appended before
+    /// (they may still carry this endpoint's bit). Returns what it was (`None`: not known).
+    /// What it had not finished is left in the log, unread: [`forget_endpoint`] dead-letters
+    /// it first. Fails with [`Error::Storage`] if the store is read-only.
+    fn forget(&mut self, name: &str) -> Result<Option<EndpointState>, Error>;
 
     /// Every endpoint the store knows, by name.
     fn endpoints(&self) -> Vec<(String, EndpointState)>;

@@ -21,7 +21,9 @@ use crate::engine::worker::Command;
 impl Dispatcher {
     /// Adds a webhook endpoint; it receives events published from now on. Fails with
     /// [`Error::Config`] naming the bad field (the URL is parsed and its host resolved here,
-    /// on the caller's thread), or [`Error::Full`] when 64 endpoints are already in use.
+    /// on the caller's thread), or [`Error::TooManyEndpoints`] when 64 endpoints are already
+    /// in use (or, for a durable endpoint, when the store's 64 slots are taken by other
+    /// names: see [`crate::store::forget_endpoint`]).
     ///
     /// Events it gives up on are counted (`dead_lettered`); a durable endpoint also keeps them
     /// in its store ([`dead_letters`](Self::dead_letters)). To receive a memory endpoint's,
@@ -135,7 +137,10 @@ impl Dispatcher {
             }
         });
         if admin.free_bits == 0 {
-            return Err(Error::Full { capacity: 64 });
+            return Err(Error::TooManyEndpoints {
+                limit: 64,
+                durable: false,
+            });
         }
         let bit = admin.free_bits.trailing_zeros();
         let worker = (0..admin.load.len())

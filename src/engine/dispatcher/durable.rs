@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::Error;
-use crate::store::{DeadLetter, DeadLetterFilter, Recovery};
+use crate::store::{DeadLetter, DeadLetterFilter, EndpointState, Recovery};
 
 use super::Dispatcher;
 use crate::engine::persist::Durable;
@@ -14,6 +14,13 @@ impl Dispatcher {
     /// What opening the durable store found and repaired (`None` without a store).
     pub fn recovery(&self) -> Option<Recovery> {
         self.inner.durable.as_ref().map(|d| d.recovery.clone())
+    }
+
+    /// Every durable endpoint the store knows (added now or not), by name, with its slot and
+    /// cursor: each holds one of the store's 64 slots until it is forgotten
+    /// ([`crate::store::forget_endpoint`]). Fails with [`Error::Config`] without a store.
+    pub fn durable_endpoints(&self) -> Result<Vec<(String, EndpointState)>, Error> {
+        Ok(self.store()?.store()?.endpoints())
     }
 
     /// The dead letters of durable endpoints that `filter` selects, oldest first.
