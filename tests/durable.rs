@@ -564,3 +564,66 @@ fn damage_in_an_older_segment_loses_its_record_and_nothing_else() {
         .count();
     assert_eq!(copies, 1);
 }
+
+/// Issue 10, item 9: the dead letters have a cap apart from the log's quota. What does not
+/// fit is counted (`dead_letter_errors`, still `dead_lettered`: it was given up either way),
+/// the cursor passes it (nothing stalls or redelivers), and the file never passes the cap.
+#[test]
+fn full_dead_letters_are_counted_not_kept_and_nothing_stalls() {
+    let dir = TempDir::new("dlq-cap");
+    let mut store = StoreConfig::new(dir.path());
+    store.dead_letter_bytes = 800;
+    let refuse =
+        Receiver::start(ReceiverConfig::default().fail_for(Duration::from_secs(3600), 400))
+            .unwrap();
+    let n = 10;
+    {
+        let d = Dispatcher::builder()
+            .workers(1)
+            .store_config(store.clone())
+            .build()
+            .unwrap();
+        let id = d.add_endpoint(durable("audit", refuse.url())).unwrap();
+        for i in 0..n {
+            d.publish_durable(event(i)).unwrap();
+        }
+        assert!(d.wait_idle(WAIT));
+        common::eventually("every dead letter written or refused", || {
+            let m = d.endpoint_snapshot(id).unwrap().metrics;
+            let kept = d.dead_letters(&DeadLetterFilter::all()).unwrap().len() as u64;
+            kept + m.dead_letter_errors == n as u64
+        });
+        let m = d.endpoint_snapshot(id).unwrap().metrics;
+        assert_eq!((m.dead_lettered, m.delivered, m.pending), (n as u64, 0, 0));
+        assert!(m.balanced(), "{m:?}");
+        let kept = d.dead_letters(&DeadLetterFilter::all()).unwrap();
+        assert!(!kept.is_empty() && kept.len() < n, "{} kept", kept.len());
+        let ids: Vec<String> = kept.iter().map(|l| l.event.id().into_owned()).collect();
+        assert_eq!(ids, common::ids(kept.len()), "the first ones, in order");
+        let report = d.shutdown(WAIT);
+        assert_eq!(report.kept, 0, "the cursor passed the refused ones too");
+    }
+    let bytes: u64 = std::fs::read_dir(dir.path().join("dead-letters"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(bytes > 0 && bytes <= 800, "{bytes} bytes of dead letters");
+    // Replayed (to an endpoint that takes them now), they leave the dead letters.
+    let ok = ok_receiver();
+    let d = Dispatcher::builder()
+        .workers(1)
+        .store_config(store)
+        .build()
+        .unwrap();
+    let id = d.add_endpoint(durable("audit", ok.url())).unwrap();
+    let before = d.dead_letters(&DeadLetterFilter::all()).unwrap().len();
+    assert_eq!(
+        d.replay_dead_letters(&DeadLetterFilter::all()).unwrap(),
+        before as u64
+    );
+    assert!(d.wait_idle(WAIT));
+    assert_eq!(ok.ids(), common::ids(before));
+    assert!(d.dead_letters(&DeadLetterFilter::all()).unwrap().is_empty());
+    let m = d.endpoint_snapshot(id).unwrap().metrics;
+    assert_eq!((m.delivered, m.dead_letter_errors), (before as u64, 0));
+}

@@ -205,6 +205,7 @@ impl Durable {
         }
         match self.letters.append(&dead) {
             Ok(()) => true,
+            Err(Error::DeadLettersFull { .. }) => self.keep_what_fits(dead),
             Err(e) => {
                 log::error!(
                     "hookwire: writing {} dead letter(s) failed: {e}",
@@ -214,6 +215,47 @@ impl Durable {
                 false
             }
         }
+    }
+
+    /// The dead letters are full: writes those that fit, one by one; each that does not is
+    /// counted in its endpoint's `dead_letter_errors` (it was given up either way: it stays
+    /// counted in `dead_lettered`) and said once in the log. Returns whether none is left
+    /// unwritten for another reason (then it and the rest are put back, as a failed write).
+    fn keep_what_fits(&self, dead: Vec<DeadLetter>) -> bool {
+        let mut refused = 0u64;
+        let mut last = None;
+        let mut rest = dead.into_iter();
+        while let Some(letter) = rest.next() {
+            match self.letters.append(std::slice::from_ref(&letter)) {
+                Ok(()) => {}
+                Err(e @ Error::DeadLettersFull { .. }) => {
+                    refused += 1;
+                    if let Some(m) = self
+                        .members
+                        .lock()
+                        .iter()
+                        .find(|m| m.shared.name == letter.endpoint)
+                    {
+                        m.shared.dead_letter_errors.inc();
+                    }
+                    last = Some(e);
+                }
+                Err(e) => {
+                    log::error!("hookwire: writing a dead letter failed: {e}");
+                    let mut back = vec![letter];
+                    back.extend(rest);
+                    self.dead.lock().splice(0..0, back);
+                    return false;
+                }
+            }
+        }
+        if let Some(e) = last {
+            log::error!(
+                "hookwire: {refused} dead letter(s) could not be kept ({e}); they are counted \
+                 in dead_letter_errors"
+            );
+        }
+        true
     }
 
     /// Queues `event` for the slots in `slots`. Waits up to `timeout` for room. Errors:

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::damage::{DamageKind, QUARANTINE, Quarantine};
-use super::dlq::DeadLetters;
+use super::dlq::{self, DeadLetters};
 use super::files::{lock_dir, remove_tmp_files, sync_dir};
 use super::meta::{Loaded, Meta};
 use super::reader::LogReader;
@@ -168,7 +168,7 @@ impl LogStore {
         let (dead_letters, dead_letters_skipped) = if read_only {
             DeadLetters::open_read_only(&dir)?
         } else {
-            DeadLetters::open(&dir)?
+            DeadLetters::open(&dir, config.dead_letter_bytes, dlq::SEGMENT_BYTES)?
         };
         let lost_records = repair
             .damaged

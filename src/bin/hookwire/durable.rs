@@ -273,7 +273,8 @@ fn damage_found(
     found
 }
 
-/// Says on `err` how many events each endpoint lost to damage.
+/// Says on `err` how many events each endpoint lost to damage, and how many of those it gave
+/// up could not be kept in the full dead letters.
 fn report_lost(endpoints: &[hookwire::stats::EndpointSnapshot], dir: &Path, err: &mut dyn Write) {
     for ep in endpoints {
         let n = ep
@@ -289,6 +290,17 @@ fn report_lost(endpoints: &[hookwire::stats::EndpointSnapshot], dir: &Path, err:
                  dropped.corrupt; the damaged bytes are in {})",
                 ep.name,
                 dir.join("quarantine").display()
+            );
+        }
+        let refused = ep.metrics.dead_letter_errors;
+        if refused > 0 {
+            let _ = writeln!(
+                err,
+                "hookwire: endpoint {}: {refused} event(s) given up could not be kept in the \
+                 dead letters of {} (full: replay or list them with `hookwire dlq`); counted \
+                 in dead_lettered and dead_letter_errors",
+                ep.name,
+                dir.display()
             );
         }
     }
