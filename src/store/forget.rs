@@ -59,15 +59,39 @@ pub fn forget_endpoint(store: &mut dyn Store, name: &str) -> Result<Forgotten, E
         .into_iter()
         .find_map(|(n, st)| (n == name).then_some(st))
     else {
-        return Err(Error::config(
-            "endpoint",
-            format!("the store has no durable endpoint named {name:?}"),
-        ));
+        return Err(no_such_endpoint(name));
     };
     // Everything appended is made durable, so the backlog ends at `durable_through`.
     let through = store.commit()?;
-    let letters_store = store.dead_letters();
+    let letters = store.dead_letters();
     let mut reader = store.reader()?;
+    let done = dead_letter_backlog(name, state, through, &mut *reader, &*letters, &mut |next| {
+        store.save_cursors(&[(state.slot, next)])
+    })?;
+    drop(reader);
+    store.forget(name)?;
+    Ok(done)
+}
+
+/// The error for forgetting a name the store does not know.
+pub(crate) fn no_such_endpoint(name: &str) -> Error {
+    Error::config(
+        "endpoint",
+        format!("the store has no durable endpoint named {name:?}"),
+    )
+}
+
+/// Writes the records for `state`'s slot from its cursor through `through` to `letters`, a
+/// chunk at a time, calling `save(next)` after each chunk to move its cursor past it. Nothing
+/// else may move that cursor meanwhile, nor append records with its bit.
+pub(crate) fn dead_letter_backlog(
+    name: &str,
+    state: super::EndpointState,
+    through: u64,
+    reader: &mut dyn super::StoreReader,
+    letters_store: &dyn super::DeadLetterStore,
+    save: &mut dyn FnMut(u64) -> Result<(), Error>,
+) -> Result<Forgotten, Error> {
     let mut done = Forgotten {
         endpoint: name.to_owned(),
         slot: state.slot,
@@ -107,7 +131,7 @@ pub fn forget_endpoint(store: &mut dyn Store, name: &str) -> Result<Forgotten, E
             letters_store.append(&letters)?;
         }
         // Past what is dead-lettered now: a later attempt goes on from here.
-        store.save_cursors(&[(state.slot, next.min(through + 1))])?;
+        save(next.min(through + 1))?;
         done.dead_lettered += letters.len() as u64;
         done.undecodable += undecodable;
         done.lost += lost;
@@ -116,8 +140,6 @@ pub fn forget_endpoint(store: &mut dyn Store, name: &str) -> Result<Forgotten, E
         }
         from = next;
     }
-    drop(reader);
-    store.forget(name)?;
     Ok(done)
 }
 

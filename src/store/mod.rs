@@ -23,7 +23,7 @@
 mod damage;
 mod dlq;
 mod files;
-mod forget;
+pub(crate) mod forget;
 mod log_store;
 mod meta;
 mod reader;

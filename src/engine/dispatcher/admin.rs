@@ -127,6 +127,15 @@ impl Dispatcher {
                 format!("{:?} is already in use", config.name),
             ));
         }
+        if admin.forgetting.contains(&config.name) {
+            return Err(Error::config(
+                "name",
+                format!(
+                    "{:?} is being forgotten (Dispatcher::forget_endpoint)",
+                    config.name
+                ),
+            ));
+        }
         let admin = &mut *admin;
         let free_bits = &mut admin.free_bits;
         admin.zombies.retain(|(bit, done)| match done.try_recv() {
@@ -165,6 +174,9 @@ impl Dispatcher {
         let consumer = Ring::register(&inner.ring, bit as usize).map_err(leave)?;
         let routes = inner.routes.load_full();
         let since = routes.version + 1;
+        if let (Some(d), Some(&slot)) = (durable, shared.slot.get()) {
+            d.routed(slot, since);
+        }
         // The worker must own the endpoint before producers route to it.
         inner.workers[worker]
             .commands

@@ -46,6 +46,9 @@ impl Dispatcher {
     /// endpoints the store does not know are left. Returns how many were re-queued.
     pub fn replay_dead_letters(&self, filter: &DeadLetterFilter) -> Result<u64, Error> {
         let d = self.store()?;
+        // Before the slots are read: a slot forgotten and given to another endpoint after
+        // this does not receive these letters (see `Durable::floors`).
+        let version = self.inner.routes.load().version;
         let slots: std::collections::HashMap<String, u8> = d
             .store()?
             .endpoints()
@@ -62,6 +65,7 @@ impl Dispatcher {
                     let cell = d.submit(
                         l.event,
                         1 << slot,
+                        version,
                         Instant::now(),
                         true,
                         self.inner.publish_timeout,
