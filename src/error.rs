@@ -106,6 +106,27 @@ pub enum Error {
         /// [`std::error::Error::source`] returns).
         source: Option<Arc<io::Error>>,
     },
+    /// No slot is left for another endpoint: a dispatcher routes at most `limit` endpoints
+    /// (a ring entry's mask has one bit each), and a durable store keeps at most `limit`
+    /// durable endpoints per data directory (a record's mask has one bit each). A durable
+    /// endpoint keeps its slot until it is forgotten ([`crate::store::forget_endpoint`],
+    /// `hookwire forget`).
+    TooManyEndpoints {
+        /// The most there may be.
+        limit: usize,
+        /// Whether the durable store's slots are the ones used up (else the dispatcher's).
+        durable: bool,
+    },
+    /// The durable store's dead letters have reached their cap (`StoreConfig::
+    /// dead_letter_bytes`): nothing was written. Replaying dead letters frees room.
+    DeadLettersFull {
+        /// The cap, in bytes.
+        cap: u64,
+        /// Bytes in use.
+        used: u64,
+        /// Bytes the refused letters needed.
+        needed: u64,
+    },
     /// An error from a user-supplied sink, matcher or callback.
     Other(Arc<dyn std::error::Error + Send + Sync>),
 }
@@ -202,6 +223,22 @@ impl fmt::Display for Error {
             } => {
                 write!(f, "durable store: {op} {path} failed: {message}")
             }
+            Error::TooManyEndpoints {
+                limit,
+                durable: true,
+            } => write!(
+                f,
+                "too many durable endpoints: all {limit} slots of the data directory are taken \
+                 (forget one: `hookwire forget`, or store::forget_endpoint)"
+            ),
+            Error::TooManyEndpoints { limit, .. } => {
+                write!(f, "too many endpoints: a dispatcher holds at most {limit}")
+            }
+            Error::DeadLettersFull { cap, used, needed } => write!(
+                f,
+                "the dead letters are full: {used} of {cap} bytes used, {needed} more needed \
+                 (replay them, or raise the cap)"
+            ),
             Error::Other(e) => write!(f, "{e}"),
         }
     }

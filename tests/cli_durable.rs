@@ -716,3 +716,145 @@ fn a_cursor_past_the_end_of_the_log_is_reported() {
     assert_eq!(repairs[0]["endpoint"], "audit", "{s}");
     assert_eq!(repairs[0]["saved"], 101, "{s}");
 }
+
+/// `send --data-dir` with `n` endpoints named `{prefix}{i}`, all to `url` but the last, which
+/// goes to `last` (when given).
+fn many(dir: &TempDir, prefix: &str, n: usize, url: &str, last: Option<&str>) -> Vec<String> {
+    let mut args: Vec<String> = ["send", "--data-dir", dir.arg(), "--timeout", "2"]
+        .map(String::from)
+        .into();
+    for i in 0..n {
+        let u = if i + 1 == n { last.unwrap_or(url) } else { url };
+        args.extend(["--endpoint".into(), u.into()]);
+        args.extend(["--name".into(), format!("{prefix}{i}")]);
+    }
+    args
+}
+
+fn slot_names(dir: &TempDir) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.path().join("slots.json")).unwrap_or_default();
+    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    v["endpoints"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Issue 10, item 6: a run with more endpoints than fit takes no slot and says why; a
+/// forgotten endpoint's slot is free again and its backlog is in the dead letters; the new
+/// endpoint on that slot gets none of the old records.
+#[test]
+fn slots_are_not_leaked_and_forget_frees_them() {
+    let dir = TempDir::new("slots");
+    let rx = ok_receiver();
+    let url = rx.url();
+    // 65 endpoints: refused before any takes a slot, with its own error (exit 2).
+    let args = many(&dir, "n", 65, &url, None);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&argv, events(0, 3));
+    assert_eq!(out.code, Some(2), "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains("too many durable endpoints") && !out.stderr.contains("queue"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(slot_names(&dir), Vec::<String>::new(), "no slot taken");
+
+    // 64 endpoints: the last one's port refuses, so its 10 events stay in the log.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/", l.local_addr().unwrap())
+    };
+    let args = many(&dir, "n", 64, &url, Some(&dead));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&argv, events(0, 10));
+    assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
+    assert_eq!(summary(&out)["kept"], 10, "{}", out.stdout);
+    assert_eq!(slot_names(&dir).len(), 64);
+
+    // A 65th name does not fit: refused, nothing registered, and told what to forget.
+    let out = run(
+        &[
+            "send",
+            "--data-dir",
+            dir.arg(),
+            "--endpoint",
+            &url,
+            "--name",
+            "x",
+        ],
+        events(100, 105),
+    );
+    assert_eq!(out.code, Some(2), "stderr: {}", out.stderr);
+    assert!(out.stderr.contains("hookwire forget"), "{}", out.stderr);
+    assert!(!slot_names(&dir).contains(&"x".to_owned()));
+
+    // Forget the one that could not deliver: its 10 events go to the dead letters.
+    let out = run(
+        &["forget", "--data-dir", dir.arg(), "--endpoint", "n63"],
+        String::new(),
+    );
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let done = ndjson(&out);
+    assert_eq!(done.len(), 1, "{}", out.stdout);
+    assert_eq!(
+        (
+            &done[0]["forgotten"],
+            &done[0]["slot"],
+            &done[0]["dead_lettered"]
+        ),
+        (&Value::from("n63"), &Value::from(63), &Value::from(10))
+    );
+    assert!(!slot_names(&dir).contains(&"n63".to_owned()));
+    let saved = std::fs::read_to_string(dir.path().join("send.json")).unwrap();
+    assert!(!saved.contains("\"n63\""), "{saved}");
+    let out = run(
+        &["dlq", "list", "--data-dir", dir.arg(), "--endpoint", "n63"],
+        String::new(),
+    );
+    assert_eq!(ndjson(&out).len(), 10, "{}", out.stdout);
+    // Unknown names are a usage error, and nothing is forgotten.
+    let out = run(
+        &[
+            "forget",
+            "--data-dir",
+            dir.arg(),
+            "--endpoint",
+            "n0",
+            "--endpoint",
+            "nope",
+        ],
+        String::new(),
+    );
+    assert_eq!(out.code, Some(2), "stderr: {}", out.stderr);
+    assert!(out.stderr.contains("nope"), "{}", out.stderr);
+    assert!(slot_names(&dir).contains(&"n0".to_owned()));
+
+    // Now "x" fits, takes slot 63, and gets only its own 5 events, not n63's 10.
+    let before = rx.ids().len();
+    let out = run(
+        &[
+            "send",
+            "--data-dir",
+            dir.arg(),
+            "--endpoint",
+            &url,
+            "--name",
+            "x",
+        ],
+        events(100, 105),
+    );
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let s = summary(&out);
+    assert_eq!(
+        (&s["delivered"], &s["events"]),
+        (&Value::from(5), &Value::from(5)),
+        "{s}"
+    );
+    let got: HashSet<String> = rx.ids()[before..].iter().cloned().collect();
+    let want: HashSet<String> = (100..105).map(|i| format!("e{i}")).collect();
+    assert_eq!(got, want);
+    let text = std::fs::read_to_string(dir.path().join("slots.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["endpoints"]["x"]["slot"], 63, "{text}");
+}

@@ -564,3 +564,143 @@ fn damage_in_an_older_segment_loses_its_record_and_nothing_else() {
         .count();
     assert_eq!(copies, 1);
 }
+
+/// Issue 10, item 9: the dead letters have a cap apart from the log's quota. What does not
+/// fit is counted (`dead_letter_errors`, still `dead_lettered`: it was given up either way),
+/// the cursor passes it (nothing stalls or redelivers), and the file never passes the cap.
+#[test]
+fn full_dead_letters_are_counted_not_kept_and_nothing_stalls() {
+    let dir = TempDir::new("dlq-cap");
+    let mut store = StoreConfig::new(dir.path());
+    store.dead_letter_bytes = 800;
+    let refuse =
+        Receiver::start(ReceiverConfig::default().fail_for(Duration::from_secs(3600), 400))
+            .unwrap();
+    let n = 10;
+    {
+        let d = Dispatcher::builder()
+            .workers(1)
+            .store_config(store.clone())
+            .build()
+            .unwrap();
+        let id = d.add_endpoint(durable("audit", refuse.url())).unwrap();
+        for i in 0..n {
+            d.publish_durable(event(i)).unwrap();
+        }
+        assert!(d.wait_idle(WAIT));
+        common::eventually("every dead letter written or refused", || {
+            let m = d.endpoint_snapshot(id).unwrap().metrics;
+            let kept = d.dead_letters(&DeadLetterFilter::all()).unwrap().len() as u64;
+            kept + m.dead_letter_errors == n as u64
+        });
+        let m = d.endpoint_snapshot(id).unwrap().metrics;
+        assert_eq!((m.dead_lettered, m.delivered, m.pending), (n as u64, 0, 0));
+        assert!(m.balanced(), "{m:?}");
+        let kept = d.dead_letters(&DeadLetterFilter::all()).unwrap();
+        assert!(!kept.is_empty() && kept.len() < n, "{} kept", kept.len());
+        let ids: Vec<String> = kept.iter().map(|l| l.event.id().into_owned()).collect();
+        assert_eq!(ids, common::ids(kept.len()), "the first ones, in order");
+        let report = d.shutdown(WAIT);
+        assert_eq!(report.kept, 0, "the cursor passed the refused ones too");
+    }
+    let bytes: u64 = std::fs::read_dir(dir.path().join("dead-letters"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(bytes > 0 && bytes <= 800, "{bytes} bytes of dead letters");
+    // Replayed (to an endpoint that takes them now), they leave the dead letters.
+    let ok = ok_receiver();
+    let d = Dispatcher::builder()
+        .workers(1)
+        .store_config(store)
+        .build()
+        .unwrap();
+    let id = d.add_endpoint(durable("audit", ok.url())).unwrap();
+    let before = d.dead_letters(&DeadLetterFilter::all()).unwrap().len();
+    assert_eq!(
+        d.replay_dead_letters(&DeadLetterFilter::all()).unwrap(),
+        before as u64
+    );
+    assert!(d.wait_idle(WAIT));
+    assert_eq!(ok.ids(), common::ids(before));
+    assert!(d.dead_letters(&DeadLetterFilter::all()).unwrap().is_empty());
+    let m = d.endpoint_snapshot(id).unwrap().metrics;
+    assert_eq!((m.delivered, m.dead_letter_errors), (before as u64, 0));
+}
+
+/// Issue 10, item 6: a durable endpoint forgotten while the dispatcher runs: its backlog goes
+/// to the dead letters, its slot is given to the next new endpoint at once, and that one gets
+/// none of the old events; the counts add up.
+#[test]
+fn forgetting_an_endpoint_frees_its_slot_for_a_new_one() {
+    let dir = TempDir::new("forget");
+    let down = Receiver::start(ReceiverConfig::default().fail_for(Duration::from_secs(3600), 503))
+        .unwrap();
+    let ok = ok_receiver();
+    let d = dispatcher(dir.path());
+    let keep = d.add_endpoint(durable("keep", ok.url())).unwrap();
+    let gone = d.add_endpoint(durable("gone", down.url())).unwrap();
+    for i in 0..20 {
+        d.publish_durable(event(i)).unwrap();
+    }
+    common::eventually("keep has them all", || ok.ids().len() == 20);
+    // Added: refused.
+    let e = d
+        .forget_endpoint("gone", Duration::from_secs(5))
+        .unwrap_err();
+    assert!(matches!(e, Error::Config { field: "name", .. }), "{e}");
+    let slot = |name: &str| {
+        d.durable_endpoints()
+            .unwrap()
+            .into_iter()
+            .find_map(|(n, s)| (n == name).then_some(s.slot))
+    };
+    let old_slot = slot("gone").unwrap();
+    d.remove_endpoint(gone, Duration::from_millis(100)).unwrap();
+    let done = d.forget_endpoint("gone", Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (done.slot, done.dead_lettered, done.lost),
+        (old_slot, 20, 0)
+    );
+    assert_eq!(slot("gone"), None);
+    let mut of_gone = DeadLetterFilter::all();
+    of_gone.endpoint = Some("gone".into());
+    let letters = d.dead_letters(&of_gone).unwrap();
+    let dead_ids: Vec<String> = letters.iter().map(|l| l.event.id().into_owned()).collect();
+    assert_eq!(dead_ids, ids(20));
+    // Unknown now.
+    let e = d
+        .forget_endpoint("gone", Duration::from_secs(5))
+        .unwrap_err();
+    assert!(matches!(e, Error::Config { .. }), "{e}");
+
+    // A new endpoint takes the slot and gets only what is published from now on.
+    let fresh = ok_receiver();
+    let new = d.add_endpoint(durable("new", fresh.url())).unwrap();
+    assert_eq!(slot("new"), Some(old_slot));
+    for i in 20..25 {
+        d.publish_durable(event(i)).unwrap();
+    }
+    assert!(d.wait_idle(WAIT));
+    assert_eq!(fresh.ids(), ["e20", "e21", "e22", "e23", "e24"]);
+    let m = d.endpoint_snapshot(new).unwrap().metrics;
+    assert_eq!((m.events, m.delivered), (5, 5));
+    assert_quiet_and_balanced(&m);
+    assert_quiet_and_balanced(&d.endpoint_snapshot(keep).unwrap().metrics);
+    let report = d.shutdown(WAIT);
+    assert_eq!(
+        report.kept, 0,
+        "nothing of the forgotten endpoint pins the log"
+    );
+    // Reopened: the same, from disk.
+    let d = dispatcher(dir.path());
+    let eps: Vec<(String, u8)> = d
+        .durable_endpoints()
+        .unwrap()
+        .into_iter()
+        .map(|(n, s)| (n, s.slot))
+        .collect();
+    assert!(eps.contains(&("new".into(), old_slot)), "{eps:?}");
+    assert!(!eps.iter().any(|(n, _)| n == "gone"), "{eps:?}");
+    assert_eq!(d.dead_letters(&of_gone).unwrap().len(), 20);
+}

@@ -117,8 +117,19 @@ impl DeadLetterStore for GatedLetters {
         }
         self.inner.list(filter)
     }
-    fn take(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error> {
-        self.inner.take(filter)
+    fn scan(
+        &self,
+        filter: &DeadLetterFilter,
+        f: &mut dyn FnMut(DeadLetter) -> Result<(), Error>,
+    ) -> Result<u64, Error> {
+        self.inner.scan(filter, f)
+    }
+    fn take_each(
+        &self,
+        select: &dyn Fn(&DeadLetter) -> bool,
+        each: &mut dyn FnMut(Vec<DeadLetter>) -> Result<(), Error>,
+    ) -> Result<u64, Error> {
+        self.inner.take_each(select, each)
     }
 }
 
@@ -153,6 +164,9 @@ impl Store for GatedStore {
     }
     fn endpoint(&mut self, name: &str) -> Result<EndpointState, Error> {
         self.inner.endpoint(name)
+    }
+    fn forget(&mut self, name: &str) -> Result<Option<EndpointState>, Error> {
+        self.inner.forget(name)
     }
     fn endpoints(&self) -> Vec<(String, EndpointState)> {
         self.inner.endpoints()

@@ -71,7 +71,7 @@ pub fn check(data: &[u8]) {
     // The store works on from whatever it recovered.
     let added = match store.endpoint("fuzz-added") {
         Ok(state) => Some(state),
-        Err(Error::Full { .. }) => {
+        Err(Error::TooManyEndpoints { .. }) => {
             assert_eq!(endpoints.len(), 64);
             None
         }

@@ -24,6 +24,20 @@ use super::endpoint::LogMarks;
 use super::shared::Shared;
 use super::ticket::TicketCell;
 
+/// The bits of `slots` still valid for an event routed with table `version`.
+fn live_slots(slots: u64, version: u64, floors: &[u64; 64]) -> u64 {
+    let mut out = slots;
+    let mut bits = slots;
+    while bits != 0 {
+        let s = bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        if version < floors[s] {
+            out &= !(1 << s);
+        }
+    }
+    out
+}
+
 /// How often cursors are saved at most (each save is a write, an fsync and a rename). A crash
 /// forgets at most this much of the acknowledgements, so those events are sent again.
 pub(crate) const CURSOR_INTERVAL: Duration = Duration::from_millis(100);
@@ -43,6 +57,8 @@ pub(crate) struct Pending {
     pub time_ms: u64,
     /// Completed once it is durable (or failed), if the publisher asked.
     pub ticket: Option<Arc<TicketCell>>,
+    /// The routing table's version `slots` was worked out with (see [`Durable::floors`]).
+    pub version: u64,
 }
 
 /// A committed event, ready for the ring.
@@ -103,6 +119,13 @@ pub(crate) struct Durable {
     pub letters: Arc<dyn DeadLetterStore>,
     /// Removed endpoints, forgotten at the next turn once their cursors are saved.
     leaving: Mutex<Vec<Arc<Shared>>>,
+    /// Per store slot, the oldest routing table version whose events may still carry its
+    /// bit: 0 (all) until an endpoint is forgotten there (`Dispatcher::forget_endpoint`),
+    /// then `u64::MAX` (none) until a new endpoint takes the slot, then the version it was
+    /// routed in. An event worked out with an older table was for the forgotten endpoint:
+    /// committing it clears that bit, so a reused slot never receives it. Read by the
+    /// persistence thread with the store's lock held.
+    pub floors: Mutex<[u64; 64]>,
 }
 
 impl std::fmt::Debug for Durable {
@@ -138,6 +161,7 @@ impl Durable {
             dead: Mutex::new(Vec::new()),
             letters,
             leaving: Mutex::new(Vec::new()),
+            floors: Mutex::new([0; 64]),
         }
     }
 
@@ -177,6 +201,22 @@ impl Durable {
         Ok((state.slot, state.acked, counted_from))
     }
 
+    /// Whether a durable endpoint called `name` is a member (added, or removed and not yet
+    /// let go of).
+    pub fn has_member(&self, name: &str) -> bool {
+        self.members.lock().iter().any(|m| m.shared.name == name)
+    }
+
+    /// An endpoint that joined store slot `slot` is routed from table `version` on: if the
+    /// slot was forgotten in this run, events worked out with older tables do not get its
+    /// bit (see `floors`).
+    pub fn routed(&self, slot: u8, version: u64) {
+        let mut floors = self.floors.lock();
+        if floors[usize::from(slot)] != 0 {
+            floors[usize::from(slot)] = version;
+        }
+    }
+
     /// A removed endpoint leaves: at the persistence thread's next turn its dead letters
     /// (queued before this) are written, its cursor saved, and its counters forgotten (its
     /// slot and cursor stay in the store, so adding it again resumes it). Never blocks on
@@ -206,6 +246,7 @@ impl Durable {
         }
         match self.letters.append(&dead) {
             Ok(()) => true,
+            Err(Error::DeadLettersFull { .. }) => self.keep_what_fits(dead),
             Err(e) => {
                 log::error!(
                     "hookwire: writing {} dead letter(s) failed: {e}",
@@ -217,6 +258,47 @@ impl Durable {
         }
     }
 
+    /// The dead letters are full: writes those that fit, one by one; each that does not is
+    /// counted in its endpoint's `dead_letter_errors` (it was given up either way: it stays
+    /// counted in `dead_lettered`) and said once in the log. Returns whether none is left
+    /// unwritten for another reason (then it and the rest are put back, as a failed write).
+    fn keep_what_fits(&self, dead: Vec<DeadLetter>) -> bool {
+        let mut refused = 0u64;
+        let mut last = None;
+        let mut rest = dead.into_iter();
+        while let Some(letter) = rest.next() {
+            match self.letters.append(std::slice::from_ref(&letter)) {
+                Ok(()) => {}
+                Err(e @ Error::DeadLettersFull { .. }) => {
+                    refused += 1;
+                    if let Some(m) = self
+                        .members
+                        .lock()
+                        .iter()
+                        .find(|m| m.shared.name == letter.endpoint)
+                    {
+                        m.shared.dead_letter_errors.inc();
+                    }
+                    last = Some(e);
+                }
+                Err(e) => {
+                    log::error!("hookwire: writing a dead letter failed: {e}");
+                    let mut back = vec![letter];
+                    back.extend(rest);
+                    self.dead.lock().splice(0..0, back);
+                    return false;
+                }
+            }
+        }
+        if let Some(e) = last {
+            log::error!(
+                "hookwire: {refused} dead letter(s) could not be kept ({e}); they are counted \
+                 in dead_letter_errors"
+            );
+        }
+        true
+    }
+
     /// Queues `event` for the slots in `slots`. Waits up to `timeout` for room. Errors:
     /// [`Error::Quota`] (the store is full), [`Error::Storage`] (it failed earlier),
     /// [`Error::Timeout`] (no room in time), [`Error::Closed`].
@@ -224,6 +306,7 @@ impl Durable {
         &self,
         event: RawEvent,
         slots: u64,
+        version: u64,
         at: Instant,
         want_ticket: bool,
         timeout: Duration,
@@ -270,6 +353,7 @@ impl Durable {
             at,
             time_ms: unix_ms(),
             ticket: ticket.clone(),
+            version,
         });
         intake.submitted += 1;
         let first = intake.queue.len() == 1;
@@ -341,7 +425,21 @@ impl Durable {
         };
         let mut appended = Vec::with_capacity(group.len());
         let mut buf = Vec::with_capacity(1024);
-        for p in group {
+        // With the store's lock held: see `floors`.
+        let floors = *self.floors.lock();
+        for mut p in group {
+            p.slots = live_slots(p.slots, p.version, &floors);
+            if p.slots == 0 {
+                // Every endpoint it was for was forgotten since it was published.
+                if let Some(t) = &p.ticket {
+                    t.fail(Error::config(
+                        "endpoint",
+                        "every endpoint it was published to was forgotten before it was \
+                         committed",
+                    ));
+                }
+                continue;
+            }
             if let Some(e) = self.failed.get() {
                 Self::refuse(&by_slot, p, e.clone(), DropReason::SinkError);
                 continue;

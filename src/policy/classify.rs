@@ -148,11 +148,12 @@ impl Classifier {
     ///
     /// - `Status` goes by its code, as [`classify_status`](Self::classify_status).
     /// - `Io`, `Timeout` (no answer: the network or the endpoint may recover), `Full` and
-    ///   `Quota` (a downstream buffer or store is momentarily full), `Storage` (a disk error
+    ///   `Quota` or `DeadLettersFull` (a downstream buffer or store is momentarily full),
+    ///   `Storage` (a disk error
     ///   downstream) and `Other` (a user sink's error, assumed transient) are retried.
     /// - `Disabled` is gone.
-    /// - `Encode` and `Config` are permanent with status 0: sending the same bytes again
-    ///   cannot help.
+    /// - `Encode`, `Config` and `TooManyEndpoints` are permanent with status 0: sending the
+    ///   same bytes again cannot help.
     /// - `Closed` is permanent with status 0: a closed sink never reopens, so retrying only
     ///   burns attempts. Drivers that can hand the event back instead (the retrying sink
     ///   returns `Err(Closed)` to its writer, which counts the drop as shutdown) check
@@ -167,6 +168,7 @@ impl Classifier {
             | Error::Timeout { .. }
             | Error::Full { .. }
             | Error::Quota { .. }
+            | Error::DeadLettersFull { .. }
             | Error::Storage { .. }
             | Error::Other(_) => Outcome::Retry {
                 retry_after: None,
@@ -175,6 +177,7 @@ impl Classifier {
             Error::Disabled { .. } => Outcome::Gone,
             Error::Encode { .. }
             | Error::Config { .. }
+            | Error::TooManyEndpoints { .. }
             | Error::Closed
             | Error::Undelivered { .. }
             | Error::Panicked { .. }

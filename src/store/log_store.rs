@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::damage::{DamageKind, QUARANTINE, Quarantine};
-use super::dlq::DeadLetters;
+use super::dlq::{self, DeadLetters};
 use super::files::{lock_dir, remove_tmp_files, sync_dir};
 use super::meta::{Loaded, Meta};
 use super::reader::LogReader;
@@ -46,6 +46,9 @@ pub struct LogStore {
     /// The slot and cursor files were lost while the log had records: where endpoints that
     /// register now start (the oldest record), so nothing is stranded.
     orphans_from: Option<u64>,
+    /// Per slot, the first seq an endpoint that takes it may start at: one past every record
+    /// that could carry the bit of the endpoint forgotten there while this store was open.
+    reuse_from: [u64; 64],
     /// Holds the directory's lock for as long as the store lives (`None`: read-only).
     _lock: Option<File>,
 }
@@ -165,7 +168,7 @@ impl LogStore {
         let (dead_letters, dead_letters_skipped) = if read_only {
             DeadLetters::open_read_only(&dir)?
         } else {
-            DeadLetters::open(&dir)?
+            DeadLetters::open(&dir, config.dead_letter_bytes, dlq::SEGMENT_BYTES)?
         };
         let lost_records = repair
             .damaged
@@ -198,6 +201,7 @@ impl LogStore {
             recovery,
             read_only,
             orphans_from: meta_repair.slots_lost.then_some(first_seq),
+            reuse_from: [0; 64],
             _lock: lock,
         })
     }
@@ -256,11 +260,33 @@ impl Store for LogStore {
     /// longer name, and a new registration takes the lowest free slot, as the lost ones did
     /// in the order they registered; so endpoints registered again in the same order (as
     /// `hookwire send --resume` does) get their own records back.
+    ///
+    /// A slot freed by [`forget`](Store::forget) is given again like any other; the new
+    /// endpoint starts no earlier than one past the last record appended before the forget,
+    /// so the records that still carry the old endpoint's bit are never read for it.
     fn endpoint(&mut self, name: &str) -> Result<EndpointState, Error> {
         let start = self
             .orphans_from
             .unwrap_or(self.writer.durable_through() + 1);
-        self.meta.register(name, start)
+        let reuse_from = self.reuse_from;
+        self.meta
+            .register(name, |slot| start.max(reuse_from[usize::from(slot)]))
+    }
+
+    /// Commits what is appended first (so every record that may carry the endpoint's bit is
+    /// below where a new endpoint on its slot starts).
+    fn forget(&mut self, name: &str) -> Result<Option<EndpointState>, Error> {
+        if self.read_only {
+            return self.meta.forget(name);
+        }
+        if self.writer.next_seq() != self.writer.durable_through() + 1 {
+            self.writer.commit()?;
+        }
+        let forgotten = self.meta.forget(name)?;
+        if let Some(state) = forgotten {
+            self.reuse_from[usize::from(state.slot)] = self.writer.next_seq();
+        }
+        Ok(forgotten)
     }
 
     fn endpoints(&self) -> Vec<(String, EndpointState)> {

@@ -922,7 +922,17 @@ fn sixty_four_endpoints_fill_the_slots() {
         assert_eq!(store.endpoint(&format!("e{i}")).unwrap().slot, i as u8);
     }
     let e = store.endpoint("one-more").unwrap_err();
-    assert!(matches!(e, Error::Full { capacity: 64 }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::TooManyEndpoints {
+                limit: 64,
+                durable: true
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("too many durable endpoints"), "{e}");
 }
 
 #[test]
@@ -997,7 +1007,12 @@ fn dead_letters_are_kept_listed_and_taken() {
     drop(store);
 
     // A torn last line: skipped (and cut) at open; appends go on cleanly.
-    let file = dir.path().join("dead-letters.ndjson");
+    let mut files: Vec<PathBuf> = fs::read_dir(dir.path().join("dead-letters"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let file = files.pop().expect("a dead-letter segment");
     let mut bytes = fs::read(&file).unwrap();
     bytes.extend_from_slice(br#"{"endpoint":"a","seq":9,"publ"#);
     fs::write(&file, &bytes).unwrap();

@@ -20,7 +20,7 @@ const SLOTS: &str = "slots.json";
 const CURSORS: &str = "cursors.json";
 const VERSION: u32 = 1;
 /// Slots are mask bits.
-const SLOT_COUNT: usize = 64;
+const SLOT_COUNT: usize = super::SLOTS;
 /// Seqs stop below 2^63 (segment names do too): a file naming one past that did not come
 /// from this store, and taking it would start the log where seqs overflow.
 const SEQ_LIMIT: u64 = 1 << 63;
@@ -200,9 +200,13 @@ impl Meta {
         Ok((meta, repair))
     }
 
-    /// The endpoint called `name`, registered with `since = acked = start` if it is new
+    /// The endpoint called `name`, registered with `since = acked = start(slot)` if it is new
     /// (durably: `slots.json`, then `cursors.json`).
-    pub(super) fn register(&mut self, name: &str, start: u64) -> Result<EndpointState, Error> {
+    pub(super) fn register(
+        &mut self,
+        name: &str,
+        start: impl Fn(u8) -> u64,
+    ) -> Result<EndpointState, Error> {
         if let Some(state) = self.endpoints.get(name) {
             return Ok(*state);
         }
@@ -212,10 +216,12 @@ impl Meta {
         let taken = self.endpoints.values().fold(0u64, |m, e| m | 1 << e.slot);
         let slot = (!taken).trailing_zeros() as usize;
         if slot >= SLOT_COUNT {
-            return Err(Error::Full {
-                capacity: SLOT_COUNT,
+            return Err(Error::TooManyEndpoints {
+                limit: SLOT_COUNT,
+                durable: true,
             });
         }
+        let start = start(slot as u8);
         let state = EndpointState {
             slot: slot as u8,
             since: start,
@@ -228,6 +234,28 @@ impl Meta {
         }
         // The slot is durable from here on; a failure below leaves `dirty` set and a cursor
         // file without this endpoint, which reads as `acked = since`.
+        self.dirty = true;
+        self.write_cursors()?;
+        Ok(state)
+    }
+
+    /// Forgets the endpoint called `name` (`None`: not known): `slots.json` without it, then
+    /// `cursors.json` without it. Its slot is free from here on. A crash between the two
+    /// writes leaves it in `cursors.json` only, and the next open rebuilds it from there
+    /// (`slots_rebuilt`) with its cursor as saved: the caller moves that past everything
+    /// first, so nothing is delivered twice, and forgetting it again finishes the job.
+    pub(super) fn forget(&mut self, name: &str) -> Result<Option<EndpointState>, Error> {
+        if !self.endpoints.contains_key(name) {
+            return Ok(None);
+        }
+        if self.read_only {
+            return Err(read_only(&self.dir));
+        }
+        let state = self.endpoints.remove(name);
+        if let Err(e) = self.write_slots() {
+            self.endpoints.extend(state.map(|s| (name.to_owned(), s)));
+            return Err(e);
+        }
         self.dirty = true;
         self.write_cursors()?;
         Ok(state)

@@ -14,7 +14,7 @@
 //! DIR/log/<first seq>.seg  records: len u32 | crc32 u32 | seq u64 | mask u64 | time_ms u64 | payload
 //! DIR/slots.json           endpoint name -> slot (mask bit) and the seq it started at
 //! DIR/cursors.json         endpoint name -> acked (every seq below it is finished)
-//! DIR/dead-letters.ndjson  events given up, one JSON object per line
+//! DIR/dead-letters/<n>.ndjson  events given up, one JSON object per line, in segments
 //! DIR/quarantine/          copies of damaged ranges of the log (see [`Damage`])
 //! ```
 //!
@@ -26,6 +26,7 @@ mod dlq;
 #[cfg(test)]
 mod fault_disk;
 mod files;
+pub(crate) mod forget;
 mod log_store;
 mod meta;
 mod reader;
@@ -35,6 +36,7 @@ mod test_dir;
 mod writer;
 
 pub use damage::{Damage, DamageKind, quarantined};
+pub use forget::{FORGOTTEN_ERROR, Forgotten, forget_endpoint};
 pub use log_store::LogStore;
 
 use std::path::PathBuf;
@@ -42,6 +44,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+
+/// How many durable endpoints a store keeps at most (a record's mask has one bit for each):
+/// see [`forget_endpoint`] to free one.
+pub const SLOTS: usize = 64;
 
 /// Where and how a [`LogStore`] keeps its files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,15 +60,21 @@ pub struct StoreConfig {
     /// The most bytes the log's segments may take; an append past it fails with
     /// [`Error::Quota`]. Default 1 GiB.
     pub quota_bytes: u64,
+    /// The most bytes the dead letters may take (`DIR/dead-letters/`, apart from the log's
+    /// quota); an append past it fails with [`Error::DeadLettersFull`] and writes nothing
+    /// (the engine then counts the letters it could not keep in
+    /// `Metrics::dead_letter_errors`). Default 256 MiB.
+    pub dead_letter_bytes: u64,
 }
 
 impl StoreConfig {
-    /// The defaults (64 MiB segments, a 1 GiB quota) in `dir`.
+    /// The defaults (64 MiB segments, a 1 GiB quota, 256 MiB of dead letters) in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         StoreConfig {
             dir: dir.into(),
             segment_bytes: 64 << 20,
             quota_bytes: 1 << 30,
+            dead_letter_bytes: 256 << 20,
         }
     }
 }
@@ -118,8 +130,9 @@ pub struct Recovery {
     /// passed are gone: a cut tail, or a disk that lost synced writes), or before its oldest
     /// record (segments removed by hand).
     pub cursors_clamped: Vec<CursorRepair>,
-    /// Dead-letter lines that could not be read (a torn last line after a crash) and were
-    /// skipped.
+    /// Torn last lines of dead-letter segments (a crash during an append) that were cut
+    /// (read-only: that a writer would cut). Other unreadable lines are skipped when the
+    /// letters are read ([`DeadLetterStore::scan`] counts them).
     pub dead_letters_skipped: u64,
     /// The store was opened read-only ([`LogStore::open_read_only`]): nothing was repaired or
     /// written, and what is reported as cut or rewritten is what a writer would do.
@@ -222,8 +235,9 @@ impl DeadLetterFilter {
 /// Re-queues the dead letters `filter` selects, on a store no dispatcher has open (the
 /// `hookwire dlq replay` command): each event is appended again for its endpoint (a new
 /// sequence number; same event and `webhook-id`), committed, and only then removed from the
-/// dead letters. A crash in between replays them twice, never loses them. Dead letters of an
-/// endpoint the store does not know are left alone. Returns how many were re-queued.
+/// dead letters, a chunk at a time (memory for one chunk, however many there are). A crash
+/// in between replays them twice, never loses them. Dead letters of an endpoint the store
+/// does not know are left alone. Returns how many were re-queued.
 pub fn replay_dead_letters(store: &mut dyn Store, filter: &DeadLetterFilter) -> Result<u64, Error> {
     let slots: std::collections::HashMap<String, u8> = store
         .endpoints()
@@ -231,23 +245,18 @@ pub fn replay_dead_letters(store: &mut dyn Store, filter: &DeadLetterFilter) -> 
         .map(|(name, st)| (name, st.slot))
         .collect();
     let dead = store.dead_letters();
-    let letters: Vec<DeadLetter> = dead
-        .list(filter)?
-        .into_iter()
-        .filter(|d| slots.contains_key(&d.endpoint))
-        .collect();
-    if letters.is_empty() {
-        return Ok(0);
-    }
     let mut buf = Vec::new();
-    for d in &letters {
-        buf.clear();
-        d.event.encode_record(&mut buf);
-        store.append(1 << slots[&d.endpoint], unix_ms(), &buf)?;
-    }
-    store.commit()?;
-    dead.take(&DeadLetterFilter::exactly(&letters))?;
-    Ok(letters.len() as u64)
+    dead.take_each(
+        &|d| filter.matches(d) && slots.contains_key(&d.endpoint),
+        &mut |letters| {
+            for d in &letters {
+                buf.clear();
+                d.event.encode_record(&mut buf);
+                store.append(1 << slots[&d.endpoint], unix_ms(), &buf)?;
+            }
+            store.commit().map(|_| ())
+        },
+    )
 }
 
 /// Reads records back, independently of the writer (each reader has its own file handles).
@@ -286,15 +295,63 @@ pub trait StoreReader: Send {
 /// A store's dead letters, shared by the threads that write, list and replay them. Every
 /// method may be called from any thread at any time.
 pub trait DeadLetterStore: Send + Sync + std::fmt::Debug {
-    /// Appends dead letters, durably.
+    /// Appends dead letters, durably: all of them, or none. Fails with
+    /// [`Error::DeadLettersFull`] if they do not fit under the store's cap.
     fn append(&self, letters: &[DeadLetter]) -> Result<(), Error>;
 
-    /// The dead letters `filter` selects, oldest first.
-    fn list(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error>;
+    /// Hands `f` the dead letters `filter` selects, oldest first, one at a time (memory for
+    /// one, however many there are); stops at `f`'s first error and returns it. Returns how
+    /// many unreadable lines were skipped.
+    fn scan(
+        &self,
+        filter: &DeadLetterFilter,
+        f: &mut dyn FnMut(DeadLetter) -> Result<(), Error>,
+    ) -> Result<u64, Error>;
 
-    /// Removes the dead letters `filter` selects, durably, and returns them. Letters
-    /// appended meanwhile are kept.
-    fn take(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error>;
+    /// Removes the dead letters `select` picks, handing them to `each` first, in chunks
+    /// (oldest first, a bounded number at a time): a chunk is removed (durably) only once
+    /// `each` returned `Ok` for it, and the first error stops the take and is returned, so
+    /// a letter is never removed without having been handed over. A crash in between leaves
+    /// letters that were handed over in place (a replay sends them twice, never loses them).
+    /// Letters appended meanwhile are kept. Returns how many were taken.
+    fn take_each(
+        &self,
+        select: &dyn Fn(&DeadLetter) -> bool,
+        each: &mut dyn FnMut(Vec<DeadLetter>) -> Result<(), Error>,
+    ) -> Result<u64, Error>;
+
+    /// The dead letters `filter` selects, oldest first, all in memory (see
+    /// [`scan`](DeadLetterStore::scan) to stream them).
+    fn list(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error> {
+        let mut out = Vec::new();
+        self.scan(filter, &mut |d| {
+            out.push(d);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Removes the dead letters `filter` selects, durably, and returns them, all in memory
+    /// (see [`take_each`](DeadLetterStore::take_each) to stream them).
+    fn take(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, Error> {
+        let mut out = Vec::new();
+        self.take_each(&|d| filter.matches(d), &mut |chunk| {
+            out.extend(chunk);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Bytes the dead letters take now (0 if not known).
+    fn used_bytes(&self) -> u64 {
+        0
+    }
+
+    /// The most bytes they may take ([`StoreConfig::dead_letter_bytes`]; `u64::MAX`: no
+    /// cap).
+    fn cap_bytes(&self) -> u64 {
+        u64::MAX
+    }
 }
 
 /// What the engine needs from durable storage. All methods are called from one thread at a
@@ -330,9 +387,16 @@ pub trait Store: Send + 'static {
     /// The endpoint called `name`: its slot and cursor, registered (durably) if it is new,
     /// starting at the current `next_seq` (or, when the store's slot and cursor files were
     /// lost, [`Recovery::slots_lost`], at the oldest record: see `docs/durable.md`). Fails
-    /// with [`Error::Full`] when 64 slots are taken, [`Error::Storage`] if the store is
-    /// read-only and `name` is new.
+    /// with [`Error::TooManyEndpoints`] when 64 slots are taken, [`Error::Storage`] if the
+    /// store is read-only and `name` is new.
     fn endpoint(&mut self, name: &str) -> Result<EndpointState, Error>;
+
+    /// Forgets the endpoint called `name`: its slot and cursor are removed (durably), and
+    /// the slot may be given to a new endpoint, which never reads the records appended before
+    /// (they may still carry this endpoint's bit). Returns what it was (`None`: not known).
+    /// What it had not finished is left in the log, unread: [`forget_endpoint`] dead-letters
+    /// it first. Fails with [`Error::Storage`] if the store is read-only.
+    fn forget(&mut self, name: &str) -> Result<Option<EndpointState>, Error>;
 
     /// Every endpoint the store knows, by name.
     fn endpoints(&self) -> Vec<(String, EndpointState)>;

@@ -166,11 +166,16 @@ fn open(dir: &Path, write: bool) -> Result<LogStore, Error> {
     Ok(store)
 }
 
-/// Writes the selected dead letters, one JSON object per line.
+/// Writes the selected dead letters, one JSON object per line, as they are read (memory for
+/// one, however many there are); says on stderr how many lines could not be read.
 fn list(store: &dyn Store, filter: &DeadLetterFilter, out: &mut dyn Write) -> Result<(), Error> {
-    for d in store.dead_letters().list(filter)? {
+    let skipped = store.dead_letters().scan(filter, &mut |d| {
         serde_json::to_writer(&mut *out, &Listed::from(&d))?;
         writeln!(out)?;
+        Ok(())
+    })?;
+    if skipped > 0 {
+        eprintln!("hookwire: note: {skipped} unreadable dead-letter line(s) skipped");
     }
     Ok(())
 }

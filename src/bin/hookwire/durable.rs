@@ -90,6 +90,8 @@ pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
     let d = builder.build().map_err(|e| in_use(flagged(e)))?;
     let recovery = d.recovery().unwrap_or_default();
     report_recovery(dir, &recovery, &mut io::stderr());
+    // Checked before any is added: a run that cannot have all its endpoints takes no slot.
+    check_slots(&d, &names, dir)?;
     for c in configs {
         d.add_endpoint(c).map_err(flagged)?;
     }
@@ -271,7 +273,8 @@ fn damage_found(
     found
 }
 
-/// Says on `err` how many events each endpoint lost to damage.
+/// Says on `err` how many events each endpoint lost to damage, and how many of those it gave
+/// up could not be kept in the full dead letters.
 fn report_lost(endpoints: &[hookwire::stats::EndpointSnapshot], dir: &Path, err: &mut dyn Write) {
     for ep in endpoints {
         let n = ep
@@ -287,6 +290,17 @@ fn report_lost(endpoints: &[hookwire::stats::EndpointSnapshot], dir: &Path, err:
                  dropped.corrupt; the damaged bytes are in {})",
                 ep.name,
                 dir.join("quarantine").display()
+            );
+        }
+        let refused = ep.metrics.dead_letter_errors;
+        if refused > 0 {
+            let _ = writeln!(
+                err,
+                "hookwire: endpoint {}: {refused} event(s) given up could not be kept in the \
+                 dead letters of {} (full: replay or list them with `hookwire dlq`); counted \
+                 in dead_lettered and dead_letter_errors",
+                ep.name,
+                dir.display()
             );
         }
     }
@@ -339,6 +353,43 @@ fn warn_left_behind(old: &Saved, names: &[String], dir: &Path) {
             missing.join(", ")
         );
     }
+}
+
+/// Fails with [`Error::TooManyEndpoints`] if the store cannot take every endpoint of this
+/// run (`names`) beside those it keeps, and says on stderr which it keeps that this run
+/// does not use (`hookwire forget` frees them).
+fn check_slots(d: &Dispatcher, names: &[String], dir: &Path) -> Result<(), Error> {
+    let known = d.durable_endpoints()?;
+    let new = names
+        .iter()
+        .filter(|n| !known.iter().any(|(k, _)| k == *n))
+        .count();
+    if known.len() + new <= store::SLOTS {
+        return Ok(());
+    }
+    let idle: Vec<&str> = known
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !names.iter().any(|n| n == k))
+        .collect();
+    eprintln!(
+        "hookwire: {} keeps {} durable endpoint(s) and this run adds {new}: at most {} fit; \
+         endpoints this run does not use: {}; free them with `hookwire forget --data-dir {} \
+         --endpoint NAME`",
+        dir.display(),
+        known.len(),
+        store::SLOTS,
+        if idle.is_empty() {
+            "none".to_owned()
+        } else {
+            idle.join(", ")
+        },
+        dir.display()
+    );
+    Err(Error::TooManyEndpoints {
+        limit: store::SLOTS,
+        durable: true,
+    })
 }
 
 /// Makes a locked data directory's error say why.

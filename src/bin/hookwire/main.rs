@@ -8,6 +8,7 @@
 mod bench;
 mod dlq;
 mod durable;
+mod forget;
 mod ndjson;
 mod options;
 mod saved;
@@ -34,6 +35,9 @@ enum Command {
     /// List or replay the events `send --data-dir` gave up on (kept in its data directory).
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Forget durable endpoints of a data directory: their backlog goes to the dead letters
+    /// and their slots (64 per directory) are freed.
+    Forget(forget::ForgetArgs),
     /// Run the Go peer's benchmark scenarios on hookwire's engine; print medians.
     Bench(bench::BenchArgs),
     /// One benchmark scenario in this process (used by `bench`).
@@ -41,10 +45,11 @@ enum Command {
     BenchChild(bench::ChildArgs),
 }
 
-/// The exit code for an error: 2 for configuration (a bad flag value), 1 for the rest.
+/// The exit code for an error: 2 for configuration (a bad flag value, too many endpoints),
+/// 1 for the rest.
 fn exit_code(e: &Error) -> u8 {
     match e {
-        Error::Config { .. } => 2,
+        Error::Config { .. } | Error::TooManyEndpoints { .. } => 2,
         _ => 1,
     }
 }
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Send(args) => send::main(args),
         Command::Dlq(cmd) => dlq::main(cmd),
+        Command::Forget(args) => forget::main(args),
         Command::Bench(args) => bench::main(args),
         Command::BenchChild(args) => bench::child_main(args),
     };

@@ -21,7 +21,9 @@ use crate::engine::worker::Command;
 impl Dispatcher {
     /// Adds a webhook endpoint; it receives events published from now on. Fails with
     /// [`Error::Config`] naming the bad field (the URL is parsed and its host resolved here,
-    /// on the caller's thread), or [`Error::Full`] when 64 endpoints are already in use.
+    /// on the caller's thread), or [`Error::TooManyEndpoints`] when 64 endpoints are already
+    /// in use (or, for a durable endpoint, when the store's 64 slots are taken by other
+    /// names: see [`crate::store::forget_endpoint`]).
     ///
     /// Events it gives up on are counted (`dead_lettered`); a durable endpoint also keeps them
     /// in its store ([`dead_letters`](Self::dead_letters)). To receive a memory endpoint's,
@@ -125,6 +127,15 @@ impl Dispatcher {
                 format!("{:?} is already in use", config.name),
             ));
         }
+        if admin.forgetting.contains(&config.name) {
+            return Err(Error::config(
+                "name",
+                format!(
+                    "{:?} is being forgotten (Dispatcher::forget_endpoint)",
+                    config.name
+                ),
+            ));
+        }
         let admin = &mut *admin;
         let free_bits = &mut admin.free_bits;
         admin.zombies.retain(|(bit, done)| match done.try_recv() {
@@ -135,7 +146,10 @@ impl Dispatcher {
             }
         });
         if admin.free_bits == 0 {
-            return Err(Error::Full { capacity: 64 });
+            return Err(Error::TooManyEndpoints {
+                limit: 64,
+                durable: false,
+            });
         }
         let bit = admin.free_bits.trailing_zeros();
         let worker = (0..admin.load.len())
@@ -160,6 +174,9 @@ impl Dispatcher {
         let consumer = Ring::register(&inner.ring, bit as usize).map_err(leave)?;
         let routes = inner.routes.load_full();
         let since = routes.version + 1;
+        if let (Some(d), Some(&slot)) = (durable, shared.slot.get()) {
+            d.routed(slot, since);
+        }
         // The worker must own the endpoint before producers route to it.
         inner.workers[worker]
             .commands

@@ -180,6 +180,7 @@ impl DispatcherBuilder {
                 load: vec![0; workers],
                 zombies: Vec::new(),
                 removing: Default::default(),
+                forgetting: Default::default(),
             }),
             closed: AtomicBool::new(false),
             report: Mutex::new(None),

@@ -13,6 +13,7 @@
 mod admin;
 mod builder;
 mod durable;
+mod forget;
 mod publish;
 mod shutdown;
 
@@ -89,6 +90,8 @@ struct Admin {
     zombies: Vec<(u32, crossbeam_channel::Receiver<()>)>,
     /// Endpoints whose removal is under way (waiting for their worker, without this lock).
     removing: std::collections::BTreeSet<EndpointId>,
+    /// Names of durable endpoints being forgotten (they cannot be added meanwhile).
+    forgetting: std::collections::BTreeSet<String>,
 }
 
 struct Inner {

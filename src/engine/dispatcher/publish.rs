@@ -230,7 +230,10 @@ impl Dispatcher {
                     event.take()
                 };
                 let slots = routes.slots_for(durable_bits);
-                match ev.map(|ev| d.submit(ev, slots, at, want_ticket, inner.publish_timeout)) {
+                let version = routes.version;
+                let submit =
+                    |ev| d.submit(ev, slots, version, at, want_ticket, inner.publish_timeout);
+                match ev.map(submit) {
                     Some(Ok(t)) => ticket = t,
                     Some(Err(e)) => {
                         self.count_refusal(&routes, durable_bits, &e);
