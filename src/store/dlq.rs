@@ -388,7 +388,7 @@ impl DeadLetters {
         let done = copied.and_then(|()| {
             let file = out
                 .into_inner()
-                .map_err(|e| Error::storage("write", &tmp, e.error()))?;
+                .map_err(|e| Error::storage("write", &tmp, e.into_error()))?;
             file.sync_data()
                 .map_err(|e| Error::storage("fdatasync", &tmp, e))?;
             if kept == 0 {

@@ -608,10 +608,16 @@ impl Writer {
 /// `e` with `note` added to its message.
 fn with_note(e: Error, note: &str) -> Error {
     match e {
-        Error::Storage { op, path, message } => Error::Storage {
+        Error::Storage {
+            op,
+            path,
+            message,
+            source,
+        } => Error::Storage {
             op,
             path,
             message: format!("{message}; {note}"),
+            source,
         },
         other => other,
     }
