@@ -192,3 +192,107 @@ fn help_explains_the_options() {
         assert!(help.contains(flag), "help lacks {flag}:\n{help}");
     }
 }
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn signed_receiver() -> Receiver {
+    Receiver::start(ReceiverConfig::default().secrets(vec![SECRET.parse().unwrap()])).unwrap()
+}
+
+#[test]
+fn a_rejected_secret_is_never_printed() {
+    let url = "http://127.0.0.1:9/hook";
+    let leaky = "whsec_sup3rs3cretvalue*";
+    let dir = common::TempDir::new("secret-file");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let file = dir.path().join("secrets");
+    std::fs::write(&file, format!("{SECRET}\n{leaky}\n")).unwrap();
+    let file = file.to_str().unwrap();
+    for (args, env, flag) in [
+        (
+            vec!["--endpoint", url, "--secret", leaky],
+            vec![],
+            "--secret",
+        ),
+        (
+            vec!["--endpoint", url, "--secret", SECRET, "--secret", leaky],
+            vec![],
+            "--secret",
+        ),
+        (
+            vec!["--endpoint", url, "--secret-file", file],
+            vec![],
+            "--secret-file",
+        ),
+        (
+            vec!["--endpoint", url],
+            vec![("HOOKWIRE_SECRET", leaky)],
+            "HOOKWIRE_SECRET",
+        ),
+    ] {
+        let mut argv = vec!["send"];
+        argv.extend_from_slice(&args);
+        let out = common::hookwire_env(&argv, &env, String::new(), Duration::from_secs(60));
+        common::assert_refused(&argv, &out, flag);
+        assert!(
+            !out.stderr.contains("sup3rs3cret"),
+            "{argv:?}: the secret is on stderr: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn secrets_come_from_a_file_or_the_environment() {
+    let dir = common::TempDir::new("secret-ok");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let file = dir.path().join("secrets");
+    std::fs::write(&file, format!("\n{SECRET}\n")).unwrap();
+    let file = file.to_str().unwrap();
+    let from_file = signed_receiver();
+    let out = send(
+        &["--endpoint", &from_file.url(), "--secret-file", file],
+        events(["f1".to_owned()]),
+    );
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let from_env = signed_receiver();
+    let out = common::hookwire_env(
+        &["send", "--endpoint", &from_env.url()],
+        &[("HOOKWIRE_SECRET", SECRET)],
+        events(["e1".to_owned()]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    for rx in [&from_file, &from_env] {
+        let s = rx.stats();
+        assert_eq!(
+            (s.distinct, s.bad_signatures),
+            (1, 0),
+            "signed and verified"
+        );
+    }
+}
+
+#[test]
+fn with_signing_an_id_that_cannot_be_a_header_is_a_line_error() {
+    let rx = signed_receiver();
+    let input = "{\"id\":\"caf\u{e9}\"}\n{\"id\":\"ok\"}\n".to_owned();
+    let out = send(&["--endpoint", &rx.url(), "--secret", SECRET], input);
+    assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("line 1: \"id\" \"caf\u{e9}\" cannot be signed"),
+        "{}",
+        out.stderr
+    );
+    let s = summary(&out);
+    assert_eq!(
+        (s["malformed"].as_u64(), s["accepted"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        (s["delivered"].as_u64(), s["dead_lettered"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(rx.ids(), ["ok"]);
+}

@@ -50,6 +50,10 @@ mod options;
 #[allow(dead_code)]
 mod saved;
 #[cfg(feature = "cli")]
+#[path = "../src/bin/hookwire/secrets.rs"]
+#[allow(dead_code)]
+mod secrets;
+#[cfg(feature = "cli")]
 #[path = "../src/bin/hookwire/send.rs"]
 #[allow(dead_code)]
 mod send;

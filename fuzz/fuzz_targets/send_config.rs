@@ -15,6 +15,9 @@ mod options;
 #[path = "../../src/bin/hookwire/saved.rs"]
 #[allow(dead_code)]
 mod saved;
+#[path = "../../src/bin/hookwire/secrets.rs"]
+#[allow(dead_code)]
+mod secrets;
 #[path = "../../src/bin/hookwire/send.rs"]
 #[allow(dead_code)]
 mod send;

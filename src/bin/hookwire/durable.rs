@@ -102,7 +102,8 @@ pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
     let (pumped, progress) = if args.resume {
         (Pumped::default(), None)
     } else {
-        let (pumped, mut progress) = read_and_publish(&d, deadline, &mut progress_out)?;
+        let (pumped, mut progress) =
+            read_and_publish(&d, !args.secrets.is_empty(), deadline, &mut progress_out)?;
         progress.finish(deadline);
         (pumped, Some(progress))
     };
@@ -361,13 +362,14 @@ pub(crate) fn in_use(e: Error) -> Error {
 /// to `out` as it goes. Returns at the end of stdin (or at the deadline).
 fn read_and_publish<'a>(
     d: &Dispatcher,
+    signed: bool,
     deadline: Instant,
     out: &'a mut dyn Write,
 ) -> Result<(Pumped, Progress<'a, Ticket>), Error> {
     let (tx, rx) = crossbeam_channel::bounded::<Item>(READ_AHEAD);
     std::thread::Builder::new()
         .name("hookwire-stdin".into())
-        .spawn(move || read_stdin(&tx))?;
+        .spawn(move || read_stdin(&tx, signed))?;
     let progress = RefCell::new(Progress::new(Box::new(out), Box::new(io::stderr())));
     let mut next = || next_line(&rx, &progress);
     let pumped = pump_lines(
@@ -388,8 +390,8 @@ fn read_and_publish<'a>(
 
 /// The stdin thread: every line, then the end or the read error. Stops early if the
 /// publisher is gone.
-fn read_stdin(tx: &Sender<Item>) {
-    let mut lines = Lines::new(io::stdin().lock(), MAX_LINE);
+fn read_stdin(tx: &Sender<Item>, signed: bool) {
+    let mut lines = Lines::new(io::stdin().lock(), MAX_LINE).signed(signed);
     loop {
         let item = lines.next_line();
         let last = !matches!(item, Ok(Some(_)));

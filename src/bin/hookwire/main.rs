@@ -11,6 +11,7 @@ mod durable;
 mod ndjson;
 mod options;
 mod saved;
+mod secrets;
 mod send;
 mod summary;
 

@@ -34,13 +34,6 @@ pub(crate) fn overflow_arg(s: &str) -> Result<Overflow, String> {
     parse_overflow(s).map_err(reason)
 }
 
-/// `--secret`, for clap: checked, kept as given.
-pub(crate) fn secret_arg(s: &str) -> Result<String, String> {
-    s.parse::<Secret>()
-        .map(|_| s.trim().to_owned())
-        .map_err(reason)
-}
-
 /// `--media-type`, for clap.
 pub(crate) fn media_type_arg(s: &str) -> Result<MediaType, String> {
     s.parse().map_err(reason)
@@ -365,7 +358,6 @@ mod tests {
             (&["--overflow", "sideways"][..], "--overflow"),
             (&["--overflow", "block:soon"][..], "--overflow"),
             (&["--media-type", "v3"][..], "--media-type"),
-            (&["--secret", "whsec_!!"][..], "--secret"),
             (&["--batch", "many"][..], "--batch"),
             (&["--bogus"][..], "--bogus"),
         ] {
@@ -387,6 +379,7 @@ mod tests {
             (&["--header", "Bad Name: 5"][..], "--header"),
             (&["--request-timeout", "0"][..], "--request-timeout"),
             (&["--connect-timeout", "0"][..], "--connect-timeout"),
+            (&["--secret", "whsec_!!"][..], "--secret"),
         ] {
             let e = configs(argv).unwrap_err();
             assert!(matches!(e, Error::Config { .. }), "{argv:?}: {e}");

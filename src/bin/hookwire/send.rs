@@ -17,9 +17,7 @@ use hookwire::{Error, RawEvent};
 
 use crate::durable;
 use crate::ndjson::{Line, Lines, MAX_LINE};
-use crate::options::{
-    endpoint_configs, flagged, header_arg, media_type_arg, overflow_arg, secret_arg,
-};
+use crate::options::{endpoint_configs, flagged, header_arg, media_type_arg, overflow_arg};
 use crate::summary::{Pumped, Summary};
 
 /// The longest `--timeout`: a day.
@@ -66,8 +64,13 @@ pub(crate) struct SendArgs {
     #[arg(long = "name", value_name = "NAME")]
     pub(crate) names: Vec<String>,
     /// Standard Webhooks signing secret (whsec_...). Repeat to sign with several (rotation).
-    #[arg(long = "secret", value_name = "whsec_...", value_parser = secret_arg)]
+    /// Visible in `ps`: prefer --secret-file or HOOKWIRE_SECRET (whitespace-separated secrets,
+    /// read when neither flag is given). Errors never print a secret.
+    #[arg(long = "secret", value_name = "whsec_...")]
     pub(crate) secrets: Vec<String>,
+    /// Read signing secrets from PATH, one per line (blank lines skipped), after any --secret.
+    #[arg(long = "secret-file", value_name = "PATH")]
+    pub(crate) secret_file: Option<PathBuf>,
     /// Extra request header, as NAME:VALUE. Repeatable.
     #[arg(long = "header", value_name = "NAME:VALUE", value_parser = header_arg)]
     pub(crate) headers: Vec<(String, String)>,
@@ -125,12 +128,13 @@ pub(crate) struct SendArgs {
 /// `line N: ...` (best effort: a closed stderr does not stop the delivery).
 pub(crate) fn pump<R: BufRead>(
     input: R,
+    signed: bool,
     deadline: Instant,
     now: &mut dyn FnMut() -> Instant,
     err: &mut dyn Write,
     mut publish: impl FnMut(RawEvent) -> Result<(), Error>,
 ) -> Pumped {
-    let mut lines = Lines::new(input, MAX_LINE);
+    let mut lines = Lines::new(input, MAX_LINE).signed(signed);
     pump_lines(&mut || lines.next_line(), deadline, now, err, |_, ev| {
         publish(ev)
     })
@@ -181,6 +185,7 @@ pub(crate) fn pump_lines(
 
 /// `hookwire send`.
 pub(crate) fn main(args: &SendArgs) -> Result<ExitCode, Error> {
+    let args = &crate::secrets::resolved(args)?;
     if let Some(dir) = &args.data_dir {
         return durable::main(args, dir);
     }
@@ -198,6 +203,7 @@ pub(crate) fn main(args: &SendArgs) -> Result<ExitCode, Error> {
     }
     let pumped = pump(
         io::stdin().lock(),
+        !args.secrets.is_empty(),
         deadline,
         &mut Instant::now,
         &mut io::stderr().lock(),
@@ -232,14 +238,21 @@ mod tests {
         let mut err = Vec::new();
         let mut got = Vec::new();
         let far = Instant::now() + Duration::from_secs(3600);
-        let p = pump(input.as_bytes(), far, &mut Instant::now, &mut err, |ev| {
-            use hookwire::Event;
-            if ev.id() == "full" {
-                return Err(Error::Full { capacity: 1 });
-            }
-            got.push(ev.id().into_owned());
-            Ok(())
-        });
+        let p = pump(
+            input.as_bytes(),
+            false,
+            far,
+            &mut Instant::now,
+            &mut err,
+            |ev| {
+                use hookwire::Event;
+                if ev.id() == "full" {
+                    return Err(Error::Full { capacity: 1 });
+                }
+                got.push(ev.id().into_owned());
+                Ok(())
+            },
+        );
         assert_eq!(got, ["a", "b"]);
         assert_eq!(
             p,
@@ -274,10 +287,17 @@ mod tests {
         let input = "{\"id\":1}\n{\"id\":2}\n{\"id\":3}\n{\"id\":4}\n{\"id\":5}\n";
         let mut err = Vec::new();
         let mut n = 0;
-        let p = pump(input.as_bytes(), deadline, &mut clock, &mut err, |_| {
-            n += 1;
-            Ok(())
-        });
+        let p = pump(
+            input.as_bytes(),
+            false,
+            deadline,
+            &mut clock,
+            &mut err,
+            |_| {
+                n += 1;
+                Ok(())
+            },
+        );
         assert_eq!((p.accepted, p.unread_from_line, n), (3, Some(4), 3));
         assert_eq!(
             String::from_utf8(err).unwrap(),
@@ -309,7 +329,7 @@ mod tests {
         });
         let far = Instant::now() + Duration::from_secs(3600);
         let mut err = Vec::new();
-        let p = pump(input, far, &mut Instant::now, &mut err, |_| Ok(()));
+        let p = pump(input, false, far, &mut Instant::now, &mut err, |_| Ok(()));
         assert_eq!(p.accepted, 2);
         assert_eq!(p.input_error.as_deref(), Some("device went away"));
         assert_eq!(String::from_utf8(err).unwrap(), "stdin: device went away\n");
