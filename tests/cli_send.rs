@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{Out, hookwire};
 
-use hookwire::testkit::{Receiver, ReceiverConfig};
+use hookwire::testkit::{Receiver, ReceiverConfig, Reply};
 use serde_json::Value;
 
 /// Runs `hookwire send ARGS` with `input` on stdin; kills it after 60 s.
@@ -295,4 +295,22 @@ fn with_signing_an_id_that_cannot_be_a_header_is_a_line_error() {
         (Some(1), Some(0))
     );
     assert_eq!(rx.ids(), ["ok"]);
+}
+
+#[test]
+fn round_trips_are_measured_as_they_are() {
+    // Answered at once, then closed (as an HTTP/1.0 server does): each request opens a new
+    // connection, and its answer is often read in the same worker turn that started it. Such
+    // round trips were measured as 0 (p50 = 1 us); a loopback connect, request and answer
+    // take tens of microseconds at the very least.
+    let replies = (0..60).map(|_| Reply::status(200).close()).collect();
+    let rx = Receiver::start(ReceiverConfig::default().statuses(replies)).unwrap();
+    let ids: Vec<String> = (0..60).map(|i| format!("t-{i}")).collect();
+    let out = send(&["--endpoint", &rx.url()], events(ids));
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let rtt = &summary(&out)["endpoints"][0]["metrics"]["rtt"];
+    assert_eq!(rtt["count"], 60, "{rtt}");
+    for p in ["p50_us", "p90_us"] {
+        assert!(rtt[p].as_u64().unwrap() >= 10, "{p}: {rtt}");
+    }
 }
