@@ -314,3 +314,94 @@ fn round_trips_are_measured_as_they_are() {
         assert!(rtt[p].as_u64().unwrap() >= 10, "{p}: {rtt}");
     }
 }
+
+/// A loopback port nothing listens on (bound, then closed).
+fn refused_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", l.local_addr().unwrap());
+    drop(l);
+    url
+}
+
+#[test]
+fn each_endpoint_says_why_it_did_not_deliver() {
+    let ok = Receiver::start(ReceiverConfig::default()).unwrap();
+    let moved = Receiver::start(
+        ReceiverConfig::default().statuses(
+            (0..3)
+                .map(|_| Reply::status(301).location("https://new.example/hook"))
+                .collect(),
+        ),
+    )
+    .unwrap();
+    let gone = Receiver::start(ReceiverConfig::default().fail_for(Duration::from_secs(3600), 410))
+        .unwrap();
+    let (_, chain, key) = common::test_pki();
+    let tls = Receiver::start(ReceiverConfig::default().tls(chain, key)).unwrap();
+    let refused = refused_url();
+    let urls = [ok.url(), refused, moved.url(), gone.url(), tls.url()];
+    let mut args = vec!["--max-attempts", "1", "--timeout", "3"];
+    for u in &urls {
+        args.extend(["--endpoint", u.as_str()]);
+    }
+    let out = send(&args, events((0..3).map(|i| format!("w-{i}"))));
+    assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
+    assert_eq!(
+        out.stdout.lines().count(),
+        1,
+        "one line of JSON: {}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.starts_with("{\"results\":[{\"name\":"),
+        "per-endpoint results come first: {}",
+        out.stdout
+    );
+    let s = summary(&out);
+    let r = s["results"].as_array().unwrap();
+    assert_eq!(r.len(), 5);
+    assert_eq!(
+        (r[0]["ok"].as_bool(), r[0]["delivered"].as_u64()),
+        (Some(true), Some(3))
+    );
+    assert!(r[0].get("last_error").is_none(), "{}", r[0]);
+    let why = |i: usize, key: &str| r[i][key].as_str().unwrap_or_default().to_owned();
+    for failed in &r[1..] {
+        assert_eq!(
+            (failed["ok"].as_bool(), failed["delivered"].as_u64()),
+            (Some(false), Some(0))
+        );
+    }
+    assert!(why(1, "last_error").contains("refused"), "{}", r[1]);
+    assert!(
+        why(2, "last_error").contains("301")
+            && why(2, "last_error").contains("https://new.example/hook"),
+        "{}",
+        r[2]
+    );
+    assert!(why(3, "disabled").contains("410"), "{}", r[3]);
+    assert!(
+        why(3, "disabled").contains("since") && why(3, "disabled").contains("GMT"),
+        "{}",
+        r[3]
+    );
+    assert!(why(4, "last_error").contains("UnknownIssuer"), "{}", r[4]);
+    // Said once on stderr, each failing endpoint on its own line.
+    for (i, u) in urls.iter().enumerate().skip(1) {
+        let name = u
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/');
+        let lines: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with(&format!("hookwire: {name}: delivered 0 of 3")))
+            .collect();
+        assert_eq!(lines.len(), 1, "endpoint {i}: {}", out.stderr);
+    }
+    assert!(
+        !out.stderr.contains(&format!("hookwire: {}: ", ok.addr())),
+        "{}",
+        out.stderr
+    );
+}

@@ -129,10 +129,8 @@ pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
         summary.durable_through = Some(p.durable);
         summary.not_durable = Some(p.not_durable);
     }
-    let mut out = io::stdout().lock();
-    serde_json::to_writer(&mut out, &summary)?;
-    writeln!(out)?;
-    out.flush()?;
+    summary.report(&mut io::stderr());
+    summary.write(&mut io::stdout().lock(), args.pretty)?;
     Ok(ExitCode::from(summary.exit_code()))
 }
 

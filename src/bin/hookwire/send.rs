@@ -28,8 +28,11 @@ const MAX_TIMEOUT_S: u64 = 86_400;
 #[command(after_help = "\
 Input: one JSON object per line on stdin, each with an \"id\" (a string or a number); blank
 lines are skipped; bad lines are reported on stderr as `line N: <reason>` and counted.
-Output: one JSON summary on stdout (accepted, events, delivered, dropped, dead_lettered,
-pending, kept, malformed, elapsed_ms and every endpoint's counters).
+Output: one JSON summary on one line of stdout (--pretty: indented), opening with \"results\",
+one per endpoint (name, ok, events, delivered, dead_lettered, dropped, pending, and why not:
+disabled, last_error), then the totals (accepted, events, delivered, ... summed over the
+endpoints), elapsed_ms and every endpoint's counters. An endpoint that did not deliver
+everything is also named on stderr, with its last error.
 Exit code: 0 if every event was delivered to every endpoint and no line was bad; 1 otherwise;
 2 for a bad option; 3 (--data-dir) if records in the data directory's log were lost to damage
 (said on stderr and in the summary's \"damage\"; the damaged bytes are copied to
@@ -117,6 +120,9 @@ pub(crate) struct SendArgs {
     /// given up), and print {"durable_through": N} lines as events reach the disk.
     #[arg(long = "data-dir", value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
+    /// Print the summary indented, for people (default: one line of JSON).
+    #[arg(long)]
+    pub(crate) pretty: bool,
     /// Deliver what an earlier `send --data-dir DIR` left undelivered (stdin is not read),
     /// then print the summary. Exit code 0 only if all of it was delivered.
     #[arg(long, requires = "data_dir")]
@@ -219,9 +225,8 @@ pub(crate) fn main(args: &SendArgs) -> Result<ExitCode, Error> {
         start.elapsed(),
         report.endpoints,
     );
-    let mut out = io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &summary)?;
-    writeln!(out)?;
+    summary.report(&mut io::stderr());
+    summary.write(&mut io::stdout().lock(), args.pretty)?;
     Ok(if summary.success() {
         ExitCode::SUCCESS
     } else {

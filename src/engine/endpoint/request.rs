@@ -113,7 +113,14 @@ impl Endpoint {
                 code: resp.status,
                 retry_after,
             };
+            // A redirect is not followed: where it points is what a person needs to know.
+            let detail = resp
+                .location
+                .map(|to| format!("{e} to {to} (redirects are not followed: use the new URL)"));
             self.failed(batch, e, now);
+            if let Some(d) = detail {
+                *self.shared.last_error.lock() = Some(d);
+            }
         }
         self.gauges();
     }
@@ -180,7 +187,9 @@ impl Endpoint {
                 self.ready.push_front(batch);
                 log::warn!("{}: disabled: {reason}", self.shared.name);
                 self.disabled = true;
-                self.shared.set_disabled(Some(reason.to_string()));
+                let since = httpdate::fmt_http_date(self.wall(now));
+                self.shared
+                    .set_disabled(Some(format!("{reason} (since {since})")));
             }
         }
     }
