@@ -326,7 +326,13 @@ mod tests {
         };
         assert_eq!(
             keys("fanout_N16"),
-            ["writes_per_s", "deliveries_per_s", "peak_rss_kb"]
+            [
+                "writes_per_s",
+                "deliveries_per_s",
+                "peak_rss_kb",
+                "rss_above_events_kb",
+                "prebuilt_events_kb"
+            ]
         );
         assert!(keys("publish_latency_N4").contains(&"p99_ns"));
         assert!(keys("http_1").contains(&"lost") && keys("http_1").contains(&"duplicates"));
