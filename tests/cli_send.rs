@@ -405,3 +405,30 @@ fn each_endpoint_says_why_it_did_not_deliver() {
         out.stderr
     );
 }
+
+#[test]
+fn durations_take_units() {
+    let rx = Receiver::start(ReceiverConfig::default()).unwrap();
+    let args = [
+        "--endpoint",
+        &rx.url(),
+        "--timeout",
+        "1m",
+        "--request-timeout",
+        "2s",
+        "--connect-timeout",
+        "500ms",
+        "--linger",
+        "1ms",
+        "--max-age",
+        "1h",
+        "--overflow",
+        "block:5s",
+    ];
+    let out = send(&args, events((0..5).map(|i| format!("d-{i}"))));
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert_eq!(summary(&out)["delivered"], 5);
+    let url = rx.url();
+    rejects(&["--endpoint", &url, "--timeout", "1500ms"], "--timeout");
+    rejects(&["--endpoint", &url, "--linger", "soon"], "--linger");
+}

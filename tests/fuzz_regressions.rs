@@ -35,6 +35,10 @@ mod store_meta;
 #[allow(dead_code)]
 mod durable;
 #[cfg(feature = "cli")]
+#[path = "../src/bin/hookwire/duration.rs"]
+#[allow(dead_code)]
+mod duration;
+#[cfg(feature = "cli")]
 #[path = "../src/bin/hookwire/ndjson.rs"]
 #[allow(dead_code)]
 mod ndjson;

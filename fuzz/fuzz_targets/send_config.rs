@@ -6,6 +6,9 @@
 #[path = "../../src/bin/hookwire/durable.rs"]
 #[allow(dead_code)]
 mod durable;
+#[path = "../../src/bin/hookwire/duration.rs"]
+#[allow(dead_code)]
+mod duration;
 #[path = "../../src/bin/hookwire/ndjson.rs"]
 #[allow(dead_code)]
 mod ndjson;

@@ -8,6 +8,7 @@
 mod bench;
 mod dlq;
 mod durable;
+mod duration;
 mod ndjson;
 mod options;
 mod saved;

@@ -16,12 +16,10 @@ use hookwire::sink::Overflow;
 use hookwire::{Error, RawEvent};
 
 use crate::durable;
+use crate::duration::{millis_arg, secs_arg, secs_to_a_day_arg};
 use crate::ndjson::{Line, Lines, MAX_LINE};
 use crate::options::{endpoint_configs, flagged, header_arg, media_type_arg, overflow_arg};
 use crate::summary::{Pumped, Summary};
-
-/// The longest `--timeout`: a day.
-const MAX_TIMEOUT_S: u64 = 86_400;
 
 /// Options of `hookwire send`.
 #[derive(Debug, Clone, Args)]
@@ -80,28 +78,30 @@ pub(crate) struct SendArgs {
     /// Most events per request [default: 1].
     #[arg(long, value_name = "N")]
     pub(crate) batch: Option<usize>,
-    /// How long a partial batch may wait for more events, in ms [default: 0].
-    #[arg(long, value_name = "MS")]
+    /// How long a partial batch may wait for more events [default: 0] (a bare number: ms).
+    #[arg(long, value_name = "DURATION", value_parser = millis_arg)]
     pub(crate) linger: Option<u64>,
-    /// Time allowed for one request, in ms [default: 1000].
-    #[arg(long = "request-timeout", value_name = "MS")]
+    /// Time allowed for one request [default: 1s] (a bare number: ms).
+    #[arg(long = "request-timeout", value_name = "DURATION", value_parser = millis_arg)]
     pub(crate) request_timeout: Option<u64>,
-    /// Time allowed to connect, in ms [default: the request timeout].
-    #[arg(long = "connect-timeout", value_name = "MS")]
+    /// Time allowed to connect [default: the request timeout] (a bare number: ms).
+    #[arg(long = "connect-timeout", value_name = "DURATION", value_parser = millis_arg)]
     pub(crate) connect_timeout: Option<u64>,
     /// Events each endpoint may hold [default: 10000].
     #[arg(long, value_name = "N")]
     pub(crate) capacity: Option<usize>,
     /// What to do when an endpoint holds --capacity events: block (wait, at most --timeout),
-    /// block:MS (wait at most MS), drop-newest, drop-oldest, reject [default: block]. Not
+    /// block:DURATION (wait at most that long; a bare number: ms), drop-newest, drop-oldest,
+    /// reject [default: block]. Not
     /// with --data-dir: a durable endpoint keeps its backlog on disk.
     #[arg(long, value_name = "POLICY", value_parser = overflow_arg)]
     pub(crate) overflow: Option<Overflow>,
     /// Give an event up after this many attempts [default: no limit].
     #[arg(long = "max-attempts", value_name = "N")]
     pub(crate) max_attempts: Option<u32>,
-    /// Give an event up once it has been retried for this long, in seconds [default: 24 h].
-    #[arg(long = "max-age", value_name = "S")]
+    /// Give an event up once it has been retried for this long [default: 1d] (a bare number:
+    /// seconds).
+    #[arg(long = "max-age", value_name = "DURATION", value_parser = secs_arg)]
     pub(crate) max_age: Option<u64>,
     /// Requests in flight per endpoint; more than 1 gives up strict order [default: 1].
     #[arg(long = "max-in-flight", value_name = "N")]
@@ -109,9 +109,10 @@ pub(crate) struct SendArgs {
     /// Envelope media type: v1 or v2 [default: v2].
     #[arg(long = "media-type", value_name = "v1|v2", value_parser = media_type_arg)]
     pub(crate) media_type: Option<MediaType>,
-    /// Stop waiting for deliveries after this many seconds (what is left is reported).
-    #[arg(long, value_name = "S", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_S))]
+    /// Stop waiting for deliveries after this long, at most 1d (what is left is reported; a
+    /// bare number: seconds).
+    #[arg(long, value_name = "DURATION", default_value = "30s",
+          value_parser = secs_to_a_day_arg)]
     pub(crate) timeout: u64,
     /// Worker threads [default: one per core].
     #[arg(long, value_name = "N")]
@@ -350,7 +351,16 @@ mod tests {
         }
         let parse = |t: &str| T::try_parse_from(["x", "--endpoint", "http://h/", "--timeout", t]);
         assert_eq!(parse("86400").unwrap().send.timeout, 86_400);
-        for bad in ["0", "86401", "18446744073709551615"] {
+        assert_eq!(parse("1d").unwrap().send.timeout, 86_400);
+        assert_eq!(parse("2m30s").unwrap().send.timeout, 150);
+        for bad in [
+            "0",
+            "86401",
+            "18446744073709551615",
+            "25h",
+            "1500ms",
+            "soon",
+        ] {
             let e = parse(bad).err().unwrap();
             assert!(e.to_string().contains("--timeout"), "{e}");
         }
