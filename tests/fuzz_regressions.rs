@@ -35,6 +35,10 @@ mod store_meta;
 #[allow(dead_code)]
 mod durable;
 #[cfg(feature = "cli")]
+#[path = "../src/bin/hookwire/duration.rs"]
+#[allow(dead_code)]
+mod duration;
+#[cfg(feature = "cli")]
 #[path = "../src/bin/hookwire/ndjson.rs"]
 #[allow(dead_code)]
 mod ndjson;
@@ -49,6 +53,10 @@ mod options;
 #[path = "../src/bin/hookwire/saved.rs"]
 #[allow(dead_code)]
 mod saved;
+#[cfg(feature = "cli")]
+#[path = "../src/bin/hookwire/secrets.rs"]
+#[allow(dead_code)]
+mod secrets;
 #[cfg(feature = "cli")]
 #[path = "../src/bin/hookwire/send.rs"]
 #[allow(dead_code)]

@@ -6,6 +6,9 @@
 #[path = "../../src/bin/hookwire/durable.rs"]
 #[allow(dead_code)]
 mod durable;
+#[path = "../../src/bin/hookwire/duration.rs"]
+#[allow(dead_code)]
+mod duration;
 #[path = "../../src/bin/hookwire/ndjson.rs"]
 #[allow(dead_code)]
 mod ndjson;
@@ -15,6 +18,9 @@ mod options;
 #[path = "../../src/bin/hookwire/saved.rs"]
 #[allow(dead_code)]
 mod saved;
+#[path = "../../src/bin/hookwire/secrets.rs"]
+#[allow(dead_code)]
+mod secrets;
 #[path = "../../src/bin/hookwire/send.rs"]
 #[allow(dead_code)]
 mod send;

@@ -3,6 +3,8 @@
 //! resolver for the rest) and tells the endpoint what came of them. Nothing here decides
 //! anything; nothing here waits.
 
+use std::time::Instant;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::Error;
@@ -135,6 +137,12 @@ impl Http {
         };
         let was_up = c.is_established();
         let progress = c.on_event(io.registry);
+        if !matches!(progress, Progress::Pending) {
+            // The answer (or the failure) came during this drive, which may have begun well
+            // after the loop turn's time: a request started and answered within one turn
+            // would otherwise take no time at all. The round trip ends now.
+            io.now = io.now.max(Instant::now());
+        }
         if !was_up && c.is_established() {
             self.ep.handle_connected(conn, io.now);
         }

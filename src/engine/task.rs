@@ -56,7 +56,8 @@ pub(crate) struct Services {
 pub(crate) struct Io<'a> {
     /// Registers sockets.
     pub registry: &'a mio::Registry,
-    /// The time of this loop turn.
+    /// The time of this loop turn; the driver moves it forward when a request finishes during
+    /// a connection's drive (see `driver.rs`), so round trips end when they ended.
     pub now: Instant,
     /// The endpoint's slot (its tokens are `slot << 8 | connection`).
     pub slot: usize,

@@ -75,6 +75,10 @@ pub(crate) struct Response {
     pub status: u16,
     /// The `Retry-After` header's raw value, if one was sent (and was visible ASCII).
     pub retry_after: Option<String>,
+    /// A redirect's `Location`, if it sent one (see [`Answer::location`]).
+    ///
+    /// [`Answer::location`]: super::response::Answer::location
+    pub location: Option<String>,
     /// Whether the connection can carry another request: false after `Connection: close`,
     /// an HTTP/1.0 answer without keep-alive, a body over the bound or delimited by closing,
     /// an answer that came before the request was fully sent, or a peer that closed.
@@ -349,6 +353,7 @@ impl Conn {
         let resp = Response {
             status: answer.status,
             retry_after: answer.retry_after,
+            location: answer.location,
             keep_alive: answer.reusable && sent_all,
         };
         self.req = None;

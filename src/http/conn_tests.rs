@@ -153,6 +153,7 @@ fn posts_and_reuses_one_connection() {
         assert_eq!(
             resp,
             Response {
+                location: None,
                 status: 200,
                 retry_after: None,
                 keep_alive: true

@@ -111,6 +111,21 @@ fn malformed(e: impl fmt::Display) -> ResponseError {
     ResponseError::Malformed(e.to_string())
 }
 
+/// The longest `Location` kept from a redirect, in bytes.
+pub(crate) const MAX_LOCATION: usize = 512;
+
+/// `s`, at most `max` bytes of it (at a character boundary), with `...` if it was cut.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
 /// A response that was read (as far as it is worth reading).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Answer {
@@ -118,6 +133,9 @@ pub(crate) struct Answer {
     pub status: u16,
     /// The `Retry-After` header's raw value, if one was sent (and was visible ASCII).
     pub retry_after: Option<String>,
+    /// A redirect's (3xx) `Location` header, if one was sent (and was visible ASCII), cut at
+    /// [`MAX_LOCATION`] bytes: redirects are not followed, but a person needs to know where.
+    pub location: Option<String>,
     /// Whether the protocol lets the connection carry another request: false after
     /// `Connection: close`, an HTTP/1.0 answer without keep-alive, a close-delimited body, a
     /// body cut at its bound, or bytes after the response.
@@ -163,6 +181,7 @@ pub(crate) struct ResponseReader {
     need_line: bool,
     status: u16,
     retry_after: Option<String>,
+    location: Option<String>,
     /// Decoded body bytes, and raw body bytes consumed.
     body: usize,
     raw: usize,
@@ -202,6 +221,7 @@ impl ResponseReader {
             need_line: false,
             status: 0,
             retry_after: None,
+            location: None,
             body: 0,
             raw: 0,
             #[cfg(test)]
@@ -312,6 +332,7 @@ impl ResponseReader {
         Answer {
             status: self.status,
             retry_after: self.retry_after.take(),
+            location: self.location.take(),
             reusable,
             complete,
         }
@@ -362,6 +383,14 @@ impl ResponseReader {
                         .get("retry-after")
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
+                    self.location = if (300..400).contains(&self.status) {
+                        resp.headers()
+                            .get("location")
+                            .and_then(|v| v.to_str().ok())
+                            .map(|v| cut(v, MAX_LOCATION))
+                    } else {
+                        None
+                    };
                     let extra = pos < src.len();
                     match call.proceed() {
                         Some(RecvResponseResult::RecvBody(call)) => {

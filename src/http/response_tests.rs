@@ -65,12 +65,30 @@ fn a_whole_response_in_one_slice_or_byte_by_byte() {
             Answer {
                 status: 200,
                 retry_after: None,
+                location: None,
                 reusable: true,
                 complete: true
             },
             "step {step}"
         );
     }
+}
+
+#[test]
+fn a_redirect_keeps_its_location_and_only_a_redirect() {
+    let moved = b"HTTP/1.1 301 Moved Permanently\r\nlocation: https://new.example/hook\r\ncontent-length: 0\r\n\r\n";
+    assert_eq!(
+        answer(moved, 5).location.as_deref(),
+        Some("https://new.example/hook")
+    );
+    let long = format!(
+        "HTTP/1.1 308 Permanent Redirect\r\nlocation: /{}\r\ncontent-length: 0\r\n\r\n",
+        "x".repeat(2000)
+    );
+    let kept = answer(long.as_bytes(), 64).location.unwrap();
+    assert_eq!(kept.len(), MAX_LOCATION + 3, "cut, with an ellipsis");
+    let ok = b"HTTP/1.1 201 Created\r\nlocation: /items/1\r\ncontent-length: 0\r\n\r\n";
+    assert_eq!(answer(ok, 7).location, None, "not a redirect");
 }
 
 #[test]

@@ -147,7 +147,7 @@ impl<'a> Conn<'a> {
     pub(super) fn respond(
         &mut self,
         status: u16,
-        retry_after: Option<&str>,
+        headers: &[(&str, String)],
         body_len: usize,
         framing: Framing,
     ) -> io::Result<()> {
@@ -157,10 +157,8 @@ impl<'a> Conn<'a> {
         } else {
             head.push_str(&format!("content-length: {body_len}\r\n"));
         }
-        if let Some(v) = retry_after {
-            head.push_str("retry-after: ");
-            head.push_str(v);
-            head.push_str("\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
         }
         if framing.close {
             head.push_str("connection: close\r\n");

@@ -23,6 +23,8 @@ pub struct Reply {
     pub status: u16,
     /// A `Retry-After` header to send, verbatim.
     pub retry_after: Option<String>,
+    /// A `Location` header to send, verbatim (for a redirect).
+    pub location: Option<String>,
     /// How long to wait before answering (on top of [`ReceiverConfig::delay`]).
     pub delay: Duration,
     /// Frame the answer with `Transfer-Encoding: chunked` (its body is
@@ -38,6 +40,7 @@ impl Reply {
         Reply {
             status,
             retry_after: None,
+            location: None,
             delay: Duration::ZERO,
             chunked: false,
             close: false,
@@ -47,6 +50,12 @@ impl Reply {
     /// Adds a `Retry-After` header (seconds or an HTTP-date, sent as given).
     pub fn retry_after(mut self, value: impl Into<String>) -> Self {
         self.retry_after = Some(value.into());
+        self
+    }
+
+    /// Adds a `Location` header (a redirect's target, sent as given).
+    pub fn location(mut self, value: impl Into<String>) -> Self {
+        self.location = Some(value.into());
         self
     }
 
@@ -224,6 +233,11 @@ impl ReceiverConfig {
                 && v.bytes().any(|b| b.is_ascii_control())
             {
                 return bad(format!("Retry-After {v:?} contains control characters"));
+            }
+            if let Some(v) = &r.location
+                && v.bytes().any(|b| b.is_ascii_control())
+            {
+                return bad(format!("Location {v:?} contains control characters"));
             }
         }
         if self.slow_read.is_some_and(|(n, _)| n == 0) {

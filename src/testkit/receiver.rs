@@ -223,7 +223,7 @@ impl Drop for Receiver {
 
 /// What the fault plan decided for one request.
 enum Answer {
-    Status(u16, Option<String>, Duration, Framing),
+    Status(u16, Vec<(&'static str, String)>, Duration, Framing),
     Hang,
     Drop,
 }
@@ -244,7 +244,7 @@ fn serve(stream: TcpStream, shared: &Shared) {
                     chunked: false,
                     close: true,
                 };
-                let _ = conn.respond(status, None, 0, close);
+                let _ = conn.respond(status, &[], 0, close);
                 return;
             }
         };
@@ -258,14 +258,14 @@ fn serve(stream: TcpStream, shared: &Shared) {
                 conn.abort();
                 return;
             }
-            Answer::Status(status, retry_after, delay, mut framing) => {
+            Answer::Status(status, headers, delay, mut framing) => {
                 if !delay.is_zero() && shared.stop.wait_for(delay) {
                     return;
                 }
                 shared.record_answer(status, ids);
                 framing.close |= req.close;
                 conn.consume(&req);
-                let sent = conn.respond(status, retry_after.as_deref(), cfg.response_body, framing);
+                let sent = conn.respond(status, &headers, cfg.response_body, framing);
                 shared.classify();
                 if sent.is_err() || framing.close {
                     return;
@@ -306,7 +306,7 @@ impl Shared {
         st.stats.requests += 1;
         let first = *st.first_request.get_or_insert(now);
         let refuse = |status| {
-            let answer = Answer::Status(status, None, self.config.delay, Framing::default());
+            let answer = Answer::Status(status, Vec::new(), self.config.delay, Framing::default());
             (answer, Vec::new())
         };
         let Ok(found) = found else {
@@ -327,18 +327,22 @@ impl Shared {
             }
             Fault::None => {}
         }
-        let (status, retry_after, delay, framing) = if let Some(r) = st.script.pop_front() {
+        let (status, headers, delay, framing) = if let Some(r) = st.script.pop_front() {
             let framing = Framing {
                 chunked: r.chunked,
                 close: r.close,
             };
-            (r.status, r.retry_after, r.delay, framing)
+            let headers = [("retry-after", r.retry_after), ("location", r.location)]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect();
+            (r.status, headers, r.delay, framing)
         } else {
             let status = match self.config.fail_for {
                 Some((d, status)) if now.duration_since(first) < d => status,
                 _ => 200,
             };
-            (status, None, Duration::ZERO, Framing::default())
+            (status, Vec::new(), Duration::ZERO, Framing::default())
         };
         let ids = if (200..300).contains(&status) {
             let wid = req.webhook_id.as_deref();
@@ -352,7 +356,7 @@ impl Shared {
             Vec::new()
         };
         let delay = self.config.delay.saturating_add(delay);
-        (Answer::Status(status, retry_after, delay, framing), ids)
+        (Answer::Status(status, headers, delay, framing), ids)
     }
 
     /// Whether the request carries a valid Standard Webhooks signature of `body`.

@@ -45,8 +45,14 @@ pub struct Out {
 
 /// Runs `hookwire ARGS` with `input` on stdin; kills it (and fails the test) after `limit`.
 pub fn hookwire(args: &[&str], input: String, limit: Duration) -> Out {
+    hookwire_env(args, &[], input, limit)
+}
+
+/// [`hookwire`] with environment variables set for the child.
+pub fn hookwire_env(args: &[&str], env: &[(&str, &str)], input: String, limit: Duration) -> Out {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hookwire"))
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

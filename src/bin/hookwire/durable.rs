@@ -104,7 +104,8 @@ pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
     let (pumped, progress) = if args.resume {
         (Pumped::default(), None)
     } else {
-        let (pumped, mut progress) = read_and_publish(&d, deadline, &mut progress_out)?;
+        let (pumped, mut progress) =
+            read_and_publish(&d, !args.secrets.is_empty(), deadline, &mut progress_out)?;
         progress.finish(deadline);
         (pumped, Some(progress))
     };
@@ -130,10 +131,8 @@ pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
         summary.durable_through = Some(p.durable);
         summary.not_durable = Some(p.not_durable);
     }
-    let mut out = io::stdout().lock();
-    serde_json::to_writer(&mut out, &summary)?;
-    writeln!(out)?;
-    out.flush()?;
+    summary.report(&mut io::stderr());
+    summary.write(&mut io::stdout().lock(), args.pretty)?;
     Ok(ExitCode::from(summary.exit_code()))
 }
 
@@ -414,13 +413,14 @@ pub(crate) fn in_use(e: Error) -> Error {
 /// to `out` as it goes. Returns at the end of stdin (or at the deadline).
 fn read_and_publish<'a>(
     d: &Dispatcher,
+    signed: bool,
     deadline: Instant,
     out: &'a mut dyn Write,
 ) -> Result<(Pumped, Progress<'a, Ticket>), Error> {
     let (tx, rx) = crossbeam_channel::bounded::<Item>(READ_AHEAD);
     std::thread::Builder::new()
         .name("hookwire-stdin".into())
-        .spawn(move || read_stdin(&tx))?;
+        .spawn(move || read_stdin(&tx, signed))?;
     let progress = RefCell::new(Progress::new(Box::new(out), Box::new(io::stderr())));
     let mut next = || next_line(&rx, &progress);
     let pumped = pump_lines(
@@ -441,8 +441,8 @@ fn read_and_publish<'a>(
 
 /// The stdin thread: every line, then the end or the read error. Stops early if the
 /// publisher is gone.
-fn read_stdin(tx: &Sender<Item>) {
-    let mut lines = Lines::new(io::stdin().lock(), MAX_LINE);
+fn read_stdin(tx: &Sender<Item>, signed: bool) {
+    let mut lines = Lines::new(io::stdin().lock(), MAX_LINE).signed(signed);
     loop {
         let item = lines.next_line();
         let last = !matches!(item, Ok(Some(_)));

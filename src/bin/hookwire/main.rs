@@ -8,10 +8,12 @@
 mod bench;
 mod dlq;
 mod durable;
+mod duration;
 mod forget;
 mod ndjson;
 mod options;
 mod saved;
+mod secrets;
 mod send;
 mod summary;
 

@@ -6,7 +6,7 @@
 
 use std::io::{self, BufRead};
 
-use hookwire::{Error, RawEvent};
+use hookwire::{Error, Event, RawEvent};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -30,6 +30,7 @@ pub(crate) struct Lines<R> {
     cap: usize,
     number: u64,
     buf: Vec<u8>,
+    signed: bool,
 }
 
 impl<R: BufRead> Lines<R> {
@@ -40,7 +41,15 @@ impl<R: BufRead> Lines<R> {
             cap,
             number: 0,
             buf: Vec::new(),
+            signed: false,
         }
+    }
+
+    /// Requests are signed (`--secret`): an id that cannot be a `webhook-id` header (see
+    /// [`header_safe`]) makes its line malformed, instead of a dead letter later.
+    pub(crate) fn signed(mut self, on: bool) -> Self {
+        self.signed = on;
+        self
     }
 
     /// The next line and its number, or `None` at the end of the input. Only a read error is
@@ -90,6 +99,11 @@ impl<R: BufRead> Lines<R> {
                 Err(e) => Line::Malformed(format!("not UTF-8 (byte {})", e.valid_up_to() + 1)),
                 Ok(text) if text.trim().is_empty() => Line::Blank,
                 Ok(text) => match parse_event(text) {
+                    Ok(ev) if self.signed && !header_safe(&ev.id()) => Line::Malformed(format!(
+                        "\"id\" {:?} cannot be signed: with a secret, an id must be printable \
+                         ASCII (it is sent as the webhook-id header)",
+                        ev.id()
+                    )),
                     Ok(ev) => Line::Event(ev),
                     Err(reason) => Line::Malformed(reason),
                 },
@@ -97,6 +111,12 @@ impl<R: BufRead> Lines<R> {
         };
         Ok(Some((self.number, line)))
     }
+}
+
+/// Whether `id` can be sent as a `webhook-id` header: printable ASCII (0x20 to 0x7e), the
+/// engine's rule for signed requests.
+pub(crate) fn header_safe(id: &str) -> bool {
+    id.bytes().all(|c| (0x20..0x7f).contains(&c))
 }
 
 #[derive(Deserialize)]
@@ -130,7 +150,6 @@ pub(crate) fn parse_event(text: &str) -> Result<RawEvent, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hookwire::Event;
     use std::io::{BufReader, Cursor};
 
     fn all(input: &[u8], cap: usize) -> Vec<(u64, String)> {
@@ -226,6 +245,34 @@ mod tests {
         let got = all(b"{\"id\":\"\xff\"}\n{\"id\":\"b\"}\n", MAX_LINE);
         assert_eq!(got[0].1, "bad: not UTF-8 (byte 8)");
         assert_eq!(got[1].1, "event b");
+    }
+
+    #[test]
+    fn with_signing_an_id_that_cannot_be_a_header_is_malformed() {
+        let input =
+            "{\"id\":\"caf\u{e9}\"}\n{\"id\":\"a\\u0001b\"}\n{\"id\":\"ok-1 x\"}\n{\"id\":7}\n";
+        let read = |signed: bool| {
+            let mut lines = Lines::new(input.as_bytes(), MAX_LINE).signed(signed);
+            let mut out = Vec::new();
+            while let Some((n, line)) = lines.next_line().unwrap() {
+                out.push((n, matches!(line, Line::Event(_)), format!("{line:?}")));
+            }
+            out
+        };
+        let signed = read(true);
+        assert_eq!(
+            signed
+                .iter()
+                .map(|(n, ok, _)| (*n, *ok))
+                .collect::<Vec<_>>(),
+            [(1, false), (2, false), (3, true), (4, true)]
+        );
+        assert!(signed[0].2.contains("cannot be signed"), "{}", signed[0].2);
+        assert!(
+            read(false).iter().all(|(_, ok, _)| *ok),
+            "unsigned: any id goes"
+        );
+        assert!(header_safe("a b~") && !header_safe("é") && !header_safe("\u{7f}"));
     }
 
     proptest::proptest! {

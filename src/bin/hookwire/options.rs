@@ -14,6 +14,7 @@ use hookwire::endpoint::EndpointConfig;
 use hookwire::http::{HttpConfig, MediaType, Secret};
 use hookwire::sink::Overflow;
 
+use crate::duration::{Unit, parse as parse_duration};
 use crate::send::SendArgs;
 
 /// The reason of an [`Error::Config`], for clap (which names the flag itself).
@@ -32,13 +33,6 @@ pub(crate) fn header_arg(s: &str) -> Result<(String, String), String> {
 /// `--overflow`, for clap.
 pub(crate) fn overflow_arg(s: &str) -> Result<Overflow, String> {
     parse_overflow(s).map_err(reason)
-}
-
-/// `--secret`, for clap: checked, kept as given.
-pub(crate) fn secret_arg(s: &str) -> Result<String, String> {
-    s.parse::<Secret>()
-        .map(|_| s.trim().to_owned())
-        .map_err(reason)
 }
 
 /// `--media-type`, for clap.
@@ -63,8 +57,8 @@ pub(crate) fn parse_header(s: &str) -> Result<(String, String), Error> {
     Ok((k.trim().to_owned(), v.trim().to_owned()))
 }
 
-/// `block`, `block:MS`, `drop-newest`, `drop-oldest` or `reject`. Plain `block` has no
-/// timeout here; [`endpoint_configs`] bounds it by `--timeout`.
+/// `block`, `block:DURATION` (a bare number: ms), `drop-newest`, `drop-oldest` or `reject`.
+/// Plain `block` has no timeout here; [`endpoint_configs`] bounds it by `--timeout`.
 pub(crate) fn parse_overflow(s: &str) -> Result<Overflow, Error> {
     match s.trim() {
         "block" => Ok(Overflow::Block { timeout: None }),
@@ -72,17 +66,18 @@ pub(crate) fn parse_overflow(s: &str) -> Result<Overflow, Error> {
         "drop-oldest" => Ok(Overflow::DropOldest),
         "reject" => Ok(Overflow::Reject),
         other => {
-            let ms = other
-                .strip_prefix("block:")
-                .and_then(|ms| ms.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    Error::config(
-                        "--overflow",
-                        format!("{s:?} is not block, block:MS, drop-newest, drop-oldest or reject"),
-                    )
-                })?;
+            let Some(wait) = other.strip_prefix("block:") else {
+                return Err(Error::config(
+                    "--overflow",
+                    format!(
+                        "{s:?} is not block, block:DURATION, drop-newest, drop-oldest or reject"
+                    ),
+                ));
+            };
+            let timeout = parse_duration(wait, Unit::Millis)
+                .map_err(|why| Error::config("--overflow", format!("block:{why}")))?;
             Ok(Overflow::Block {
-                timeout: Some(Duration::from_millis(ms)),
+                timeout: Some(timeout),
             })
         }
     }
@@ -305,6 +300,65 @@ mod tests {
     }
 
     #[test]
+    fn durations_take_units_and_bare_numbers_keep_their_old_unit() {
+        let units = configs(&[
+            "--linger",
+            "20ms",
+            "--request-timeout",
+            "2s",
+            "--connect-timeout",
+            "1m",
+            "--max-age",
+            "1h30m",
+            "--overflow",
+            "block:2s",
+            "--timeout",
+            "1h",
+        ])
+        .unwrap();
+        let bare = configs(&[
+            "--linger",
+            "20",
+            "--request-timeout",
+            "2000",
+            "--connect-timeout",
+            "60000",
+            "--max-age",
+            "5400",
+            "--overflow",
+            "block:2000",
+            "--timeout",
+            "3600",
+        ])
+        .unwrap();
+        for c in [&units[0], &bare[0]] {
+            assert_eq!(c.batch.linger, Duration::from_millis(20));
+            assert_eq!(c.timeout, Duration::from_secs(2));
+            assert_eq!(c.connect_timeout, Some(Duration::from_secs(60)));
+            assert_eq!(c.max_age, Some(Duration::from_secs(5400)));
+            assert_eq!(
+                c.overflow,
+                Overflow::Block {
+                    timeout: Some(Duration::from_secs(2))
+                }
+            );
+        }
+        for (argv, flag) in [
+            (&["--linger", "5x"][..], "--linger"),
+            (&["--request-timeout", "1.5s"][..], "--request-timeout"),
+            (&["--max-age", "1500ms"][..], "--max-age"),
+            (&["--timeout", "2d"][..], "--timeout"),
+            (&["--overflow", "block:5x"][..], "--overflow"),
+        ] {
+            let e = args(argv)
+                .err()
+                .unwrap_or_else(|| panic!("{argv:?} accepted"));
+            assert_eq!(e.exit_code(), 2, "{argv:?}");
+            assert!(e.to_string().contains(flag), "{argv:?}: {e}");
+        }
+    }
+
+    #[test]
     fn defaults_are_the_libraries_except_a_bounded_block() {
         let c = configs(&[]).unwrap();
         let lib = EndpointConfig::new("x", "http://127.0.0.1:9/hook");
@@ -365,7 +419,6 @@ mod tests {
             (&["--overflow", "sideways"][..], "--overflow"),
             (&["--overflow", "block:soon"][..], "--overflow"),
             (&["--media-type", "v3"][..], "--media-type"),
-            (&["--secret", "whsec_!!"][..], "--secret"),
             (&["--batch", "many"][..], "--batch"),
             (&["--bogus"][..], "--bogus"),
         ] {
@@ -387,6 +440,7 @@ mod tests {
             (&["--header", "Bad Name: 5"][..], "--header"),
             (&["--request-timeout", "0"][..], "--request-timeout"),
             (&["--connect-timeout", "0"][..], "--connect-timeout"),
+            (&["--secret", "whsec_!!"][..], "--secret"),
         ] {
             let e = configs(argv).unwrap_err();
             assert!(matches!(e, Error::Config { .. }), "{argv:?}: {e}");

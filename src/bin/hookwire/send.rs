@@ -16,22 +16,21 @@ use hookwire::sink::Overflow;
 use hookwire::{Error, RawEvent};
 
 use crate::durable;
+use crate::duration::{millis_arg, secs_arg, secs_to_a_day_arg};
 use crate::ndjson::{Line, Lines, MAX_LINE};
-use crate::options::{
-    endpoint_configs, flagged, header_arg, media_type_arg, overflow_arg, secret_arg,
-};
+use crate::options::{endpoint_configs, flagged, header_arg, media_type_arg, overflow_arg};
 use crate::summary::{Pumped, Summary};
-
-/// The longest `--timeout`: a day.
-const MAX_TIMEOUT_S: u64 = 86_400;
 
 /// Options of `hookwire send`.
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "\
 Input: one JSON object per line on stdin, each with an \"id\" (a string or a number); blank
 lines are skipped; bad lines are reported on stderr as `line N: <reason>` and counted.
-Output: one JSON summary on stdout (accepted, events, delivered, dropped, dead_lettered,
-pending, kept, malformed, elapsed_ms and every endpoint's counters).
+Output: one JSON summary on one line of stdout (--pretty: indented), opening with \"results\",
+one per endpoint (name, ok, events, delivered, dead_lettered, dropped, pending, and why not:
+disabled, last_error), then the totals (accepted, events, delivered, ... summed over the
+endpoints), elapsed_ms and every endpoint's counters. An endpoint that did not deliver
+everything is also named on stderr, with its last error.
 Exit code: 0 if every event was delivered to every endpoint and no line was bad; 1 otherwise;
 2 for a bad option; 3 (--data-dir) if records in the data directory's log were lost to damage
 (said on stderr and in the summary's \"damage\"; the damaged bytes are copied to
@@ -66,36 +65,43 @@ pub(crate) struct SendArgs {
     #[arg(long = "name", value_name = "NAME")]
     pub(crate) names: Vec<String>,
     /// Standard Webhooks signing secret (whsec_...). Repeat to sign with several (rotation).
-    #[arg(long = "secret", value_name = "whsec_...", value_parser = secret_arg)]
+    /// Visible in `ps`: prefer --secret-file or HOOKWIRE_SECRET (whitespace-separated secrets,
+    /// read when neither flag is given). Errors never print a secret.
+    #[arg(long = "secret", value_name = "whsec_...")]
     pub(crate) secrets: Vec<String>,
+    /// Read signing secrets from PATH, one per line (blank lines skipped), after any --secret.
+    #[arg(long = "secret-file", value_name = "PATH")]
+    pub(crate) secret_file: Option<PathBuf>,
     /// Extra request header, as NAME:VALUE. Repeatable.
     #[arg(long = "header", value_name = "NAME:VALUE", value_parser = header_arg)]
     pub(crate) headers: Vec<(String, String)>,
     /// Most events per request [default: 1].
     #[arg(long, value_name = "N")]
     pub(crate) batch: Option<usize>,
-    /// How long a partial batch may wait for more events, in ms [default: 0].
-    #[arg(long, value_name = "MS")]
+    /// How long a partial batch may wait for more events [default: 0] (a bare number: ms).
+    #[arg(long, value_name = "DURATION", value_parser = millis_arg)]
     pub(crate) linger: Option<u64>,
-    /// Time allowed for one request, in ms [default: 1000].
-    #[arg(long = "request-timeout", value_name = "MS")]
+    /// Time allowed for one request [default: 1s] (a bare number: ms).
+    #[arg(long = "request-timeout", value_name = "DURATION", value_parser = millis_arg)]
     pub(crate) request_timeout: Option<u64>,
-    /// Time allowed to connect, in ms [default: the request timeout].
-    #[arg(long = "connect-timeout", value_name = "MS")]
+    /// Time allowed to connect [default: the request timeout] (a bare number: ms).
+    #[arg(long = "connect-timeout", value_name = "DURATION", value_parser = millis_arg)]
     pub(crate) connect_timeout: Option<u64>,
     /// Events each endpoint may hold [default: 10000].
     #[arg(long, value_name = "N")]
     pub(crate) capacity: Option<usize>,
     /// What to do when an endpoint holds --capacity events: block (wait, at most --timeout),
-    /// block:MS (wait at most MS), drop-newest, drop-oldest, reject [default: block]. Not
+    /// block:DURATION (wait at most that long; a bare number: ms), drop-newest, drop-oldest,
+    /// reject [default: block]. Not
     /// with --data-dir: a durable endpoint keeps its backlog on disk.
     #[arg(long, value_name = "POLICY", value_parser = overflow_arg)]
     pub(crate) overflow: Option<Overflow>,
     /// Give an event up after this many attempts [default: no limit].
     #[arg(long = "max-attempts", value_name = "N")]
     pub(crate) max_attempts: Option<u32>,
-    /// Give an event up once it has been retried for this long, in seconds [default: 24 h].
-    #[arg(long = "max-age", value_name = "S")]
+    /// Give an event up once it has been retried for this long [default: 1d] (a bare number:
+    /// seconds).
+    #[arg(long = "max-age", value_name = "DURATION", value_parser = secs_arg)]
     pub(crate) max_age: Option<u64>,
     /// Requests in flight per endpoint; more than 1 gives up strict order [default: 1].
     #[arg(long = "max-in-flight", value_name = "N")]
@@ -103,9 +109,10 @@ pub(crate) struct SendArgs {
     /// Envelope media type: v1 or v2 [default: v2].
     #[arg(long = "media-type", value_name = "v1|v2", value_parser = media_type_arg)]
     pub(crate) media_type: Option<MediaType>,
-    /// Stop waiting for deliveries after this many seconds (what is left is reported).
-    #[arg(long, value_name = "S", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_S))]
+    /// Stop waiting for deliveries after this long, at most 1d (what is left is reported; a
+    /// bare number: seconds).
+    #[arg(long, value_name = "DURATION", default_value = "30s",
+          value_parser = secs_to_a_day_arg)]
     pub(crate) timeout: u64,
     /// Worker threads [default: one per core].
     #[arg(long, value_name = "N")]
@@ -114,6 +121,9 @@ pub(crate) struct SendArgs {
     /// given up), and print {"durable_through": N} lines as events reach the disk.
     #[arg(long = "data-dir", value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
+    /// Print the summary indented, for people (default: one line of JSON).
+    #[arg(long)]
+    pub(crate) pretty: bool,
     /// Deliver what an earlier `send --data-dir DIR` left undelivered (stdin is not read),
     /// then print the summary. Exit code 0 only if all of it was delivered.
     #[arg(long, requires = "data_dir")]
@@ -125,12 +135,13 @@ pub(crate) struct SendArgs {
 /// `line N: ...` (best effort: a closed stderr does not stop the delivery).
 pub(crate) fn pump<R: BufRead>(
     input: R,
+    signed: bool,
     deadline: Instant,
     now: &mut dyn FnMut() -> Instant,
     err: &mut dyn Write,
     mut publish: impl FnMut(RawEvent) -> Result<(), Error>,
 ) -> Pumped {
-    let mut lines = Lines::new(input, MAX_LINE);
+    let mut lines = Lines::new(input, MAX_LINE).signed(signed);
     pump_lines(&mut || lines.next_line(), deadline, now, err, |_, ev| {
         publish(ev)
     })
@@ -181,6 +192,7 @@ pub(crate) fn pump_lines(
 
 /// `hookwire send`.
 pub(crate) fn main(args: &SendArgs) -> Result<ExitCode, Error> {
+    let args = &crate::secrets::resolved(args)?;
     if let Some(dir) = &args.data_dir {
         return durable::main(args, dir);
     }
@@ -198,6 +210,7 @@ pub(crate) fn main(args: &SendArgs) -> Result<ExitCode, Error> {
     }
     let pumped = pump(
         io::stdin().lock(),
+        !args.secrets.is_empty(),
         deadline,
         &mut Instant::now,
         &mut io::stderr().lock(),
@@ -213,9 +226,8 @@ pub(crate) fn main(args: &SendArgs) -> Result<ExitCode, Error> {
         start.elapsed(),
         report.endpoints,
     );
-    let mut out = io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &summary)?;
-    writeln!(out)?;
+    summary.report(&mut io::stderr());
+    summary.write(&mut io::stdout().lock(), args.pretty)?;
     Ok(if summary.success() {
         ExitCode::SUCCESS
     } else {
@@ -232,14 +244,21 @@ mod tests {
         let mut err = Vec::new();
         let mut got = Vec::new();
         let far = Instant::now() + Duration::from_secs(3600);
-        let p = pump(input.as_bytes(), far, &mut Instant::now, &mut err, |ev| {
-            use hookwire::Event;
-            if ev.id() == "full" {
-                return Err(Error::Full { capacity: 1 });
-            }
-            got.push(ev.id().into_owned());
-            Ok(())
-        });
+        let p = pump(
+            input.as_bytes(),
+            false,
+            far,
+            &mut Instant::now,
+            &mut err,
+            |ev| {
+                use hookwire::Event;
+                if ev.id() == "full" {
+                    return Err(Error::Full { capacity: 1 });
+                }
+                got.push(ev.id().into_owned());
+                Ok(())
+            },
+        );
         assert_eq!(got, ["a", "b"]);
         assert_eq!(
             p,
@@ -274,10 +293,17 @@ mod tests {
         let input = "{\"id\":1}\n{\"id\":2}\n{\"id\":3}\n{\"id\":4}\n{\"id\":5}\n";
         let mut err = Vec::new();
         let mut n = 0;
-        let p = pump(input.as_bytes(), deadline, &mut clock, &mut err, |_| {
-            n += 1;
-            Ok(())
-        });
+        let p = pump(
+            input.as_bytes(),
+            false,
+            deadline,
+            &mut clock,
+            &mut err,
+            |_| {
+                n += 1;
+                Ok(())
+            },
+        );
         assert_eq!((p.accepted, p.unread_from_line, n), (3, Some(4), 3));
         assert_eq!(
             String::from_utf8(err).unwrap(),
@@ -309,7 +335,7 @@ mod tests {
         });
         let far = Instant::now() + Duration::from_secs(3600);
         let mut err = Vec::new();
-        let p = pump(input, far, &mut Instant::now, &mut err, |_| Ok(()));
+        let p = pump(input, false, far, &mut Instant::now, &mut err, |_| Ok(()));
         assert_eq!(p.accepted, 2);
         assert_eq!(p.input_error.as_deref(), Some("device went away"));
         assert_eq!(String::from_utf8(err).unwrap(), "stdin: device went away\n");
@@ -325,7 +351,16 @@ mod tests {
         }
         let parse = |t: &str| T::try_parse_from(["x", "--endpoint", "http://h/", "--timeout", t]);
         assert_eq!(parse("86400").unwrap().send.timeout, 86_400);
-        for bad in ["0", "86401", "18446744073709551615"] {
+        assert_eq!(parse("1d").unwrap().send.timeout, 86_400);
+        assert_eq!(parse("2m30s").unwrap().send.timeout, 150);
+        for bad in [
+            "0",
+            "86401",
+            "18446744073709551615",
+            "25h",
+            "1500ms",
+            "soon",
+        ] {
             let e = parse(bad).err().unwrap();
             assert!(e.to_string().contains("--timeout"), "{e}");
         }

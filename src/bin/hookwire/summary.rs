@@ -1,6 +1,13 @@
 //! What `hookwire send` prints when it is done, and the exit code it implies.
+//!
+//! The summary opens with one result per endpoint (`results`): with several endpoints the
+//! totals are sums (an event sent to two endpoints is delivered twice), so 200 `delivered`
+//! for 100 events may hide an endpoint that got nothing; its own line cannot. An endpoint
+//! that did not deliver everything is also named once on stderr, with why (its last error,
+//! or why it was disabled).
 
 use std::collections::BTreeMap;
+use std::io::{self, Write};
 use std::time::Duration;
 
 use hookwire::stats::{DropReason, EndpointSnapshot};
@@ -22,11 +29,90 @@ pub(crate) struct Pumped {
     pub(crate) input_error: Option<String>,
 }
 
-/// The JSON summary on stdout. Counts other than `accepted`, `malformed` and
-/// `publish_errors` are sums over the endpoints: an event sent to two endpoints is delivered
-/// twice.
+/// One endpoint's outcome, in the words a person checks first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct EndpointResult {
+    /// The endpoint's name.
+    pub(crate) name: String,
+    /// Whether it delivered every event it took (and, in memory mode, every one accepted).
+    pub(crate) ok: bool,
+    /// Events it took.
+    pub(crate) events: u64,
+    /// Of those, delivered.
+    pub(crate) delivered: u64,
+    /// Given up on.
+    pub(crate) dead_lettered: u64,
+    /// Dropped, all reasons together (by reason in its `endpoints` entry).
+    pub(crate) dropped: u64,
+    /// Undecided when `send` stopped.
+    pub(crate) pending: u64,
+    /// Why it was disabled (410 Gone, failing too long), and since when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) disabled: Option<String>,
+    /// Why it failed for good.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) failed: Option<String>,
+    /// Its last failed attempt's error (connection refused, a TLS error, a status, where a
+    /// redirect pointed), even if later attempts succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) last_error: Option<String>,
+}
+
+impl EndpointResult {
+    fn new(ep: &EndpointSnapshot, accepted: u64) -> Self {
+        let m = &ep.metrics;
+        EndpointResult {
+            name: ep.name.clone(),
+            ok: m.events >= accepted && m.delivered == m.events && m.pending == 0,
+            events: m.events,
+            delivered: m.delivered,
+            dead_lettered: m.dead_lettered,
+            dropped: m.dropped.values().sum(),
+            pending: m.pending,
+            disabled: ep.health.disabled.clone(),
+            failed: ep.health.failed.clone(),
+            last_error: ep.health.last_error.clone(),
+        }
+    }
+
+    /// One line for a person: what it delivered and why not the rest.
+    fn line(&self) -> String {
+        let mut out = format!(
+            "{}: delivered {} of {}",
+            self.name, self.delivered, self.events
+        );
+        let parts: Vec<String> = [
+            (self.dead_lettered, "dead-lettered"),
+            (self.dropped, "dropped"),
+            (self.pending, "not delivered in time"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        if !parts.is_empty() {
+            out.push_str(&format!(" ({})", parts.join(", ")));
+        }
+        for (what, text) in [
+            ("disabled", &self.disabled),
+            ("failed", &self.failed),
+            ("last error", &self.last_error),
+        ] {
+            if let Some(t) = text {
+                out.push_str(&format!("; {what}: {t}"));
+            }
+        }
+        out
+    }
+}
+
+/// The JSON summary on stdout: `results` (one per endpoint) first, then the totals. Counts
+/// other than `accepted`, `malformed` and `publish_errors` are sums over the endpoints: an
+/// event sent to two endpoints is delivered twice.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Summary {
+    /// Every endpoint's outcome, in `--endpoint` order.
+    pub(crate) results: Vec<EndpointResult>,
     /// Events the dispatcher accepted.
     pub(crate) accepted: u64,
     /// Events the endpoints took, all endpoints together: `delivered + dropped +
@@ -106,6 +192,10 @@ impl Summary {
             }
         }
         Summary {
+            results: endpoints
+                .iter()
+                .map(|ep| EndpointResult::new(ep, pumped.accepted))
+                .collect(),
             accepted: pumped.accepted,
             events,
             delivered,
@@ -155,11 +245,26 @@ impl Summary {
             && self.not_durable.unwrap_or(0) == 0
             && self.unread_from_line.is_none()
             && self.input_error.is_none()
-            && !self.endpoints.is_empty()
-            && self.endpoints.iter().all(|ep| {
-                let m = &ep.metrics;
-                m.events >= self.accepted && m.delivered == m.events && m.pending == 0
-            })
+            && !self.results.is_empty()
+            && self.results.iter().all(|r| r.ok)
+    }
+
+    /// Names every endpoint that did not deliver everything on `err`, once, with why.
+    pub(crate) fn report(&self, err: &mut dyn Write) {
+        for r in self.results.iter().filter(|r| !r.ok) {
+            let _ = writeln!(err, "hookwire: {}", r.line());
+        }
+    }
+
+    /// Writes the summary to `out` as one line of JSON, or indented for people (`pretty`).
+    pub(crate) fn write(&self, out: &mut dyn Write, pretty: bool) -> io::Result<()> {
+        if pretty {
+            serde_json::to_writer_pretty(&mut *out, self)?;
+        } else {
+            serde_json::to_writer(&mut *out, self)?;
+        }
+        writeln!(out)?;
+        out.flush()
     }
 }
 
@@ -317,6 +422,46 @@ mod tests {
         assert_eq!(s.pending, 1);
         assert!(!s.success());
         assert!(!Summary::new(&pumped(0), true, Duration::ZERO, vec![]).success());
+    }
+
+    #[test]
+    fn results_come_first_and_name_the_endpoint_that_failed() {
+        let mut bad = endpoint(10, 0, 10, 0);
+        bad.name = "audit".into();
+        bad.health.last_error = Some("endpoint answered HTTP 301 to https://x/".into());
+        let mut gone = endpoint(10, 0, 0, 0);
+        gone.name = "gone".into();
+        gone.health.disabled = Some("410 Gone (since then)".into());
+        let s = Summary::new(
+            &pumped(10),
+            false,
+            Duration::ZERO,
+            vec![endpoint(10, 10, 0, 0), bad, gone],
+        );
+        // Summed, 10 of 30 deliveries; per endpoint, one of three worked.
+        assert_eq!(s.delivered, 10);
+        let ok: Vec<bool> = s.results.iter().map(|r| r.ok).collect();
+        assert_eq!(ok, [true, false, false]);
+        let mut line = Vec::new();
+        s.write(&mut line, false).unwrap();
+        let line = String::from_utf8(line).unwrap();
+        assert!(
+            line.starts_with("{\"results\":[{\"name\":\"ep\",\"ok\":true"),
+            "{line}"
+        );
+        assert_eq!(line.lines().count(), 1);
+        let mut pretty = Vec::new();
+        s.write(&mut pretty, true).unwrap();
+        assert!(String::from_utf8(pretty).unwrap().lines().count() > 20);
+        let mut err = Vec::new();
+        s.report(&mut err);
+        assert_eq!(
+            String::from_utf8(err).unwrap(),
+            "hookwire: audit: delivered 0 of 10 (10 dead-lettered); last error: endpoint \
+             answered HTTP 301 to https://x/\n\
+             hookwire: gone: delivered 0 of 10 (10 not delivered in time); disabled: 410 Gone \
+             (since then)\n"
+        );
     }
 
     #[test]

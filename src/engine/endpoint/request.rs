@@ -113,7 +113,14 @@ impl Endpoint {
                 code: resp.status,
                 retry_after,
             };
+            // A redirect is not followed: where it points is what a person needs to know.
+            let detail = resp
+                .location
+                .map(|to| format!("{e} to {to} (redirects are not followed: use the new URL)"));
             self.failed(batch, e, now);
+            if let Some(d) = detail {
+                *self.shared.last_error.lock() = Some(d);
+            }
         }
         self.gauges();
     }
@@ -180,12 +187,14 @@ impl Endpoint {
                 self.ready.push_front(batch);
                 log::warn!("{}: disabled: {reason}", self.shared.name);
                 self.disabled = true;
-                // Health says "disabled" itself: keep only why.
+                // Health says "disabled" itself: keep only why, and since when.
                 let why = match &reason {
                     crate::policy::GiveUpReason::Disabled { reason } => reason.clone(),
                     other => other.to_string(),
                 };
-                self.shared.set_disabled(Some(why));
+                let since = httpdate::fmt_http_date(self.wall(now));
+                self.shared
+                    .set_disabled(Some(format!("{why} (since {since})")));
             }
         }
     }

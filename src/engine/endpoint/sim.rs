@@ -842,6 +842,7 @@ impl Sim {
         let delay = start + self.ms(20);
         let keep_alive = self.rng.below(10) != 0;
         let resp = |status: u16, retry_after: Option<String>| Response {
+            location: None,
             status,
             retry_after,
             keep_alive,

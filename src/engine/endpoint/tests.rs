@@ -125,6 +125,7 @@ fn fixture() -> Fixture {
 
 fn ok(status: u16) -> Response {
     Response {
+        location: None,
         status,
         retry_after: None,
         keep_alive: true,
@@ -367,6 +368,7 @@ fn retry_after_holds_the_endpoint_back() {
     f.pump();
     f.ep.handle_connected(0, f.now);
     let resp = Response {
+        location: None,
         status: 503,
         retry_after: Some("7".into()),
         keep_alive: true,
@@ -604,6 +606,7 @@ fn adaptive_concurrency_grows_with_answers_and_halves_on_pushback() {
     assert_eq!(f.ep.in_flight_limit(), 4);
     in_flight.extend(sends(&f.pump()).into_iter().map(|(c, _)| c));
     let resp = Response {
+        location: None,
         status: 503,
         retry_after: None,
         keep_alive: true,

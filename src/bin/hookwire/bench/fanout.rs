@@ -80,7 +80,8 @@ pub(crate) fn fanout(
     let batches: Vec<Vec<RawEvent>> = (0..producers as u64)
         .map(|p| (p * per..(p + 1) * per).map(event::small).collect())
         .collect();
-    let events_kb = vm_kb("VmRSS").unwrap_or(0).saturating_sub(rss_before);
+    let with_events = vm_kb("VmRSS").unwrap_or(0);
+    let events_kb = with_events.saturating_sub(rss_before);
 
     let d = Dispatcher::builder().build()?;
     let counters = add_counters(&d, consumers)?;
@@ -113,6 +114,10 @@ pub(crate) fn fanout(
     v.put("writes_per_s", total as f64 / el)
         .put("deliveries_per_s", (total * consumers as u64) as f64 / el)
         .put("peak_rss_kb", vm_kb("VmHWM").unwrap_or(0) as f64)
+        .put(
+            "rss_above_events_kb",
+            vm_kb("VmHWM").unwrap_or(0).saturating_sub(with_events) as f64,
+        )
         .put("n", total as f64)
         .put("consumers", consumers as f64)
         .put("producers", producers as f64)

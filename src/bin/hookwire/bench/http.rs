@@ -51,6 +51,10 @@ struct Outcome {
     workers_cpu: Option<Duration>,
     /// CPU time of the test kit receiver's threads while delivering (`None` with `--target`).
     receiver_cpu: Option<Duration>,
+    /// RSS once the events were built, before anything was published.
+    rss_with_events_kb: u64,
+    /// What building the events added to RSS.
+    events_kb: u64,
 }
 
 impl Outcome {
@@ -70,7 +74,9 @@ fn events(n: u64) -> Vec<RawEvent> {
 
 /// Publishes `plan.n` events and waits for the receiver to count them all (bounded).
 fn deliver(ctx: &Ctx, target: &Target, plan: Plan<'_>) -> Result<Outcome, Error> {
+    let rss_before = vm_kb("VmRSS").unwrap_or(0);
     let events = events(plan.n);
+    let with_events = vm_kb("VmRSS").unwrap_or(0);
     target.reset()?;
     let mut builder = Dispatcher::builder();
     if let Some(w) = plan.workers {
@@ -109,7 +115,16 @@ fn deliver(ctx: &Ctx, target: &Target, plan: Plan<'_>) -> Result<Outcome, Error>
         metrics,
         workers_cpu: cpu.since(&cpu0, "hookwire-worker"),
         receiver_cpu: cpu.since(&cpu0, "hookwire-receiv"),
+        rss_with_events_kb: with_events,
+        events_kb: with_events.saturating_sub(rss_before),
     })
+}
+
+/// The process's peak RSS, and how much of it came on top of the pre-built events (the
+/// engine, its rings and connections, and the in-process receiver), in kB.
+fn peak_rss_above(o: &Outcome) -> (u64, u64) {
+    let peak = vm_kb("VmHWM").unwrap_or(0);
+    (peak, peak.saturating_sub(o.rss_with_events_kb))
 }
 
 /// The keys every HTTP scenario reports.
@@ -124,7 +139,9 @@ fn common(v: &mut Values, n: u64, o: &Outcome) {
         .put("n", n as f64)
         .put("total_s", o.elapsed.as_secs_f64())
         .put("write_phase_s", o.write_phase.as_secs_f64())
-        .put("peak_rss_kb", vm_kb("VmHWM").unwrap_or(0) as f64);
+        .put("peak_rss_kb", peak_rss_above(o).0 as f64)
+        .put("rss_above_events_kb", peak_rss_above(o).1 as f64)
+        .put("prebuilt_events_kb", o.events_kb as f64);
     if let Some(cpu) = o.counted.cpu_s.or(o.receiver_cpu.map(|d| d.as_secs_f64())) {
         v.put("receiver_cpu_s", cpu);
     }

@@ -53,9 +53,9 @@ pub(crate) struct BenchArgs {
     /// Draw the progress line on stderr even when it is not a terminal.
     #[arg(long)]
     pub(crate) progress: bool,
-    /// Kill a scenario run that takes longer than this many seconds.
-    #[arg(long, value_name = "S", default_value_t = 600,
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    /// Kill a scenario run that takes longer than this, at most 1d (a bare number: seconds).
+    #[arg(long, value_name = "DURATION", default_value = "10m",
+          value_parser = crate::duration::secs_to_a_day_arg)]
     pub(crate) limit: u64,
     /// List the scenarios and exit.
     #[arg(long)]
@@ -326,7 +326,13 @@ mod tests {
         };
         assert_eq!(
             keys("fanout_N16"),
-            ["writes_per_s", "deliveries_per_s", "peak_rss_kb"]
+            [
+                "writes_per_s",
+                "deliveries_per_s",
+                "peak_rss_kb",
+                "rss_above_events_kb",
+                "prebuilt_events_kb"
+            ]
         );
         assert!(keys("publish_latency_N4").contains(&"p99_ns"));
         assert!(keys("http_1").contains(&"lost") && keys("http_1").contains(&"duplicates"));
