@@ -71,6 +71,8 @@ pub mod engine;
 pub mod fuzzing;
 pub mod http;
 pub mod policy;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod sink;
 pub mod stats;
 pub mod store;

@@ -29,4 +29,4 @@ pub(crate) mod wake;
 mod worker;
 
 pub use dispatcher::{Dispatcher, DispatcherBuilder, DispatcherStats, EndpointId, ShutdownReport};
-pub use ticket::Ticket;
+pub use ticket::{OnComplete, Ticket};

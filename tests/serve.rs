@@ -1,0 +1,1 @@
+//! `hookwire serve`, end to end.
