@@ -608,3 +608,24 @@ fn the_ssrf_guard_refuses_private_destinations_unless_allowed() {
     assert_eq!(rx.ids(), ["e1"]);
     let _ = d.shutdown(Duration::from_secs(1));
 }
+
+#[test]
+fn snapshots_show_the_breaker_state() {
+    // Five 500s: the breaker (threshold 3) opens, then closes on the first 2xx.
+    let script: Vec<Reply> = (0..5).map(|_| Reply::status(500)).collect();
+    let rx = Receiver::start(ReceiverConfig::default().statuses(script)).unwrap();
+    let d = Dispatcher::builder().workers(1).build().unwrap();
+    let mut cfg = quick("b", rx.url());
+    cfg.backoff = Duration::from_millis(300);
+    d.add_endpoint(cfg).unwrap();
+    let breaker = |d: &Dispatcher| d.snapshot()[0].health.breaker.clone();
+    assert_eq!(breaker(&d).as_deref(), Some("closed"));
+    d.publish_raw(event(0)).unwrap();
+    eventually("the breaker opens", || {
+        breaker(&d).as_deref() == Some("open")
+    });
+    assert!(d.wait_idle(Duration::from_secs(10)));
+    assert_eq!(rx.ids(), ["e0"]);
+    assert_eq!(breaker(&d).as_deref(), Some("closed"));
+    let _ = d.shutdown(Duration::from_secs(1));
+}

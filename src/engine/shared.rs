@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     failed_flag: AtomicBool,
     /// The last failed attempt's error.
     pub last_error: Mutex<Option<String>>,
+    /// The breaker's state, by [`breaker_code`] (0: no breaker).
+    breaker: std::sync::atomic::AtomicU8,
     /// Durable endpoints: the store slot (set once, when it joins the store).
     pub slot: OnceLock<u8>,
     /// Durable endpoints: every record for it below this sequence number is finished (set
@@ -124,6 +126,7 @@ impl Shared {
             failed: Mutex::new(None),
             failed_flag: AtomicBool::new(false),
             last_error: Mutex::new(None),
+            breaker: std::sync::atomic::AtomicU8::new(0),
             slot: OnceLock::new(),
             acked: AtomicU64::new(0),
             disk: AtomicBool::new(false),
@@ -161,6 +164,22 @@ impl Shared {
         *self.disabled_reason.lock() = reason;
     }
 
+    /// Records the breaker's state (the worker, after each call into the strategy: a store).
+    pub fn set_breaker(&self, state: Option<crate::policy::BreakerState>) {
+        self.breaker.store(breaker_code(state), Ordering::Relaxed);
+    }
+
+    /// The breaker's state by name, if there is a breaker.
+    pub fn breaker(&self) -> Option<&'static str> {
+        match self.breaker.load(Ordering::Relaxed) {
+            1 => Some("closed"),
+            2 => Some("open"),
+            3 => Some("half-open"),
+            4 => Some("disabled"),
+            _ => None,
+        }
+    }
+
     /// Records the last failed attempt's error (failures only: not on the hot path).
     pub fn set_last_error(&self, e: &crate::Error) {
         *self.last_error.lock() = Some(e.to_string());
@@ -194,6 +213,7 @@ impl Shared {
                 disabled: self.disabled_reason.lock().clone(),
                 failed: self.failed.lock().clone(),
                 last_error: self.last_error.lock().clone(),
+                breaker: self.breaker().map(str::to_owned),
             },
         }
     }
@@ -227,5 +247,17 @@ impl Shared {
             disabled: self.disabled.load(Ordering::Acquire),
             ..Metrics::default()
         }
+    }
+}
+
+/// A breaker state as one byte for [`Shared::set_breaker`].
+fn breaker_code(state: Option<crate::policy::BreakerState>) -> u8 {
+    use crate::policy::BreakerState as B;
+    match state {
+        None => 0,
+        Some(B::Closed) => 1,
+        Some(B::Open { .. }) => 2,
+        Some(B::HalfOpen { .. }) => 3,
+        Some(B::Disabled) => 4,
     }
 }

@@ -146,6 +146,18 @@ pub enum BreakerState {
     Disabled,
 }
 
+impl BreakerState {
+    /// The state's name, as dumps show it: `closed`, `open`, `half-open` or `disabled`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open { .. } => "open",
+            BreakerState::HalfOpen { .. } => "half-open",
+            BreakerState::Disabled => "disabled",
+        }
+    }
+}
+
 /// The answer to [`Breaker::check`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

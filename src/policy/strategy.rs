@@ -37,6 +37,10 @@ pub trait RetryStrategy<E>: Send {
     fn abandon(&mut self, now: Instant) {
         let _ = now;
     }
+    /// The state of the strategy's circuit breaker, for dumps; `None` if it has none.
+    fn breaker(&self) -> Option<BreakerState> {
+        None
+    }
 }
 
 /// A boxed strategy is a strategy, so strategies can be chosen at run time.
@@ -55,6 +59,9 @@ impl<E, T: RetryStrategy<E> + ?Sized> RetryStrategy<E> for Box<T> {
     }
     fn abandon(&mut self, now: Instant) {
         (**self).abandon(now)
+    }
+    fn breaker(&self) -> Option<BreakerState> {
+        (**self).breaker()
     }
 }
 
@@ -245,6 +252,9 @@ macro_rules! strategy_common {
             }
             fn abandon(&mut self, _now: Instant) {
                 self.0.abandon()
+            }
+            fn breaker(&self) -> Option<BreakerState> {
+                self.0.breaker.as_ref().map(Breaker::state)
             }
         }
     };

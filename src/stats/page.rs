@@ -43,7 +43,11 @@ fn row(ep: &EndpointSnapshot) -> String {
     let m = &ep.metrics;
     let name = escape(&ep.name);
     let (health, class) = health(ep);
-    let breaker = if m.disabled { "disabled" } else { "closed" };
+    let breaker = match (&ep.health.breaker, m.disabled) {
+        (Some(b), _) => escape(b),
+        (None, true) => "disabled".into(),
+        (None, false) => "-".into(),
+    };
     let mut r = String::new();
     let _ = write!(
         r,
@@ -218,7 +222,8 @@ const PAGE: &str = r##"<!DOCTYPE html>
       var h = health(ep);
       set(row, "health", null, h[0]);
       row.querySelector('[data-field="health"]').className = h[1];
-      set(row, "breaker", null, ep.metrics.disabled ? "disabled" : "closed");
+      var b = (ep.health && ep.health.breaker) || (ep.metrics.disabled ? "disabled" : "-");
+      set(row, "breaker", null, b);
       var f = figures(ep);
       Object.keys(f).forEach(function (k) { set(row, k, f[k], human(k, f[k])); });
       delivered += f.delivered; failed += f.failed;

@@ -41,6 +41,9 @@ pub struct Health {
     /// The last failed attempt's error (a connection refused, a timeout, a status), kept
     /// after later successes.
     pub last_error: Option<String>,
+    /// The circuit breaker's state (`closed`, `open`, `half-open`, `disabled`); `None` for a
+    /// retry strategy without one, and for layer-1 endpoints.
+    pub breaker: Option<String>,
 }
 
 /// The parts of an endpoint's configuration that a dump shows.

@@ -426,6 +426,7 @@ impl Endpoint {
         let in_flight = self.flights.iter().map(|f| f.batch.len()).sum::<u64>();
         self.shared.queued.store(queued, Ordering::Release);
         self.shared.in_flight.store(in_flight, Ordering::Release);
+        self.shared.set_breaker(self.p.strategy.breaker());
         if !self.abandoned
             && let Some(d) = &self.log
         {
