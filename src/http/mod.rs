@@ -16,4 +16,4 @@ pub use envelope::*;
 pub(crate) use request::Body;
 pub use signing::*;
 pub use sink::*;
-pub use tls::TlsOptions;
+pub use tls::{TlsOptions, system_roots};

@@ -72,6 +72,15 @@ pub(crate) struct SendArgs {
     /// Read signing secrets from PATH, one per line (blank lines skipped), after any --secret.
     #[arg(long = "secret-file", value_name = "PATH")]
     pub(crate) secret_file: Option<PathBuf>,
+    /// Also trust the CA certificate(s) in this PEM file for https endpoints (a private CA).
+    /// Repeatable. Trusted besides the webpki roots and the system's certificate store.
+    #[arg(long = "ca-file", value_name = "PATH")]
+    pub(crate) ca_files: Vec<PathBuf>,
+    /// Do not verify the TLS certificate of this endpoint (its name, as in the summary, or
+    /// its URL): anyone on the path can read and forge its deliveries. Repeat per endpoint;
+    /// a warning is printed for each.
+    #[arg(long = "insecure", value_name = "NAME|URL")]
+    pub(crate) insecure: Vec<String>,
     /// Extra request header, as NAME:VALUE. Repeatable.
     #[arg(long = "header", value_name = "NAME:VALUE", value_parser = header_arg)]
     pub(crate) headers: Vec<(String, String)>,
