@@ -25,7 +25,9 @@ use crate::summary::{Pumped, Summary};
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "\
 Input: one JSON object per line on stdin, each with an \"id\" (a string or a number); blank
-lines are skipped; bad lines are reported on stderr as `line N: <reason>` and counted.
+lines are skipped; bad lines are reported on stderr as `line N: <reason>` and counted. With
+a secret, an id must be printable ASCII (it is the webhook-id header): others are bad lines.
+Durations take units (500ms, 30s, 5m, 1h, 2d); a bare number keeps its flag's unit.
 Output: one JSON summary on one line of stdout (--pretty: indented), opening with \"results\",
 one per endpoint (name, ok, events, delivered, dead_lettered, dropped, pending, and why not:
 disabled, last_error), then the totals (accepted, events, delivered, ... summed over the
