@@ -25,9 +25,33 @@ fn reason(e: Error) -> String {
     }
 }
 
-/// `--header`, for clap.
-pub(crate) fn header_arg(s: &str) -> Result<(String, String), String> {
-    parse_header(s).map_err(reason)
+/// `--header`, for clap. Its errors never quote the value: a header often carries a
+/// credential (`Authorization: Bearer ...`), and clap quotes a value its parser rejects, so
+/// this parser builds the whole message itself.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeaderArg;
+
+impl clap::builder::TypedValueParser for HeaderArg {
+    type Value = (String, String);
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        let flag = arg.map_or_else(|| "--header".to_owned(), ToString::to_string);
+        let refuse = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{flag}': {why}\n"),
+            )
+        };
+        let s = value
+            .to_str()
+            .ok_or_else(|| refuse("not UTF-8".to_owned()))?;
+        parse_header(s).map_err(|e| refuse(reason(e)))
+    }
 }
 
 /// `--overflow`, for clap.
@@ -42,17 +66,15 @@ pub(crate) fn media_type_arg(s: &str) -> Result<MediaType, String> {
 
 /// `NAME:VALUE` (split at the first `:`, both sides trimmed).
 pub(crate) fn parse_header(s: &str) -> Result<(String, String), Error> {
+    // Never quote `s`: its value may be a credential.
     let (k, v) = s.split_once(':').ok_or_else(|| {
         Error::config(
             "--header",
-            format!("{s:?} has no ':' (expected NAME:VALUE)"),
+            "a header has no ':' (expected NAME:VALUE; the value is not shown)",
         )
     })?;
     if k.trim().is_empty() {
-        return Err(Error::config(
-            "--header",
-            format!("{s:?} has an empty name"),
-        ));
+        return Err(Error::config("--header", "a header has an empty name"));
     }
     Ok((k.trim().to_owned(), v.trim().to_owned()))
 }
@@ -193,7 +215,7 @@ pub(crate) fn endpoint_configs(args: &SendArgs) -> Result<Vec<EndpointConfig>, E
         if let Some(m) = args.media_type {
             c.media_type = m;
         }
-        check_http(&c).map_err(flagged)?;
+        check_http(&c).map_err(|e| without_password(flagged(e), url))?;
         out.push(c);
     }
     tls(
@@ -267,6 +289,30 @@ pub(crate) fn tls(
         }
     }
     Ok(())
+}
+
+/// `e` with the password of `url` (`scheme://user:PASSWORD@host/`), if it has one, cut out
+/// of its message: an error must not print a credential.
+fn without_password(e: Error, url: &str) -> Error {
+    let authority = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or("");
+    let Some((userinfo, _)) = authority.rsplit_once('@') else {
+        return e;
+    };
+    let Some((_, password)) = userinfo.split_once(':') else {
+        return e;
+    };
+    match e {
+        Error::Config { field, reason } if !password.is_empty() => Error::Config {
+            field,
+            reason: reason.replace(password, "***"),
+        },
+        other => other,
+    }
 }
 
 /// Checks what the HTTP layer will check, before anything is started.
@@ -609,6 +655,19 @@ mod tests {
             "{e}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn errors_never_print_a_credential() {
+        let e = configs(&["--endpoint", "http://me:s3cr3t@x y/"]).unwrap_err();
+        assert!(e.to_string().contains("--endpoint"), "{e}");
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
+        for h in ["Authorization Bearer s3cr3t", ":s3cr3t"] {
+            let e = args(&["--header", h]).err().unwrap().to_string();
+            assert!(e.contains("--header") && !e.contains("s3cr3t"), "{e}");
+        }
+        let e = configs(&["--header", "X-Token: s3cr3t\u{1}"]).unwrap_err();
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
     }
 
     #[test]

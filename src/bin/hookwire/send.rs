@@ -18,7 +18,7 @@ use hookwire::{Error, RawEvent};
 use crate::durable;
 use crate::duration::{millis_arg, secs_arg, secs_to_a_day_arg};
 use crate::ndjson::{Line, Lines, MAX_LINE};
-use crate::options::{endpoint_configs, flagged, header_arg, media_type_arg, overflow_arg};
+use crate::options::{HeaderArg, endpoint_configs, flagged, media_type_arg, overflow_arg};
 use crate::summary::{Pumped, Summary};
 
 /// Options of `hookwire send`.
@@ -84,7 +84,7 @@ pub(crate) struct SendArgs {
     #[arg(long = "insecure", value_name = "NAME|URL")]
     pub(crate) insecure: Vec<String>,
     /// Extra request header, as NAME:VALUE. Repeatable.
-    #[arg(long = "header", value_name = "NAME:VALUE", value_parser = header_arg)]
+    #[arg(long = "header", value_name = "NAME:VALUE", value_parser = HeaderArg)]
     pub(crate) headers: Vec<(String, String)>,
     /// Most events per request [default: 1].
     #[arg(long, value_name = "N")]
