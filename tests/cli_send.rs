@@ -432,3 +432,82 @@ fn durations_take_units() {
     rejects(&["--endpoint", &url, "--timeout", "1500ms"], "--timeout");
     rejects(&["--endpoint", &url, "--linger", "soon"], "--linger");
 }
+
+#[test]
+fn tls_trust_from_a_ca_file_the_system_store_or_an_explicit_insecure() {
+    let (ca, chain, key) = common::test_pki();
+    let dir = common::TempDir::new("ca-file");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let ca_file = ca_file.to_str().unwrap();
+    let limit = Duration::from_secs(60);
+    let run = |args: &[&str], env: &[(&str, &str)], id: &str| {
+        let rx =
+            Receiver::start(ReceiverConfig::default().tls(chain.clone(), key.clone())).unwrap();
+        let url = rx.url();
+        let mut argv = vec!["send", "--endpoint", url.as_str(), "--max-attempts", "1"];
+        argv.extend_from_slice(args);
+        let name = rx.addr().to_string();
+        let argv: Vec<&str> = argv
+            .into_iter()
+            .map(|a| if a == "NAME" { name.as_str() } else { a })
+            .collect();
+        let out = common::hookwire_env(&argv, env, events([id.to_owned()]), limit);
+        (out, rx.ids())
+    };
+    // Not trusted: the summary and stderr say why, and what to do.
+    let (out, got) = run(&[], &[], "untrusted");
+    assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
+    assert!(got.is_empty());
+    assert!(
+        out.stderr.contains("UnknownIssuer") && out.stderr.contains("--ca-file"),
+        "{}",
+        out.stderr
+    );
+    // A private CA from a file.
+    let (out, got) = run(&["--ca-file", ca_file], &[], "ca-file");
+    assert_eq!(
+        (out.code, got),
+        (Some(0), vec!["ca-file".to_owned()]),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("WARNING"), "{}", out.stderr);
+    // The system store (rustls-native-certs reads SSL_CERT_FILE instead of the platform's).
+    let (out, got) = run(&[], &[("SSL_CERT_FILE", ca_file)], "system");
+    assert_eq!(
+        (out.code, got),
+        (Some(0), vec!["system".to_owned()]),
+        "{}",
+        out.stderr
+    );
+    // No verification for the endpoint named, loudly.
+    let (out, got) = run(&["--insecure", "NAME"], &[], "insecure");
+    assert_eq!(
+        (out.code, got),
+        (Some(0), vec!["insecure".to_owned()]),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("WARNING") && out.stderr.contains("NOT verified"),
+        "{}",
+        out.stderr
+    );
+    let url = "https://127.0.0.1:9/";
+    rejects(
+        &["--endpoint", url, "--insecure", "elsewhere:1"],
+        "--insecure",
+    );
+    rejects(
+        &["--endpoint", url, "--ca-file", "/no/such/ca.pem"],
+        "--ca-file",
+    );
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    rejects(
+        &["--endpoint", url, "--ca-file", junk.to_str().unwrap()],
+        "--ca-file",
+    );
+}

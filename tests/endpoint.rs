@@ -338,6 +338,7 @@ fn layer_1_https_trusts_a_private_ca_or_nothing_when_told() {
         hookwire::http::TlsOptions {
             ca_pem: Some(ca),
             insecure: false,
+            system_roots: false,
         },
     );
     assert_eq!(with_ca.delivered, 1, "{with_ca:?}");
@@ -346,6 +347,7 @@ fn layer_1_https_trusts_a_private_ca_or_nothing_when_told() {
         hookwire::http::TlsOptions {
             ca_pem: None,
             insecure: true,
+            system_roots: false,
         },
     );
     assert_eq!(insecure.delivered, 1, "{insecure:?}");

@@ -184,6 +184,7 @@ fn a_stalled_tls_handshake_fails_at_the_connect_timeout() {
     cfg.tls = TlsOptions {
         ca_pem: None,
         insecure: true,
+        system_roots: false,
     };
     cfg.timeout = Duration::from_secs(5);
     cfg.connect_timeout = Some(Duration::from_millis(300));

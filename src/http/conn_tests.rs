@@ -640,6 +640,7 @@ fn tls_with_a_private_ca_without_it_and_insecure() {
     let trusted = TlsOptions {
         ca_pem: Some(ca),
         insecure: false,
+        system_roots: false,
     };
     let mut conn = lp.connect(&Target::parse(&url, &trusted).unwrap());
     for id in ["a", "b", "c"] {
@@ -676,6 +677,7 @@ fn tls_with_a_private_ca_without_it_and_insecure() {
     let insecure = TlsOptions {
         ca_pem: None,
         insecure: true,
+        system_roots: false,
     };
     let mut conn = lp.connect(&Target::parse(&url, &insecure).unwrap());
     assert_eq!(done(lp.post(&mut conn, "f")).status, 200);
@@ -791,6 +793,7 @@ fn a_stalled_tls_handshake_leaves_the_connection_unestablished() {
     let insecure = TlsOptions {
         ca_pem: None,
         insecure: true,
+        system_roots: false,
     };
     let t = Target::parse(&format!("https://{}/hook", h.addr()), &insecure).unwrap();
     let mut lp = Lp::new();

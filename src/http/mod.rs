@@ -18,4 +18,4 @@ pub use guard::non_public;
 pub(crate) use request::Body;
 pub use signing::*;
 pub use sink::*;
-pub use tls::TlsOptions;
+pub use tls::{TlsOptions, system_roots};

@@ -310,7 +310,7 @@ mod tests {
     fn a_bad_ca_fails_only_https() {
         let tls = TlsOptions {
             ca_pem: Some("junk".into()),
-            insecure: false,
+            ..TlsOptions::default()
         };
         assert!(Target::parse("http://127.0.0.1/", &tls).is_ok());
         assert!(matches!(

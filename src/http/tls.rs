@@ -3,8 +3,10 @@
 //! The engine's connections speak TLS through `rustls::ClientConnection` (see `conn.rs`); this
 //! module only decides whom they trust. The crypto provider is `ring`, the one ureq 3.5 uses
 //! here, passed explicitly so nothing depends on a process-wide default provider. Trust is the
-//! webpki roots (Mozilla's list, as ureq's), plus any private CA an endpoint names, or nothing
-//! at all when an endpoint opts out of verification.
+//! webpki roots (Mozilla's list, as ureq's), plus any private CA an endpoint names, plus the
+//! operating system's store when an endpoint asks for it (`system_roots`, loaded once per
+//! process by rustls-native-certs), or nothing at all when an endpoint opts out of
+//! verification.
 
 use std::sync::{Arc, OnceLock};
 
@@ -29,8 +31,15 @@ pub struct TlsOptions {
     /// Skip certificate verification entirely: any certificate, for any name, from any issuer
     /// is accepted (the handshake's signatures are still checked against the certificate the
     /// server sent). Dangerous: anyone on the path can read and forge deliveries. For tests and
-    /// private networks only. When set, `ca_pem` is ignored.
+    /// private networks only. When set, `ca_pem` and `system_roots` are ignored.
     pub insecure: bool,
+    /// Also trust the operating system's certificate store (what `curl` and `openssl` trust:
+    /// on Linux the distribution's CA bundle, or `SSL_CERT_FILE` / `SSL_CERT_DIR` when set),
+    /// read once per process. Needs the `native-roots` feature (on with `cli`): without it, or
+    /// if the store cannot be read at all, the endpoint is refused (`Error::Config` naming
+    /// `tls.system_roots`), never silently left with fewer roots. Certificates in the store
+    /// that do not parse are skipped, as rustls-native-certs' users do.
+    pub system_roots: bool,
 }
 
 /// The crypto provider every hookwire TLS connection uses.
@@ -72,17 +81,20 @@ fn build(opts: &TlsOptions) -> Result<Arc<ClientConfig>, Error> {
             .with_no_client_auth()
     } else {
         builder
-            .with_root_certificates(roots(opts.ca_pem.as_deref())?)
+            .with_root_certificates(roots(opts)?)
             .with_no_client_auth()
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
-/// The webpki roots plus the certificates in `ca_pem`.
-fn roots(ca_pem: Option<&str>) -> Result<RootCertStore, Error> {
+/// The webpki roots, plus the system's (`system_roots`), plus the certificates in `ca_pem`.
+fn roots(opts: &TlsOptions) -> Result<RootCertStore, Error> {
     let mut store = RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for cert in ca_certs(ca_pem)? {
+    if opts.system_roots {
+        store.add_parsable_certificates(system_certs()?.iter().cloned());
+    }
+    for cert in ca_certs(opts.ca_pem.as_deref())? {
         store.add(cert).map_err(|e| {
             Error::config(
                 "tls.ca_pem",
@@ -91,6 +103,52 @@ fn roots(ca_pem: Option<&str>) -> Result<RootCertStore, Error> {
         })?;
     }
     Ok(store)
+}
+
+/// Loads the operating system's certificate store (once per process) and says how many
+/// certificates it holds: what [`TlsOptions::system_roots`] would add. An error (the
+/// `native-roots` feature is off, or the store cannot be read) is the one an endpoint with
+/// `system_roots` would be refused with; a program can call this first and choose to warn
+/// and go without.
+pub fn system_roots() -> Result<usize, Error> {
+    system_certs().map(<[_]>::len)
+}
+
+/// The operating system's trusted certificates, loaded once per process.
+#[cfg(feature = "native-roots")]
+fn system_certs() -> Result<&'static [CertificateDer<'static>], Error> {
+    static CERTS: OnceLock<Result<Vec<CertificateDer<'static>>, String>> = OnceLock::new();
+    let loaded = CERTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        if found.certs.is_empty() {
+            let why = found
+                .errors
+                .first()
+                .map_or_else(|| "it holds no certificate".to_owned(), ToString::to_string);
+            return Err(why);
+        }
+        for e in &found.errors {
+            log::warn!("the system's certificate store: {e} (the rest is used)");
+        }
+        Ok(found.certs)
+    });
+    match loaded {
+        Ok(certs) => Ok(certs),
+        Err(why) => Err(Error::config(
+            "tls.system_roots",
+            format!("the system's certificate store cannot be used: {why}"),
+        )),
+    }
+}
+
+/// Without the `native-roots` feature there is no system store to trust: asking for it is
+/// an error, not a quiet "webpki roots only".
+#[cfg(not(feature = "native-roots"))]
+fn system_certs() -> Result<&'static [CertificateDer<'static>], Error> {
+    Err(Error::config(
+        "tls.system_roots",
+        "hookwire was built without its `native-roots` feature",
+    ))
 }
 
 /// The certificates in `ca_pem` (none without one); a value with none, or bad PEM, is an
@@ -119,7 +177,10 @@ pub(crate) fn ureq_config(opts: &TlsOptions) -> Result<ureq::tls::TlsConfig, Err
     if opts.insecure {
         return Ok(builder.disable_verification(true).build());
     }
-    let extra = ca_certs(opts.ca_pem.as_deref())?;
+    let mut extra = ca_certs(opts.ca_pem.as_deref())?;
+    if opts.system_roots {
+        extra.extend(system_certs()?.iter().cloned());
+    }
     if extra.is_empty() {
         return Ok(builder.build());
     }
@@ -212,7 +273,7 @@ mod tests {
         ] {
             let opts = TlsOptions {
                 ca_pem: Some(pem.into()),
-                insecure: false,
+                ..TlsOptions::default()
             };
             assert_eq!(
                 field(client_config(&opts).unwrap_err()),
@@ -230,7 +291,7 @@ mod tests {
         let ca = params.self_signed(&key).unwrap();
         let opts = TlsOptions {
             ca_pem: Some(ca.pem()),
-            insecure: false,
+            ..TlsOptions::default()
         };
         assert!(client_config(&opts).is_ok());
     }

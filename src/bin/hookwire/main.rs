@@ -31,6 +31,7 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum Command {
     /// Deliver NDJSON events from stdin to webhook endpoints, then print a JSON summary.
     Send(send::SendArgs),

@@ -25,9 +25,33 @@ fn reason(e: Error) -> String {
     }
 }
 
-/// `--header`, for clap.
-pub(crate) fn header_arg(s: &str) -> Result<(String, String), String> {
-    parse_header(s).map_err(reason)
+/// `--header`, for clap. Its errors never quote the value: a header often carries a
+/// credential (`Authorization: Bearer ...`), and clap quotes a value its parser rejects, so
+/// this parser builds the whole message itself.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeaderArg;
+
+impl clap::builder::TypedValueParser for HeaderArg {
+    type Value = (String, String);
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        let flag = arg.map_or_else(|| "--header".to_owned(), ToString::to_string);
+        let refuse = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{flag}': {why}\n"),
+            )
+        };
+        let s = value
+            .to_str()
+            .ok_or_else(|| refuse("not UTF-8".to_owned()))?;
+        parse_header(s).map_err(|e| refuse(reason(e)))
+    }
 }
 
 /// `--overflow`, for clap.
@@ -42,17 +66,15 @@ pub(crate) fn media_type_arg(s: &str) -> Result<MediaType, String> {
 
 /// `NAME:VALUE` (split at the first `:`, both sides trimmed).
 pub(crate) fn parse_header(s: &str) -> Result<(String, String), Error> {
+    // Never quote `s`: its value may be a credential.
     let (k, v) = s.split_once(':').ok_or_else(|| {
         Error::config(
             "--header",
-            format!("{s:?} has no ':' (expected NAME:VALUE)"),
+            "a header has no ':' (expected NAME:VALUE; the value is not shown)",
         )
     })?;
     if k.trim().is_empty() {
-        return Err(Error::config(
-            "--header",
-            format!("{s:?} has an empty name"),
-        ));
+        return Err(Error::config("--header", "a header has an empty name"));
     }
     Ok((k.trim().to_owned(), v.trim().to_owned()))
 }
@@ -117,6 +139,7 @@ pub(crate) fn flag_for(field: &str) -> Option<&'static str> {
         "batch.linger" => "--linger",
         "max_in_flight" => "--max-in-flight",
         "workers" => "--workers",
+        "tls.ca_pem" => "--ca-file",
         _ => return None,
     })
 }
@@ -192,10 +215,104 @@ pub(crate) fn endpoint_configs(args: &SendArgs) -> Result<Vec<EndpointConfig>, E
         if let Some(m) = args.media_type {
             c.media_type = m;
         }
-        check_http(&c).map_err(flagged)?;
+        check_http(&c).map_err(|e| without_password(flagged(e), url))?;
         out.push(c);
     }
+    tls(
+        args,
+        &mut out,
+        &mut || hookwire::http::system_roots(),
+        &mut std::io::stderr(),
+    )?;
     Ok(out)
+}
+
+/// Applies `--ca-file` and `--insecure` to `configs`, and trusts the system's certificate
+/// store (`system_roots`, as the store can be read: else a warning on `err`, and the webpki
+/// roots and `--ca-file` only). Warns loudly on `err` for every endpoint not verified.
+pub(crate) fn tls(
+    args: &SendArgs,
+    configs: &mut [EndpointConfig],
+    system_roots: &mut dyn FnMut() -> Result<usize, Error>,
+    err: &mut dyn std::io::Write,
+) -> Result<(), Error> {
+    let mut ca_pem = String::new();
+    for path in &args.ca_files {
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| Error::config("--ca-file", format!("{}: {e}", path.display())))?;
+        ca_pem.push_str(&pem);
+        ca_pem.push('\n');
+    }
+    for name in &args.insecure {
+        if !configs.iter().any(|c| c.name == *name || c.url == *name) {
+            let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
+            return Err(Error::config(
+                "--insecure",
+                format!(
+                    "no endpoint is named {name:?} (or has that URL); the endpoints are {}",
+                    names.join(", ")
+                ),
+            ));
+        }
+    }
+    let mut system: Option<bool> = None;
+    for c in configs.iter_mut() {
+        if args.insecure.iter().any(|n| *n == c.name || *n == c.url) {
+            c.tls.insecure = true;
+            let _ = writeln!(
+                err,
+                "hookwire: WARNING: {}: TLS certificates are NOT verified (--insecure): anyone \
+                 on the path can read and forge its deliveries",
+                c.name
+            );
+            continue;
+        }
+        if !args.ca_files.is_empty() {
+            c.tls.ca_pem = Some(ca_pem.clone());
+        }
+        if c.url.starts_with("https:") {
+            c.tls.system_roots = *system.get_or_insert_with(|| match system_roots() {
+                Ok(_) => true,
+                Err(e) => {
+                    let _ = writeln!(
+                        err,
+                        "hookwire: warning: {e}; https endpoints trust the webpki roots{} only",
+                        if args.ca_files.is_empty() {
+                            ""
+                        } else {
+                            " and --ca-file"
+                        }
+                    );
+                    false
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `e` with the password of `url` (`scheme://user:PASSWORD@host/`), if it has one, cut out
+/// of its message: an error must not print a credential.
+fn without_password(e: Error, url: &str) -> Error {
+    let authority = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or("");
+    let Some((userinfo, _)) = authority.rsplit_once('@') else {
+        return e;
+    };
+    let Some((_, password)) = userinfo.split_once(':') else {
+        return e;
+    };
+    match e {
+        Error::Config { field, reason } if !password.is_empty() => Error::Config {
+            field,
+            reason: reason.replace(password, "***"),
+        },
+        other => other,
+    }
 }
 
 /// Checks what the HTTP layer will check, before anything is started.
@@ -446,6 +563,111 @@ mod tests {
             assert!(matches!(e, Error::Config { .. }), "{argv:?}: {e}");
             assert!(e.to_string().contains(flag), "{argv:?}: {e}");
         }
+    }
+
+    #[test]
+    fn tls_flags_map_onto_their_endpoints() {
+        let dir = std::env::temp_dir().join(format!("hookwire-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "PEM").unwrap();
+        let ca = ca.to_str().unwrap();
+        let a = args(&[
+            "--endpoint",
+            "https://a.example/x",
+            "--endpoint",
+            "https://b.example/x",
+            "--name",
+            "plain",
+            "--name",
+            "b",
+            "--name",
+            "a",
+            "--ca-file",
+            ca,
+            "--insecure",
+            "b",
+            "--insecure",
+            "https://b.example/x",
+        ])
+        .unwrap();
+        let run = |a: &SendArgs, roots: Result<usize, Error>| {
+            let mut c: Vec<EndpointConfig> = a
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, u)| {
+                    let name = a.names.get(i).cloned().unwrap_or_else(|| default_name(u));
+                    EndpointConfig::new(name, u.clone())
+                })
+                .collect();
+            let mut err = Vec::new();
+            let mut roots = Some(roots);
+            let mut calls = 0;
+            let r = tls(
+                a,
+                &mut c,
+                &mut || {
+                    calls += 1;
+                    roots.take().unwrap()
+                },
+                &mut err,
+            );
+            (r.map(|()| c), String::from_utf8(err).unwrap(), calls)
+        };
+        let (c, err, _) = run(&a, Ok(1));
+        let c = c.unwrap();
+        // plain (http): the CA, no system roots; b by name, a by its URL: not verified.
+        assert_eq!(c[0].tls.ca_pem.as_deref(), Some("PEM\n"));
+        assert!(!c[0].tls.insecure && !c[0].tls.system_roots);
+        assert!(c[1].tls.insecure && c[2].tls.insecure);
+        assert_eq!(err.matches("WARNING").count(), 2, "{err}");
+        assert!(
+            err.contains("hookwire: WARNING: b: TLS certificates are NOT verified"),
+            "{err}"
+        );
+
+        let b = args(&[
+            "--endpoint",
+            "https://b.example/x",
+            "--endpoint",
+            "https://c.example/",
+        ])
+        .unwrap();
+        let (c, err, calls) = run(&b, Ok(140));
+        let c = c.unwrap();
+        assert!(c[1].tls.system_roots && c[2].tls.system_roots && !c[0].tls.system_roots);
+        assert_eq!((err.as_str(), calls), ("", 1), "the store is loaded once");
+        let (c, err, _) = run(&b, Err(Error::config("tls.system_roots", "unreadable")));
+        assert!(c.unwrap().iter().all(|c| !c.tls.system_roots));
+        assert!(
+            err.contains("unreadable; https endpoints trust the webpki roots only"),
+            "{err}"
+        );
+
+        let bad = args(&["--insecure", "nobody"]).unwrap();
+        let e = run(&bad, Ok(1)).0.unwrap_err().to_string();
+        assert!(e.contains("--insecure") && e.contains("\"nobody\""), "{e}");
+        let missing = args(&["--ca-file", "/no/such/ca.pem"]).unwrap();
+        let e = run(&missing, Ok(1)).0.unwrap_err().to_string();
+        assert!(
+            e.contains("--ca-file") && e.contains("/no/such/ca.pem"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn errors_never_print_a_credential() {
+        let e = configs(&["--endpoint", "http://me:s3cr3t@x y/"]).unwrap_err();
+        assert!(e.to_string().contains("--endpoint"), "{e}");
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
+        for h in ["Authorization Bearer s3cr3t", ":s3cr3t"] {
+            let e = args(&["--header", h]).err().unwrap().to_string();
+            assert!(e.contains("--header") && !e.contains("s3cr3t"), "{e}");
+        }
+        let e = configs(&["--header", "X-Token: s3cr3t\u{1}"]).unwrap_err();
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
     }
 
     #[test]

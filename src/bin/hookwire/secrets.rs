@@ -14,6 +14,9 @@ use hookwire::http::Secret;
 
 use crate::send::SendArgs;
 
+/// How a Standard Webhooks secret starts.
+const PREFIX: &str = "whsec_";
+
 /// The environment variable read when neither `--secret` nor `--secret-file` is given.
 pub(crate) const ENV: &str = "HOOKWIRE_SECRET";
 
@@ -34,8 +37,15 @@ pub(crate) fn resolve(
     }
     if let Some(path) = file {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            // io::Error's text never holds the file's contents.
-            Error::config("--secret-file", format!("{}: {e}", path.display()))
+            // io::Error's text never holds the file's contents; but a secret given where the
+            // path belongs (`--secret-file whsec_...`) must not be printed as a path.
+            let shown = path.display().to_string();
+            let shown = if shown.trim_start().starts_with(PREFIX) {
+                "the value (it looks like a secret, not a path)".to_owned()
+            } else {
+                shown
+            };
+            Error::config("--secret-file", format!("{shown}: {e}"))
         })?;
         let before = out.len();
         for (n, line) in text.lines().enumerate() {
@@ -172,6 +182,13 @@ mod tests {
         let e = resolve(&[], Some(&f), None).unwrap_err().to_string();
         assert!(
             e.contains("--secret-file") && e.contains("No such file"),
+            "{e}"
+        );
+        let e = resolve(&[], Some(Path::new(BAD)), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("looks like a secret") && !e.contains("sup3r"),
             "{e}"
         );
         let empty = file("empty", "\n\n");

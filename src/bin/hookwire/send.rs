@@ -18,14 +18,16 @@ use hookwire::{Error, RawEvent};
 use crate::durable;
 use crate::duration::{millis_arg, secs_arg, secs_to_a_day_arg};
 use crate::ndjson::{Line, Lines, MAX_LINE};
-use crate::options::{endpoint_configs, flagged, header_arg, media_type_arg, overflow_arg};
+use crate::options::{HeaderArg, endpoint_configs, flagged, media_type_arg, overflow_arg};
 use crate::summary::{Pumped, Summary};
 
 /// Options of `hookwire send`.
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "\
 Input: one JSON object per line on stdin, each with an \"id\" (a string or a number); blank
-lines are skipped; bad lines are reported on stderr as `line N: <reason>` and counted.
+lines are skipped; bad lines are reported on stderr as `line N: <reason>` and counted. With
+a secret, an id must be printable ASCII (it is the webhook-id header): others are bad lines.
+Durations take units (500ms, 30s, 5m, 1h, 2d); a bare number keeps its flag's unit.
 Output: one JSON summary on one line of stdout (--pretty: indented), opening with \"results\",
 one per endpoint (name, ok, events, delivered, dead_lettered, dropped, pending, and why not:
 disabled, last_error), then the totals (accepted, events, delivered, ... summed over the
@@ -72,8 +74,17 @@ pub(crate) struct SendArgs {
     /// Read signing secrets from PATH, one per line (blank lines skipped), after any --secret.
     #[arg(long = "secret-file", value_name = "PATH")]
     pub(crate) secret_file: Option<PathBuf>,
+    /// Also trust the CA certificate(s) in this PEM file for https endpoints (a private CA).
+    /// Repeatable. Trusted besides the webpki roots and the system's certificate store.
+    #[arg(long = "ca-file", value_name = "PATH")]
+    pub(crate) ca_files: Vec<PathBuf>,
+    /// Do not verify the TLS certificate of this endpoint (its name, as in the summary, or
+    /// its URL): anyone on the path can read and forge its deliveries. Repeat per endpoint;
+    /// a warning is printed for each.
+    #[arg(long = "insecure", value_name = "NAME|URL")]
+    pub(crate) insecure: Vec<String>,
     /// Extra request header, as NAME:VALUE. Repeatable.
-    #[arg(long = "header", value_name = "NAME:VALUE", value_parser = header_arg)]
+    #[arg(long = "header", value_name = "NAME:VALUE", value_parser = HeaderArg)]
     pub(crate) headers: Vec<(String, String)>,
     /// Most events per request [default: 1].
     #[arg(long, value_name = "N")]

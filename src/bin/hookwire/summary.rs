@@ -102,6 +102,16 @@ impl EndpointResult {
                 out.push_str(&format!("; {what}: {t}"));
             }
         }
+        if self
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("UnknownIssuer"))
+        {
+            out.push_str(
+                " (its certificate is not signed by a CA hookwire trusts: give the CA with \
+                 --ca-file)",
+            );
+        }
         out
     }
 }
