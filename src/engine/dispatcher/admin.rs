@@ -69,6 +69,8 @@ impl Dispatcher {
         };
         let full = self.inner.full.clone();
         self.add(config, url, ignore, |shared, consumer, since, link| {
+            // Before the snapshot can see it (the worker updates it from then on).
+            shared.set_breaker(prepared.strategy.breaker());
             Task::http(shared, consumer, since, prepared, link, hook, full)
         })
     }
@@ -357,12 +359,13 @@ impl Dispatcher {
             .is_none_or(|(pos, _)| pos >= head);
         persisted
             && ring_done
-            && self
-                .inner
-                .admin
-                .lock()
-                .endpoints
-                .values()
-                .all(|s| s.pending() == 0 && !s.disk.load(Ordering::Acquire))
+            && self.inner.admin.lock().endpoints.values().all(|s| {
+                // The gauges too: a worker counts a delivery before it lowers them, so
+                // `pending` can reach 0 a moment before `in_flight` does.
+                s.pending() == 0
+                    && s.queued.load(Ordering::Acquire) == 0
+                    && s.in_flight.load(Ordering::Acquire) == 0
+                    && !s.disk.load(Ordering::Acquire)
+            })
     }
 }
