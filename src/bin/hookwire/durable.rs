@@ -348,7 +348,8 @@ fn warn_left_behind(old: &Saved, names: &[String], dir: &Path) {
     if !missing.is_empty() {
         eprintln!(
             "hookwire: note: {} also holds endpoint(s) {} that this run does not deliver to; \
-             what they have not delivered stays there (resume with --name)",
+             what they have not delivered stays there (resume with --name, or move it to the \
+             dead letters and free the slot with `hookwire forget`)",
             dir.display(),
             missing.join(", ")
         );

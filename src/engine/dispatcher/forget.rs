@@ -112,9 +112,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::RawEvent;
     use crate::engine::ticket::Ticket;
     use crate::store::{LogStore, Store, StoreConfig};
-    use crate::RawEvent;
 
     /// An event that raced the forget (worked out with a routing table from before it) is
     /// committed without the forgotten slot's bit, so the endpoint that takes the slot next
