@@ -720,7 +720,8 @@ fn a_cursor_past_the_end_of_the_log_is_reported() {
 /// `send --data-dir` with `n` endpoints named `{prefix}{i}`, all to `url` but the last, which
 /// goes to `last` (when given).
 fn many(dir: &TempDir, prefix: &str, n: usize, url: &str, last: Option<&str>) -> Vec<String> {
-    let mut args: Vec<String> = ["send", "--data-dir", dir.arg(), "--timeout", "2"]
+    // --timeout is the whole run's budget: room for 64 endpoints to start on a busy machine.
+    let mut args: Vec<String> = ["send", "--data-dir", dir.arg(), "--timeout", "5"]
         .map(String::from)
         .into();
     for i in 0..n {
@@ -880,7 +881,7 @@ fn full_dead_letters_are_reported_and_forget_waits_for_room() {
             "--dead-letter-cap",
             "700",
             "--timeout",
-            "2",
+            "4",
             "--endpoint",
             &refuse.url(),
             "--name",
