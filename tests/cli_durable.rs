@@ -720,7 +720,8 @@ fn a_cursor_past_the_end_of_the_log_is_reported() {
 /// `send --data-dir` with `n` endpoints named `{prefix}{i}`, all to `url` but the last, which
 /// goes to `last` (when given).
 fn many(dir: &TempDir, prefix: &str, n: usize, url: &str, last: Option<&str>) -> Vec<String> {
-    let mut args: Vec<String> = ["send", "--data-dir", dir.arg(), "--timeout", "2"]
+    // --timeout is the whole run's budget: room for 64 endpoints to start on a busy machine.
+    let mut args: Vec<String> = ["send", "--data-dir", dir.arg(), "--timeout", "5"]
         .map(String::from)
         .into();
     for i in 0..n {
@@ -857,4 +858,108 @@ fn slots_are_not_leaked_and_forget_frees_them() {
     let text = std::fs::read_to_string(dir.path().join("slots.json")).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["endpoints"]["x"]["slot"], 63, "{text}");
+}
+
+/// Issue 10, item 9: the dead letters are bounded (`--dead-letter-cap`); an event given up
+/// that does not fit is counted and said on stderr, never dropped unseen; `forget` with no
+/// room fails and keeps the endpoint, and goes on once there is room.
+#[test]
+fn full_dead_letters_are_reported_and_forget_waits_for_room() {
+    let dir = TempDir::new("dlq-cap");
+    let refuse =
+        Receiver::start(ReceiverConfig::default().fail_for(Duration::from_secs(3600), 400))
+            .unwrap();
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/", l.local_addr().unwrap())
+    };
+    let out = run(
+        &[
+            "send",
+            "--data-dir",
+            dir.arg(),
+            "--dead-letter-cap",
+            "700",
+            "--timeout",
+            "4",
+            "--endpoint",
+            &refuse.url(),
+            "--name",
+            "a",
+            "--endpoint",
+            &dead,
+            "--name",
+            "b",
+        ],
+        events(0, 10),
+    );
+    assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
+    let s = summary(&out);
+    assert_balanced(&s);
+    let a = s["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "a")
+        .unwrap_or_else(|| panic!("{s}"));
+    let refused = a["metrics"]["dead_letter_errors"].as_u64().unwrap();
+    assert_eq!(a["metrics"]["dead_lettered"], 10, "{a}");
+    assert!(refused > 0, "{a}");
+    assert!(
+        out.stderr.contains(&format!(
+            "endpoint a: {refused} event(s) given up could not be kept"
+        )),
+        "{}",
+        out.stderr
+    );
+    let listed = run(&["dlq", "list", "--data-dir", dir.arg()], String::new());
+    assert_eq!(
+        ndjson(&listed).len() as u64 + refused,
+        10,
+        "{}",
+        listed.stdout
+    );
+    let bytes: u64 = std::fs::read_dir(dir.path().join("dead-letters"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(bytes <= 700, "{bytes}");
+
+    // b's 10 undelivered events do not fit: refused, b keeps its slot.
+    let out = run(
+        &[
+            "forget",
+            "--data-dir",
+            dir.arg(),
+            "--dead-letter-cap",
+            "700",
+            "--endpoint",
+            "b",
+        ],
+        String::new(),
+    );
+    assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains("dead letters are full"),
+        "{}",
+        out.stderr
+    );
+    assert!(slot_names(&dir).contains(&"b".to_owned()));
+    // With room (the default cap), it goes on: all 10, none twice.
+    let out = run(
+        &["forget", "--data-dir", dir.arg(), "--endpoint", "b"],
+        String::new(),
+    );
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert!(!slot_names(&dir).contains(&"b".to_owned()));
+    let of_b = run(
+        &["dlq", "list", "--data-dir", dir.arg(), "--endpoint", "b"],
+        String::new(),
+    );
+    let seqs: HashSet<u64> = ndjson(&of_b)
+        .iter()
+        .map(|l| l["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs.len(), 10, "{}", of_b.stdout);
+    assert_eq!(ndjson(&of_b).len(), 10, "none twice");
 }

@@ -4,7 +4,9 @@
 //! A durable endpoint keeps its slot (one bit of every record's mask, 64 per directory) and
 //! its cursor, pinning the log, until it is forgotten: removing it from a dispatcher keeps
 //! both so that adding it again resumes it. [`forget_endpoint`] works on a store no
-//! dispatcher has open (the `hookwire forget` command).
+//! dispatcher has open (the `hookwire forget` command);
+//! [`Dispatcher::forget_endpoint`](crate::engine::Dispatcher::forget_endpoint) beside a
+//! running one (through [`dead_letter_backlog`], the same chunked copy).
 //!
 //! The backlog is read in chunks and each chunk is written to the dead letters (synced), then
 //! the endpoint's cursor is saved past it: a crash or a full dead-letter store in the middle

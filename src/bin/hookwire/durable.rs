@@ -79,9 +79,13 @@ pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
     let timeout = Duration::from_secs(args.timeout);
     let start = Instant::now();
     let deadline = start + timeout;
+    let mut store = store::StoreConfig::new(dir);
+    if let Some(cap) = args.dead_letter_cap {
+        store.dead_letter_bytes = cap;
+    }
     let mut builder = Dispatcher::builder()
         .publish_timeout(timeout.min(MAX_PUBLISH_WAIT))
-        .data_dir(dir);
+        .store_config(store);
     if let Some(w) = args.workers {
         builder = builder.workers(w);
     }
@@ -347,7 +351,8 @@ fn warn_left_behind(old: &Saved, names: &[String], dir: &Path) {
     if !missing.is_empty() {
         eprintln!(
             "hookwire: note: {} also holds endpoint(s) {} that this run does not deliver to; \
-             what they have not delivered stays there (resume with --name)",
+             what they have not delivered stays there (resume with --name, or move it to the \
+             dead letters and free the slot with `hookwire forget`)",
             dir.display(),
             missing.join(", ")
         );

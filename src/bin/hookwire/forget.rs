@@ -35,6 +35,10 @@ pub(crate) struct ForgetArgs {
     /// The endpoint to forget, by name (as in the summary); may be repeated.
     #[arg(long = "endpoint", value_name = "NAME", required = true)]
     pub(crate) endpoints: Vec<String>,
+    /// The most bytes DIR's dead letters may take (default 268435456, 256 MiB), as
+    /// `send --dead-letter-cap`.
+    #[arg(long = "dead-letter-cap", value_name = "BYTES")]
+    pub(crate) dead_letter_cap: Option<u64>,
 }
 
 /// `hookwire forget`.
@@ -46,7 +50,11 @@ pub(crate) fn main(args: &ForgetArgs) -> Result<ExitCode, Error> {
             format!("{} is not a directory", dir.display()),
         ));
     }
-    let mut store = LogStore::open(StoreConfig::new(dir)).map_err(in_use)?;
+    let mut config = StoreConfig::new(dir);
+    if let Some(cap) = args.dead_letter_cap {
+        config.dead_letter_bytes = cap;
+    }
+    let mut store = LogStore::open(config).map_err(in_use)?;
     report_recovery(dir, store.recovery(), &mut io::stderr());
     let known: Vec<String> = store.endpoints().into_iter().map(|(n, _)| n).collect();
     if let Some(unknown) = args.endpoints.iter().find(|n| !known.contains(n)) {

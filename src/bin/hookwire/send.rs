@@ -139,6 +139,11 @@ pub(crate) struct SendArgs {
     /// then print the summary. Exit code 0 only if all of it was delivered.
     #[arg(long, requires = "data_dir")]
     pub(crate) resume: bool,
+    /// With --data-dir: the most bytes DIR's dead letters may take (default 268435456,
+    /// 256 MiB). An event given up that does not fit is not kept: it is counted
+    /// (dead_letter_errors in the summary) and said on stderr.
+    #[arg(long = "dead-letter-cap", value_name = "BYTES", requires = "data_dir")]
+    pub(crate) dead_letter_cap: Option<u64>,
 }
 
 /// Reads `input` and publishes every event until the input ends, cannot be read, or `now()`

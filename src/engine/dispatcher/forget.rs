@@ -107,7 +107,7 @@ fn forget(
     Ok(done)
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use std::sync::Arc;
 
