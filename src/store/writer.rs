@@ -520,34 +520,23 @@ impl Writer {
             self.failed = Some(e.clone());
             return e;
         }
+        // Said by the caller (the engine logs it once and fails the tickets with it).
         let through = self.durable_through;
         let e = match self.roll_back() {
-            Ok(()) => {
-                log::error!(
-                    "{e}; the durable store rolled its log back to seq {through} (nothing \
-                     after it was reported durable) and takes no more writes"
-                );
-                with_note(
-                    e,
-                    &format!(
-                        "nothing after seq {through} was kept (the log was rolled back); \
-                         the store takes no more writes"
-                    ),
-                )
-            }
-            Err(undo) => {
-                log::error!(
-                    "{e}; rolling the durable store's log back to seq {through} failed too \
-                     ({undo}): records after it may be read back after a restart"
-                );
-                with_note(
-                    e,
-                    &format!(
-                        "rolling the log back to seq {through} failed too ({undo}): records \
-                         after it may be read back after a restart"
-                    ),
-                )
-            }
+            Ok(()) => with_note(
+                e,
+                &format!(
+                    "nothing after seq {through} was kept (the log was rolled back); the \
+                     store takes no more writes"
+                ),
+            ),
+            Err(undo) => with_note(
+                e,
+                &format!(
+                    "rolling the log back to seq {through} failed too ({undo}): records \
+                     after it may be read back after a restart"
+                ),
+            ),
         };
         self.failed = Some(e.clone());
         e
