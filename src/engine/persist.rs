@@ -509,3 +509,7 @@ impl Durable {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "persist_faults.rs"]
+mod faults;

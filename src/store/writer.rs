@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::damage::{Damage, DamageKind, Quarantine};
-use super::disk::{Disk, OsDisk, SegmentFile, write_all};
+use super::disk::{Disk, SegmentFile, write_all};
 use super::segment::{self, HEADER_LEN, MAX_PAYLOAD, Peek, Scanner};
 use crate::Error;
 
@@ -150,25 +150,8 @@ impl Writer {
     /// Opens the log in `log_dir`: lists the older segments, scans the last one, repairs its
     /// tail and makes what it holds durable. An empty log starts at `min_next_seq` (at least
     /// 1), so seqs that cursors already refer to are not reused. Read-only, it changes nothing
-    /// (a missing `log_dir` is an empty log) and every append fails.
-    pub(super) fn open(
-        log_dir: &Path,
-        segment_bytes: u64,
-        quota_bytes: u64,
-        min_next_seq: u64,
-        mode: Mode<'_>,
-    ) -> Result<(Writer, Repair), Error> {
-        Self::open_on(
-            Arc::new(OsDisk),
-            log_dir,
-            segment_bytes,
-            quota_bytes,
-            min_next_seq,
-            mode,
-        )
-    }
-
-    /// [`open`](Writer::open) on `disk`.
+    /// (a missing `log_dir` is an empty log) and every append fails. The segment files are
+    /// on `disk`.
     pub(super) fn open_on(
         disk: Arc<dyn Disk>,
         log_dir: &Path,
