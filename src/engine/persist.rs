@@ -608,3 +608,7 @@ impl Durable {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "persist_faults.rs"]
+mod faults;

@@ -11,11 +11,11 @@ use std::io::{self, Read, Seek, Write};
 use std::path::Path;
 
 /// Something to read a segment from.
-pub(super) trait ReadSeek: Read + Seek + Send {}
+pub(crate) trait ReadSeek: Read + Seek + Send {}
 impl<T: Read + Seek + Send> ReadSeek for T {}
 
 /// A segment file open for appending.
-pub(super) trait SegmentFile: Send {
+pub(crate) trait SegmentFile: Send {
     /// Appends some of `buf` at the end of the file (as `write(2)` on a file opened with
     /// `O_APPEND`): returns how much, which may be less than all of it.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
@@ -26,7 +26,7 @@ pub(super) trait SegmentFile: Send {
 }
 
 /// The directory-level operations on segment files.
-pub(super) trait Disk: fmt::Debug + Send + Sync {
+pub(crate) trait Disk: fmt::Debug + Send + Sync {
     /// The names of the files in `dir`.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Creates `path`, which must not exist, open for appending. Its entry is not durable
@@ -46,7 +46,7 @@ pub(super) trait Disk: fmt::Debug + Send + Sync {
 
 /// Appends all of `buf` to `file`, retrying short writes (a short write followed by an error
 /// leaves the bytes written so far in the file).
-pub(super) fn write_all(file: &mut dyn SegmentFile, mut buf: &[u8]) -> io::Result<()> {
+pub(crate) fn write_all(file: &mut dyn SegmentFile, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
         match file.write(buf) {
             Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
@@ -60,7 +60,7 @@ pub(super) fn write_all(file: &mut dyn SegmentFile, mut buf: &[u8]) -> io::Resul
 
 /// The real file system.
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct OsDisk;
+pub(crate) struct OsDisk;
 
 impl SegmentFile for File {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

@@ -9,17 +9,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::disk::{Disk, ReadSeek, SegmentFile};
+use super::segment::{self, Peek, Scanner};
 
 /// A small seeded generator (xorshift64*), so that a failing seed can be replayed.
 #[derive(Debug, Clone)]
-pub(super) struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    pub(super) fn new(seed: u64) -> Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    pub(super) fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -27,19 +28,19 @@ impl Rng {
     }
 
     /// In `0..n` (`n` > 0).
-    pub(super) fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 
     /// True with probability `1 / n`.
-    pub(super) fn one_in(&mut self, n: u64) -> bool {
+    pub(crate) fn one_in(&mut self, n: u64) -> bool {
         self.below(n) == 0
     }
 }
 
 /// Which operations fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Op {
+pub(crate) enum Op {
     Write,
     Sync,
     SetLen,
@@ -102,11 +103,11 @@ impl State {
 
 /// The disk: cheap to clone (clones share it).
 #[derive(Debug, Clone)]
-pub(super) struct FaultDisk(Arc<Mutex<State>>);
+pub(crate) struct FaultDisk(Arc<Mutex<State>>);
 
 impl FaultDisk {
     /// An empty disk with no faults; `seed` drives faults and crashes.
-    pub(super) fn new(seed: u64) -> FaultDisk {
+    pub(crate) fn new(seed: u64) -> FaultDisk {
         FaultDisk(Arc::new(Mutex::new(State {
             files: HashMap::new(),
             next_id: 0,
@@ -128,34 +129,34 @@ impl FaultDisk {
 
     /// From now on, each fallible operation fails with probability `1 / one_in`, at most
     /// `faults` times.
-    pub(super) fn random_faults(&self, one_in: u64, faults: u32) {
+    pub(crate) fn random_faults(&self, one_in: u64, faults: u32) {
         let mut s = self.state();
         s.fail_one_in = one_in;
         s.faults_left = faults;
     }
 
     /// Fails the `n`th fallible operation from now (1: the next one), once.
-    pub(super) fn fail_in(&self, n: u64) {
+    pub(crate) fn fail_in(&self, n: u64) {
         let mut s = self.state();
         let at = s.ops + n;
         s.fail_at.push(at);
     }
 
     /// Faults injected so far.
-    pub(super) fn injected(&self) -> u64 {
+    pub(crate) fn injected(&self) -> u64 {
         self.state().injected
     }
 
     /// Limits the data the disk holds to `bytes` (`None`: no limit): a write past it writes
     /// what fits, then fails with `ENOSPC`.
-    pub(super) fn set_capacity(&self, bytes: Option<u64>) {
+    pub(crate) fn set_capacity(&self, bytes: Option<u64>) {
         self.state().capacity = bytes;
     }
 
     /// A power cut: every file and directory entry goes back to what was synced, except that
     /// at random an unsynced change survives (part of an append, a truncation, an entry
     /// created or removed), as it may on a real disk. Faults are switched off.
-    pub(super) fn crash(&self) {
+    pub(crate) fn crash(&self) {
         let mut guard = self.state();
         let s = &mut *guard;
         s.fail_one_in = 0;
@@ -202,7 +203,7 @@ impl FaultDisk {
     }
 
     /// What a read of `path` sees now (for tests that damage or inspect files).
-    pub(super) fn contents(&self, path: &Path) -> Option<Vec<u8>> {
+    pub(crate) fn contents(&self, path: &Path) -> Option<Vec<u8>> {
         let s = self.state();
         let id = s.entries.get(path)?;
         Some(s.files[id].data.clone())
@@ -360,4 +361,31 @@ impl Disk for FaultDisk {
         }
         Ok(())
     }
+}
+
+/// Every valid record in the log directory `log_dir` on `disk`, by seq, as a reader finds
+/// them (damage skipped): what a later open would read.
+pub(crate) fn records(disk: &FaultDisk, log_dir: &Path) -> BTreeMap<u64, Vec<u8>> {
+    let seqs = segment::list_segments_on(disk, log_dir).expect("list the fault disk");
+    let mut out = BTreeMap::new();
+    for (i, &first) in seqs.iter().enumerate() {
+        let path = log_dir.join(segment::segment_name(first));
+        let file = disk.open_read(&path).expect("a listed segment");
+        let mut scanner = Scanner::new(file, first, Vec::new());
+        if let Some(&next) = seqs.get(i + 1) {
+            scanner.set_limit(next);
+        }
+        loop {
+            match scanner.peek().expect("reads from memory do not fail") {
+                Peek::Ready => {
+                    let r = scanner.record().expect("a ready record");
+                    out.insert(r.seq, r.payload.to_vec());
+                    scanner.consume();
+                }
+                Peek::Skipped(_) => {}
+                Peek::Eof { .. } => break,
+            }
+        }
+    }
+    out
 }

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::damage::{DamageKind, QUARANTINE, Quarantine};
+use super::disk::{Disk, OsDisk};
 use super::dlq::{self, DeadLetters};
 use super::files::{lock_dir, remove_tmp_files, sync_dir};
 use super::meta::{Loaded, Meta};
@@ -67,6 +68,12 @@ impl LogStore {
     /// `quota_bytes` is less than two segments (the active segment is never removed, so a
     /// smaller quota could fill for good).
     pub fn open(config: StoreConfig) -> Result<LogStore, Error> {
+        Self::open_on(config, Arc::new(OsDisk))
+    }
+
+    /// [`open`](LogStore::open) with the log's segment files on `disk` (tests put them on a
+    /// disk that injects faults; the other files stay in `config.dir`).
+    pub(crate) fn open_on(config: StoreConfig, disk: Arc<dyn Disk>) -> Result<LogStore, Error> {
         if config.segment_bytes == 0 {
             return Err(Error::config("segment_bytes", "must be at least 1"));
         }
@@ -100,7 +107,7 @@ impl LogStore {
         if dir.join(QUARANTINE).is_dir() {
             remove_tmp_files(&dir.join(QUARANTINE))?;
         }
-        Self::recover(&config, Some(lock))
+        Self::recover(&config, Some(lock), disk)
     }
 
     /// Opens the store in `dir` to look at it only: it takes no lock (so it works while
@@ -117,11 +124,15 @@ impl LogStore {
         if !dir.is_dir() {
             return Err(Error::storage("open", dir, "not a directory"));
         }
-        Self::recover(&StoreConfig::new(dir), None)
+        Self::recover(&StoreConfig::new(dir), None, Arc::new(OsDisk))
     }
 
     /// Reads what is in the directory and repairs it (unless `lock` is `None`: read-only).
-    fn recover(config: &StoreConfig, lock: Option<File>) -> Result<LogStore, Error> {
+    fn recover(
+        config: &StoreConfig,
+        lock: Option<File>,
+        disk: Arc<dyn Disk>,
+    ) -> Result<LogStore, Error> {
         let read_only = lock.is_none();
         let dir = config.dir.clone();
         let log_dir = dir.join("log");
@@ -132,7 +143,8 @@ impl LogStore {
         } else {
             Mode::Write(&quarantine)
         };
-        let (writer, repair) = Writer::open(
+        let (writer, repair) = Writer::open_on(
+            disk,
             &log_dir,
             config.segment_bytes,
             config.quota_bytes,

@@ -21,10 +21,10 @@
 //! See `docs/durable.md` for the format, the recovery rules and the at-least-once contract.
 
 mod damage;
-mod disk;
+pub(crate) mod disk;
 mod dlq;
 #[cfg(test)]
-mod fault_disk;
+pub(crate) mod fault_disk;
 mod files;
 pub(crate) mod forget;
 mod log_store;

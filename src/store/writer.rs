@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::damage::{Damage, DamageKind, Quarantine};
-use super::disk::{Disk, OsDisk, SegmentFile, write_all};
+use super::disk::{Disk, SegmentFile, write_all};
 use super::segment::{self, HEADER_LEN, MAX_PAYLOAD, Peek, Scanner};
 use crate::Error;
 
@@ -150,25 +150,8 @@ impl Writer {
     /// Opens the log in `log_dir`: lists the older segments, scans the last one, repairs its
     /// tail and makes what it holds durable. An empty log starts at `min_next_seq` (at least
     /// 1), so seqs that cursors already refer to are not reused. Read-only, it changes nothing
-    /// (a missing `log_dir` is an empty log) and every append fails.
-    pub(super) fn open(
-        log_dir: &Path,
-        segment_bytes: u64,
-        quota_bytes: u64,
-        min_next_seq: u64,
-        mode: Mode<'_>,
-    ) -> Result<(Writer, Repair), Error> {
-        Self::open_on(
-            Arc::new(OsDisk),
-            log_dir,
-            segment_bytes,
-            quota_bytes,
-            min_next_seq,
-            mode,
-        )
-    }
-
-    /// [`open`](Writer::open) on `disk`.
+    /// (a missing `log_dir` is an empty log) and every append fails. The segment files are
+    /// on `disk`.
     pub(super) fn open_on(
         disk: Arc<dyn Disk>,
         log_dir: &Path,
@@ -520,34 +503,23 @@ impl Writer {
             self.failed = Some(e.clone());
             return e;
         }
+        // Said by the caller (the engine logs it once and fails the tickets with it).
         let through = self.durable_through;
         let e = match self.roll_back() {
-            Ok(()) => {
-                log::error!(
-                    "{e}; the durable store rolled its log back to seq {through} (nothing \
-                     after it was reported durable) and takes no more writes"
-                );
-                with_note(
-                    e,
-                    &format!(
-                        "nothing after seq {through} was kept (the log was rolled back); \
-                         the store takes no more writes"
-                    ),
-                )
-            }
-            Err(undo) => {
-                log::error!(
-                    "{e}; rolling the durable store's log back to seq {through} failed too \
-                     ({undo}): records after it may be read back after a restart"
-                );
-                with_note(
-                    e,
-                    &format!(
-                        "rolling the log back to seq {through} failed too ({undo}): records \
-                         after it may be read back after a restart"
-                    ),
-                )
-            }
+            Ok(()) => with_note(
+                e,
+                &format!(
+                    "nothing after seq {through} was kept (the log was rolled back); the \
+                     store takes no more writes"
+                ),
+            ),
+            Err(undo) => with_note(
+                e,
+                &format!(
+                    "rolling the log back to seq {through} failed too ({undo}): records \
+                     after it may be read back after a restart"
+                ),
+            ),
         };
         self.failed = Some(e.clone());
         e

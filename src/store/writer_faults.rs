@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::super::fault_disk::{FaultDisk, Rng};
+use super::super::fault_disk::{FaultDisk, Rng, records};
 use super::super::test_dir::TestDir;
 use super::*;
 
@@ -26,29 +26,9 @@ fn open(disk: &FaultDisk, q: &Quarantine, segment_bytes: u64) -> Result<Writer, 
     .map(|(w, _)| w)
 }
 
-/// Every valid record on `disk`, by seq, as a reader finds them (damage skipped).
+/// Every valid record on `disk`, by seq.
 fn read_all(disk: &FaultDisk) -> BTreeMap<u64, Vec<u8>> {
-    let seqs = segment::list_segments_on(disk, &log_dir()).unwrap();
-    let mut out = BTreeMap::new();
-    for (i, &first) in seqs.iter().enumerate() {
-        let path = log_dir().join(segment::segment_name(first));
-        let mut scanner = Scanner::new(disk.open_read(&path).unwrap(), first, Vec::new());
-        if let Some(&next) = seqs.get(i + 1) {
-            scanner.set_limit(next);
-        }
-        loop {
-            match scanner.peek().unwrap() {
-                Peek::Ready => {
-                    let r = scanner.record().unwrap();
-                    out.insert(r.seq, r.payload.to_vec());
-                    scanner.consume();
-                }
-                Peek::Skipped(_) => {}
-                Peek::Eof { .. } => break,
-            }
-        }
-    }
-    out
+    records(disk, &log_dir())
 }
 
 /// A payload that names its record (`id`), padded to vary record sizes.

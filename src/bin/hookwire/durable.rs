@@ -16,7 +16,7 @@
 //! summary (`recovery`, `damage`). Records lost to damage make the exit code
 //! [`EXIT_DAMAGED`].
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::path::Path;
@@ -134,6 +134,7 @@ pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
         p.settle_all();
         summary.durable_through = Some(p.durable);
         summary.not_durable = Some(p.not_durable);
+        summary.storage_error = p.store_error.take();
     }
     summary.report(&mut io::stderr());
     summary.write(&mut io::stdout().lock(), args.pretty)?;
@@ -427,21 +428,57 @@ fn read_and_publish<'a>(
         .name("hookwire-stdin".into())
         .spawn(move || read_stdin(&tx, signed))?;
     let progress = RefCell::new(Progress::new(Box::new(out), Box::new(io::stderr())));
-    let mut next = || next_line(&rx, &progress);
-    let pumped = pump_lines(
+    // Once the store has failed nothing more can be persisted: reading stops there.
+    let last_read = Cell::new(0);
+    let mut next = || {
+        if progress.borrow().store_error.is_some() {
+            return Ok(None);
+        }
+        let item = next_line(&rx, &progress);
+        if let Ok(Some((n, _))) = &item {
+            last_read.set(*n);
+        }
+        item
+    };
+    let mut pumped = pump_lines(
         &mut next,
         deadline,
         &mut Instant::now,
         &mut io::stderr(),
         |n, ev: RawEvent| {
-            let ticket = d.publish_with_ticket(ev)?;
+            let ticket = d.publish_with_ticket(ev).inspect_err(|e| {
+                if matches!(e, Error::Storage { .. }) {
+                    progress
+                        .borrow_mut()
+                        .store_error
+                        .get_or_insert(e.to_string());
+                }
+            })?;
             let mut p = progress.borrow_mut();
             p.push(n, ticket);
             p.tick();
             Ok(())
         },
     );
-    Ok((pumped, progress.into_inner()))
+    let mut progress = progress.into_inner();
+    if progress.store_error.is_some() && pumped.unread_from_line.is_none() {
+        // The refusals first (every outcome comes at once now), then what was not read.
+        progress.finish(deadline);
+        // Whether there was more input: the next line, if it comes at once.
+        let unread = match rx.recv_timeout(POLL) {
+            Ok(Ok(None)) => None,
+            Ok(Ok(Some((n, _)))) => Some(n),
+            _ => Some(last_read.get() + 1),
+        };
+        if let Some(n) = unread {
+            eprintln!(
+                "line {n}: not read: the durable store failed (see above), so no more \
+                 events can be persisted"
+            );
+            pumped.unread_from_line = Some(n);
+        }
+    }
+    Ok((pumped, progress))
 }
 
 /// The stdin thread: every line, then the end or the read error. Stops early if the
@@ -501,8 +538,21 @@ pub(crate) struct Progress<'a, T> {
     pub(crate) not_durable: u64,
     /// The last `durable_through` printed.
     printed: Option<u64>,
+    /// Refusals not said yet: a run of them with the same error is said in one line.
+    refused: Option<Refused>,
+    /// Why the durable store failed, once an event was refused because it did (or a publish
+    /// was): no later event can be persisted, so reading stops.
+    pub(crate) store_error: Option<String>,
     out: Box<dyn Write + 'a>,
     err: Box<dyn Write + 'a>,
+}
+
+/// Refused events from input lines `first` to `last` (`n` of them), all for the same reason.
+struct Refused {
+    first: u64,
+    last: u64,
+    n: u64,
+    why: String,
 }
 
 impl<'a, T: Outcome> Progress<'a, T> {
@@ -513,9 +563,51 @@ impl<'a, T: Outcome> Progress<'a, T> {
             durable: 0,
             not_durable: 0,
             printed: None,
+            refused: None,
+            store_error: None,
             out,
             err,
         }
+    }
+
+    /// An event refused for `e`: said with the refusals next to it that have the same cause.
+    fn refuse(&mut self, line: u64, e: &Error) {
+        self.not_durable += 1;
+        let why = e.to_string();
+        if matches!(e, Error::Storage { .. }) && self.store_error.is_none() {
+            self.store_error = Some(why.clone());
+        }
+        match &mut self.refused {
+            Some(r) if r.why == why => {
+                r.last = line;
+                r.n += 1;
+            }
+            _ => {
+                self.say_refused();
+                self.refused = Some(Refused {
+                    first: line,
+                    last: line,
+                    n: 1,
+                    why,
+                });
+            }
+        }
+    }
+
+    /// Says the refusals not said yet, in one line.
+    fn say_refused(&mut self) {
+        let Some(r) = self.refused.take() else {
+            return;
+        };
+        let _ = if r.n == 1 {
+            writeln!(self.err, "line {}: not durable: {}", r.first, r.why)
+        } else {
+            writeln!(
+                self.err,
+                "lines {} to {}: {} events not durable: {}",
+                r.first, r.last, r.n, r.why
+            )
+        };
     }
 
     /// An event published from input line `line`.
@@ -531,11 +623,11 @@ impl<'a, T: Outcome> Progress<'a, T> {
                 break;
             };
             match outcome {
-                Ok(()) => self.durable += 1,
-                Err(e) => {
-                    self.not_durable += 1;
-                    let _ = writeln!(self.err, "line {line}: not durable: {e}");
+                Ok(()) => {
+                    self.say_refused();
+                    self.durable += 1;
                 }
+                Err(e) => self.refuse(line, &e),
             }
         }
         if self.printed.is_none_or(|p| self.durable > p) && self.durable > 0 {
@@ -556,6 +648,7 @@ impl<'a, T: Outcome> Progress<'a, T> {
             self.tick();
         }
         self.tick();
+        self.say_refused();
         if self.printed.is_none() {
             self.print();
         }
@@ -565,10 +658,12 @@ impl<'a, T: Outcome> Progress<'a, T> {
     /// then is counted as not durable.
     pub(crate) fn settle_all(&mut self) {
         self.tick();
-        for (line, _) in self.waiting.drain(..) {
-            self.not_durable += 1;
-            let _ = writeln!(self.err, "line {line}: not durable: no outcome at shutdown");
+        let undecided: Vec<u64> = self.waiting.drain(..).map(|(line, _)| line).collect();
+        let why = Error::other(io::Error::other("no outcome at shutdown"));
+        for line in undecided {
+            self.refuse(line, &why);
         }
+        self.say_refused();
     }
 
     /// Prints `{"durable_through": N}` (best effort: a closed stdout does not stop delivery)
@@ -637,6 +732,50 @@ mod tests {
             ["{\"durable_through\": 3}", "{\"durable_through\": 4}"]
         );
         assert_eq!(lines(&err), ["line 4: not durable: sink is closed"]);
+    }
+
+    /// An outcome fixed in advance.
+    struct Decided(Result<(), Error>);
+
+    impl Outcome for Decided {
+        fn outcome(&self) -> Option<Result<(), Error>> {
+            Some(self.0.clone())
+        }
+        fn wait_for(&self, _: Duration) {}
+    }
+
+    /// Issue 10, item 4: a failed store refuses every event of the group it was committing
+    /// (and every one queued after it): one line says so, not one per event, and the failure
+    /// is kept for the summary.
+    #[test]
+    fn a_run_of_refusals_for_one_reason_is_said_once() {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let full = Error::Storage {
+            op: "write",
+            path: "/d/log/1.seg".into(),
+            message: "No space left on device (os error 28)".into(),
+            source: None,
+        };
+        {
+            let mut p = Progress::new(Box::new(&mut out), Box::new(&mut err));
+            p.push(1, Decided(Ok(())));
+            p.push(2, Decided(Err(Error::Closed)));
+            p.push(3, Decided(Ok(())));
+            for line in 4..1000 {
+                p.push(line, Decided(Err(full.clone())));
+            }
+            p.tick();
+            p.finish(Instant::now() + Duration::from_secs(1));
+            assert_eq!((p.durable, p.not_durable), (2, 997));
+            assert_eq!(p.store_error, Some(full.to_string()));
+        }
+        assert_eq!(
+            lines(&err),
+            [
+                "line 2: not durable: sink is closed".to_owned(),
+                format!("lines 4 to 999: 996 events not durable: {full}"),
+            ]
+        );
     }
 
     #[test]

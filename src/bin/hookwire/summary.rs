@@ -144,7 +144,8 @@ pub(crate) struct Summary {
     pub(crate) malformed: u64,
     /// Events whose publish failed.
     pub(crate) publish_errors: u64,
-    /// The first input line not read because `--timeout` passed (absent if all were read).
+    /// The first input line not read because `--timeout` passed or (`--data-dir`) the
+    /// durable store failed (absent if all were read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) unread_from_line: Option<u64>,
     /// Why stdin could not be read to its end (absent if it could).
@@ -164,6 +165,11 @@ pub(crate) struct Summary {
     /// (reported on stderr).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) not_durable: Option<u64>,
+    /// `--data-dir` without `--resume`: why the durable store failed (a full disk, an I/O
+    /// error), if it did. Reading stopped there (`unread_from_line`); the events not reported
+    /// durable are not in the log and will not be delivered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) storage_error: Option<String>,
     /// `--data-dir`: what opening the data directory found and repaired.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) recovery: Option<Recovery>,
@@ -222,6 +228,7 @@ impl Summary {
             durable: false,
             durable_through: None,
             not_durable: None,
+            storage_error: None,
             recovery: None,
             damage: Vec::new(),
             data_damaged: false,
@@ -253,6 +260,7 @@ impl Summary {
             && self.malformed == 0
             && self.publish_errors == 0
             && self.not_durable.unwrap_or(0) == 0
+            && self.storage_error.is_none()
             && self.unread_from_line.is_none()
             && self.input_error.is_none()
             && !self.results.is_empty()
