@@ -12,6 +12,7 @@ mod ndjson;
 mod options;
 mod saved;
 mod send;
+mod serve;
 mod summary;
 
 use std::process::ExitCode;
@@ -36,6 +37,8 @@ enum Command {
     Dlq(dlq::DlqCommand),
     /// Run the Go peer's benchmark scenarios on hookwire's engine; print medians.
     Bench(bench::BenchArgs),
+    /// Relay events posted over HTTP to webhook endpoints, durably (a config file or flags).
+    Serve(serve::ServeArgs),
     /// One benchmark scenario in this process (used by `bench`).
     #[command(name = "bench-child", hide = true)]
     BenchChild(bench::ChildArgs),
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Send(args) => send::main(args),
         Command::Dlq(cmd) => dlq::main(cmd),
         Command::Bench(args) => bench::main(args),
+        Command::Serve(args) => serve::main(args),
         Command::BenchChild(args) => bench::child_main(args),
     };
     match result {
