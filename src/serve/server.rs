@@ -386,6 +386,10 @@ impl Loop {
 
     fn close(&mut self, token: Token) {
         if let Some(mut c) = self.conns.remove(&token) {
+            if matches!(c.state, State::Waiting(_)) {
+                // The client left; its events' tickets stay tracked in `unresolved`.
+                self.counters.waiting -= 1;
+            }
             let _ = self.poll.registry().deregister(&mut c.stream);
         }
     }
@@ -483,17 +487,17 @@ impl Loop {
     fn handle(&mut self, req: Request) -> Outcome {
         let admin_open = self.admin_tokens.is_empty();
         match (req.method.as_str(), req.path.as_str()) {
-            ("GET" | "HEAD", "/healthz") => {
+            ("GET", "/healthz") => {
                 let snaps = self.dispatcher.snapshot();
                 let stopping = self.stopping_since.is_some();
                 Outcome::Respond(Response::json(200, &admin::healthz(&snaps, stopping)))
             }
-            ("GET" | "HEAD", "/readyz") => Outcome::Respond(if self.stopping_since.is_some() {
+            ("GET", "/readyz") => Outcome::Respond(if self.stopping_since.is_some() {
                 Response::unavailable("stopping", self.limits.retry_after)
             } else {
                 Response::json(200, &json!({ "ready": true }))
             }),
-            ("GET" | "HEAD", "/metrics") => {
+            ("GET", "/metrics") => {
                 self.refresh_gauges();
                 let snaps = self.dispatcher.snapshot();
                 Outcome::Respond(Response::text(
@@ -502,17 +506,17 @@ impl Loop {
                     admin::prometheus(&snaps, &self.counters),
                 ))
             }
-            ("GET" | "HEAD", "/debug/vars" | "/v1/endpoints")
+            ("GET", "/debug/vars" | "/v1/endpoints")
                 if !admin_open && !authorized(&req, &self.admin_tokens) =>
             {
                 Outcome::Respond(unauthorized())
             }
-            ("GET" | "HEAD", "/debug/vars") => {
+            ("GET", "/debug/vars") => {
                 self.refresh_gauges();
                 let snaps = self.dispatcher.snapshot();
                 Outcome::Respond(Response::json(200, &admin::expvar(&snaps, &self.counters)))
             }
-            ("GET" | "HEAD", "/v1/endpoints") => {
+            ("GET", "/v1/endpoints") => {
                 let snaps = self.dispatcher.snapshot();
                 Outcome::Respond(Response::json(200, &admin::endpoints(&snaps)))
             }
