@@ -124,6 +124,26 @@ fn ndjson(ids: impl IntoIterator<Item = String>) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// Every record's payload in the log under `dir`, read without taking the directory's lock.
+fn payloads_on_disk(dir: &std::path::Path) -> String {
+    use hookwire::store::{LogStore, Store};
+    let store = LogStore::open_read_only(dir).unwrap();
+    let mut reader = store.reader().unwrap();
+    let mut out = String::new();
+    reader
+        .read(
+            store.first_seq(),
+            store.durable_through(),
+            u64::MAX,
+            1 << 20,
+            &mut |r| {
+                out.push_str(&String::from_utf8_lossy(r.payload));
+            },
+        )
+        .unwrap();
+    out
+}
+
 fn config(dir: &TempDir, receiver: &Receiver) -> ServeConfig {
     let mut c = ServeConfig::new("127.0.0.1:0".parse().unwrap(), dir.path());
     let mut e = service_endpoint("down", receiver.url());
@@ -153,6 +173,14 @@ fn ndjson_is_acknowledged_then_delivered_in_order_and_signed() {
     );
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(a.json()["accepted"], 60);
+    // The answer came after the commit: every event is already in the log's files.
+    let on_disk = payloads_on_disk(dir.path());
+    for id in &ids[..60] {
+        assert!(
+            on_disk.contains(&format!("\"id\":\"{id}\"")),
+            "{id} not on disk at the 2xx"
+        );
+    }
     let arr = serde_json::to_vec(
         &ids[60..]
             .iter()
@@ -190,6 +218,64 @@ fn ndjson_is_acknowledged_then_delivered_in_order_and_signed() {
     assert_eq!(c.request("GET", "/readyz", &[], b"").status, 200);
     let report = server.shutdown();
     assert!(report.drained);
+}
+
+#[test]
+fn many_connections_at_once_are_each_acknowledged_and_delivered_once_in_their_order() {
+    let dir = TempDir::new("serve-concurrent");
+    let rx = signed_receiver();
+    let server = Server::start(config(&dir, &rx)).unwrap();
+    let addr = server.local_addr();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let mut sent = Vec::new();
+                for r in 0..25 {
+                    let ids: Vec<String> = (0..4).map(|i| format!("c{t}-{r}-{i}")).collect();
+                    let a = c.request("POST", "/v1/events", &[], &ndjson(ids.iter().cloned()));
+                    assert_eq!(a.status, 200, "{a:?}");
+                    sent.extend(ids);
+                }
+                sent
+            })
+        })
+        .collect();
+    let sent: Vec<Vec<String>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(rx.wait_for_distinct(800, Duration::from_secs(20)));
+    let got = rx.ids();
+    assert_eq!(got.len(), 800, "each once");
+    for (t, mine) in sent.iter().enumerate() {
+        let prefix = format!("c{t}-");
+        let seen: Vec<&String> = got.iter().filter(|id| id.starts_with(&prefix)).collect();
+        assert_eq!(
+            seen,
+            mine.iter().collect::<Vec<_>>(),
+            "connection {t}'s order"
+        );
+    }
+    let m = &server.shutdown().endpoints[0].metrics;
+    assert!(m.balanced() && m.delivered == 800, "{m:?}");
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body() {
+    let dir = TempDir::new("serve-continue");
+    let rx = signed_receiver();
+    let server = Server::start(config(&dir, &rx)).unwrap();
+    let mut c = Client::connect(server.local_addr());
+    let body = ndjson(["e1".to_string()]);
+    c.send_raw(
+        format!(
+            "POST /v1/events HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(c.answer().unwrap().status, 100);
+    c.send_raw(&body);
+    let a = c.answer().unwrap();
+    assert_eq!((a.status, a.json()["accepted"].as_u64()), (200, Some(1)));
 }
 
 #[test]
