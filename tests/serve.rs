@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::TempDir;
 use hookwire::serve::{ServeConfig, Server, service_endpoint};
-use hookwire::testkit::{Receiver, ReceiverConfig};
+use hookwire::testkit::{Receiver, ReceiverConfig, Reply};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -276,6 +276,82 @@ fn expect_100_continue_is_answered_before_the_body() {
     c.send_raw(&body);
     let a = c.answer().unwrap();
     assert_eq!((a.status, a.json()["accepted"].as_u64()), (200, Some(1)));
+}
+
+#[test]
+fn dead_letters_are_listed_and_replayed_and_endpoints_switched_by_the_admin_api() {
+    let dir = TempDir::new("serve-admin");
+    let rx = Receiver::start(
+        ReceiverConfig::new()
+            .secrets(vec![SECRET.parse().unwrap()])
+            .statuses(vec![Reply::status(400); 3]),
+    )
+    .unwrap();
+    let mut cfg = config(&dir, &rx);
+    cfg.admin_tokens = vec!["adm".into()];
+    let server = Server::start(cfg).unwrap();
+    let mut c = Client::connect(server.local_addr());
+    let auth = [("authorization", "Bearer adm")];
+    let ids: Vec<String> = (0..3).map(|i| format!("d{i}")).collect();
+    assert_eq!(
+        c.request("POST", "/v1/events", &[], &ndjson(ids.clone()))
+            .status,
+        200
+    );
+    common::eventually("three dead letters", || {
+        c.request("GET", "/v1/endpoints", &auth, b"").json()["endpoints"][0]["dead_lettered"] == 3
+    });
+    assert_eq!(c.request("GET", "/v1/dead-letters", &[], b"").status, 401);
+    let list = c
+        .request("GET", "/v1/dead-letters?endpoint=down", &auth, b"")
+        .json();
+    assert_eq!(list["total"], 3);
+    let listed: Vec<&str> = list["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["d0", "d1", "d2"]);
+    assert_eq!(list["dead_letters"][0]["status"], 400);
+    assert_eq!(list["dead_letters"][0]["event"]["id"], "d0");
+    let seq0 = list["dead_letters"][0]["seq"].as_u64().unwrap();
+    assert_eq!(
+        c.request("GET", "/v1/dead-letters?seq=5", &auth, b"")
+            .status,
+        400,
+        "a bad range is refused"
+    );
+    // Disable, replay the first one only: it waits; enable: it arrives.
+    let a = c.request("POST", "/v1/endpoints/down/disable", &auth, b"");
+    assert_eq!(a.status, 200, "{a:?}");
+    let e = c.request("GET", "/v1/endpoints", &auth, b"").json();
+    assert_eq!(e["endpoints"][0]["state"], "disabled");
+    let path = format!("/v1/dead-letters/replay?endpoint=down&seq={seq0}..{seq0}");
+    let a = c.request("POST", &path, &auth, b"");
+    assert_eq!(
+        (a.status, a.json()["replayed"].as_u64()),
+        (200, Some(1)),
+        "{a:?}"
+    );
+    assert_eq!(rx.stats().events, 0);
+    assert_eq!(
+        c.request("POST", "/v1/endpoints/down/enable", &auth, b"")
+            .status,
+        200
+    );
+    assert!(rx.wait_for_distinct(1, Duration::from_secs(10)));
+    assert_eq!(rx.ids(), ["d0"]);
+    assert_eq!(
+        c.request("POST", "/v1/endpoints/nope/enable", &auth, b"")
+            .status,
+        404
+    );
+    assert_eq!(
+        c.request("POST", "/v1/endpoints/down/enable", &[], b"")
+            .status,
+        401
+    );
 }
 
 #[test]

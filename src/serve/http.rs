@@ -16,6 +16,8 @@ pub(crate) struct Request {
     pub method: String,
     /// The path, without the query string.
     pub path: String,
+    /// The query string (after `?`), empty without one.
+    pub query: String,
     /// Header names lowercased, values as sent (invalid UTF-8 replaced).
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -25,6 +27,15 @@ pub(crate) struct Request {
 }
 
 impl Request {
+    /// The value of query parameter `name` (not percent-decoded: names and numbers only).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+
     /// The first value of header `name` (lowercase).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -67,13 +78,10 @@ pub(crate) fn parse(buf: &[u8], limits: &Limits) -> Parse {
         }
     };
     let method = req.method.unwrap_or_default().to_string();
-    let path = req
-        .path
-        .unwrap_or("/")
-        .split('?')
-        .next()
-        .unwrap_or("/")
-        .to_string();
+    let (path, query) = req.path.unwrap_or("/").split_once('?').map_or_else(
+        || (req.path.unwrap_or("/").to_string(), String::new()),
+        |(p, q)| (p.to_string(), q.to_string()),
+    );
     let version = req.version.unwrap_or(1);
     let headers: Vec<(String, String)> = req
         .headers
@@ -142,6 +150,7 @@ pub(crate) fn parse(buf: &[u8], limits: &Limits) -> Parse {
         Request {
             method,
             path,
+            query,
             headers,
             body,
             keep_alive,
@@ -304,6 +313,17 @@ mod tests {
         assert_eq!(r.body, b"hello");
         assert!(r.keep_alive);
         assert_eq!(r.header("host"), Some("x"));
+        let Parse::Complete(r, _) = parse(
+            b"GET /v1/dead-letters?endpoint=a&seq=1..5 HTTP/1.1\r\n\r\n",
+            &l,
+        ) else {
+            panic!()
+        };
+        assert_eq!(r.path, "/v1/dead-letters");
+        assert_eq!(
+            (r.param("endpoint"), r.param("seq"), r.param("x")),
+            (Some("a"), Some("1..5"), None)
+        );
         let Parse::Complete(r, _) = parse(&two[n..], &l) else {
             panic!()
         };

@@ -25,8 +25,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use serde_json::json;
 
-use crate::engine::{Dispatcher, OnComplete, ShutdownReport, Ticket};
-use crate::store::StoreConfig;
+use crate::engine::{Dispatcher, EndpointId, OnComplete, ShutdownReport, Ticket};
+use crate::store::{DeadLetterFilter, StoreConfig};
 use crate::{Error, Event, RawEvent};
 
 use super::admin::{self, ServerCounters};
@@ -99,8 +99,9 @@ impl Server {
             .shutdown_timeout(config.limits.drain_timeout)
             .store_config(store)
             .build()?;
+        let mut names = Vec::new();
         for e in &config.endpoints {
-            dispatcher.add_endpoint(e.clone())?;
+            names.push((e.name.clone(), dispatcher.add_endpoint(e.clone())?));
         }
         let mut listener = TcpListener::bind(config.listen)?;
         let addr = listener.local_addr()?;
@@ -122,6 +123,7 @@ impl Server {
             tokens: config.tokens.clone(),
             admin_tokens: config.admin_tokens.clone(),
             dispatcher: dispatcher.clone(),
+            names,
             control: control.clone(),
             on_complete: {
                 let c = control.clone();
@@ -248,6 +250,8 @@ struct Loop {
     tokens: Vec<String>,
     admin_tokens: Vec<String>,
     dispatcher: Arc<Dispatcher>,
+    /// The configured endpoints' names and ids, for the admin routes.
+    names: Vec<(String, EndpointId)>,
     control: Arc<Control>,
     on_complete: OnComplete,
     dedup: Dedup,
@@ -506,10 +510,22 @@ impl Loop {
                     admin::prometheus(&snaps, &self.counters),
                 ))
             }
-            ("GET", "/debug/vars" | "/v1/endpoints")
+            ("GET", "/debug/vars" | "/v1/endpoints" | "/v1/dead-letters")
                 if !admin_open && !authorized(&req, &self.admin_tokens) =>
             {
                 Outcome::Respond(unauthorized())
+            }
+            ("POST", p)
+                if (p.starts_with("/v1/endpoints/") || p == "/v1/dead-letters/replay")
+                    && !admin_open
+                    && !authorized(&req, &self.admin_tokens) =>
+            {
+                Outcome::Respond(unauthorized())
+            }
+            ("GET", "/v1/dead-letters") => Outcome::Respond(self.dead_letters(&req, false)),
+            ("POST", "/v1/dead-letters/replay") => Outcome::Respond(self.dead_letters(&req, true)),
+            ("POST", p) if p.starts_with("/v1/endpoints/") => {
+                Outcome::Respond(self.switch(&p["/v1/endpoints/".len()..]))
             }
             ("GET", "/debug/vars") => {
                 self.refresh_gauges();
@@ -526,6 +542,74 @@ impl Loop {
             }
             (_, "/v1/events" | "/v1/registry") => Outcome::Respond(not_allowed("POST")),
             _ => Outcome::Respond(Response::error(404, "no such route")),
+        }
+    }
+
+    /// `POST /v1/endpoints/NAME/disable` or `.../enable`.
+    fn switch(&self, rest: &str) -> Response {
+        let Some((name, action)) = rest.rsplit_once('/') else {
+            return Response::error(404, "expected /v1/endpoints/NAME/disable or /enable");
+        };
+        let Some((_, id)) = self.names.iter().find(|(n, _)| n == name) else {
+            return Response::error(404, &format!("no endpoint named {name:?}"));
+        };
+        let result = match action {
+            "disable" => self.dispatcher.disable(*id),
+            "enable" => self.dispatcher.enable(*id),
+            _ => return Response::error(404, "expected disable or enable"),
+        };
+        match result {
+            Ok(()) => Response::json(200, &json!({ "name": name, "action": action })),
+            Err(e) => Response::error(409, &e.to_string()),
+        }
+    }
+
+    /// `GET /v1/dead-letters` (list) or `POST /v1/dead-letters/replay`, filtered by
+    /// `endpoint=NAME` and `seq=A..B` (inclusive).
+    fn dead_letters(&self, req: &Request, replay: bool) -> Response {
+        let mut filter = DeadLetterFilter::all();
+        filter.endpoint = req.param("endpoint").map(str::to_string);
+        if let Some(range) = req.param("seq") {
+            let parsed = range
+                .split_once("..")
+                .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+            match parsed {
+                Some((a, b)) if a <= b => filter.seqs = Some((a, b)),
+                _ => return Response::error(400, "seq must be A..B (inclusive, A <= B)"),
+            }
+        }
+        if replay {
+            return match self.dispatcher.replay_dead_letters(&filter) {
+                Ok(n) => Response::json(200, &json!({ "replayed": n })),
+                Err(e) => Response::error(500, &e.to_string()),
+            };
+        }
+        const MOST: usize = 1000;
+        match self.dispatcher.dead_letters(&filter) {
+            Ok(list) => {
+                let shown: Vec<_> = list
+                    .iter()
+                    .take(MOST)
+                    .map(|d| {
+                        json!({
+                            "endpoint": d.endpoint,
+                            "seq": d.seq,
+                            "id": d.event.id(),
+                            "published_ms": d.published_ms,
+                            "failed_ms": d.failed_ms,
+                            "status": d.status,
+                            "error": d.error,
+                            "attempts": d.attempts,
+                            "event": serde_json::from_str::<serde_json::Value>(d.event.json()).unwrap_or_default(),
+                        })
+                    })
+                    .collect();
+                Response::json(
+                    200,
+                    &json!({ "dead_letters": shown, "total": list.len(), "truncated": list.len() > MOST }),
+                )
+            }
+            Err(e) => Response::error(500, &e.to_string()),
         }
     }
 
@@ -714,6 +798,8 @@ fn route_name(path: &str) -> &'static str {
         "/metrics" => "metrics",
         "/debug/vars" => "debug_vars",
         "/v1/endpoints" => "endpoints",
+        "/v1/dead-letters" | "/v1/dead-letters/replay" => "dead_letters",
+        p if p.starts_with("/v1/endpoints/") => "endpoint_switch",
         _ => "other",
     }
 }
@@ -842,6 +928,7 @@ mod tests {
         Request {
             method: "POST".into(),
             path: "/v1/events".into(),
+            query: String::new(),
             headers: auth
                 .map(|a| vec![("authorization".to_string(), a.to_string())])
                 .unwrap_or_default(),
