@@ -55,6 +55,11 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl ConfigError {
+    /// An error about `field` (a flag, a key path), without a file position.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::field(field, reason)
+    }
+
     fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError {
             file: None,
@@ -387,15 +392,10 @@ impl RawConfig {
         }
         for (i, e) in self.endpoint.into_iter().enumerate() {
             let start = e.span().start;
-            let ep = e
-                .into_inner()
+            e.into_inner()
                 .check(i)
-                .and_then(|ep| {
-                    config.add_endpoint(ep.clone())?;
-                    Ok(ep)
-                })
+                .and_then(|ep| config.add_endpoint(ep))
                 .map_err(|err| err.at(text, start))?;
-            debug_assert!(!ep.name.is_empty());
         }
         Ok(config)
     }

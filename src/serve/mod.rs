@@ -6,6 +6,11 @@
 //! become [`publish_with_ticket`](crate::engine::Dispatcher::publish_with_ticket) calls whose
 //! tickets are awaited without blocking the HTTP loop. See `docs/serve.md`.
 
+mod admin;
 mod config;
+mod http;
+mod ingest;
+mod server;
 
 pub use config::{ConfigError, Limits, ServeConfig, service_endpoint};
+pub use server::{Server, StopHandle};

@@ -15,6 +15,7 @@ mod options;
 mod saved;
 mod secrets;
 mod send;
+mod serve;
 mod summary;
 
 use std::process::ExitCode;
@@ -43,6 +44,8 @@ enum Command {
     Forget(forget::ForgetArgs),
     /// Run the Go peer's benchmark scenarios on hookwire's engine; print medians.
     Bench(bench::BenchArgs),
+    /// Relay events posted over HTTP to webhook endpoints, durably (a config file or flags).
+    Serve(serve::ServeArgs),
     /// One benchmark scenario in this process (used by `bench`).
     #[command(name = "bench-child", hide = true)]
     BenchChild(bench::ChildArgs),
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Dlq(cmd) => dlq::main(cmd),
         Command::Forget(args) => forget::main(args),
         Command::Bench(args) => bench::main(args),
+        Command::Serve(args) => serve::main(args),
         Command::BenchChild(args) => bench::child_main(args),
     };
     match result {

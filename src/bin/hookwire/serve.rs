@@ -1,0 +1,135 @@
+//! `hookwire serve`: the relay service (`hookwire::serve`) from a config file or from flags.
+//!
+//! With `--listen 127.0.0.1:0` the bound address is the first stdout line,
+//! `{"listening":"127.0.0.1:PORT"}`. SIGTERM or SIGINT stops accepting (ingest answers 503),
+//! answers the requests already waiting for durability, lets the engine deliver until the
+//! drain deadline (what is left stays in the durable log for the next start), prints a JSON
+//! summary line and exits 0.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use hookwire::Error;
+use hookwire::serve::{ConfigError, ServeConfig, Server, service_endpoint};
+
+use crate::options::default_name;
+
+/// `hookwire serve` flags.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// A TOML configuration file (docs/serve.md); the other flags are then not allowed.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "data_dir", "endpoint", "name", "secret", "token", "allow_private"])]
+    pub config: Option<PathBuf>,
+    /// Where to listen (`127.0.0.1:0` picks a free port and prints it).
+    #[arg(long, value_name = "ADDR", required_unless_present = "config")]
+    pub listen: Option<SocketAddr>,
+    /// The durable log's directory (created if missing; a restart resumes from it).
+    #[arg(long, value_name = "DIR", required_unless_present = "config")]
+    pub data_dir: Option<PathBuf>,
+    /// A webhook URL to relay to (repeat for several).
+    #[arg(long = "endpoint", value_name = "URL")]
+    pub endpoint: Vec<String>,
+    /// The name of the endpoint given at the same position (default: its host:port).
+    #[arg(long = "name", value_name = "NAME")]
+    pub name: Vec<String>,
+    /// A Standard Webhooks secret (`whsec_...`) to sign with; repeat to rotate.
+    /// (Checked by `secrets::resolve`, which never prints a rejected value; also read from
+    /// `HOOKWIRE_SECRET` when no `--secret` is given, to keep it out of `ps`.)
+    #[arg(long = "secret", value_name = "SECRET")]
+    pub secret: Vec<String>,
+    /// A bearer token ingest requires (repeat for several); none: ingest is open.
+    #[arg(long = "token", value_name = "TOKEN")]
+    pub token: Vec<String>,
+    /// Let the endpoints connect to loopback and private addresses (refused by default).
+    #[arg(long)]
+    pub allow_private: bool,
+}
+
+/// The configuration the flags describe.
+pub(crate) fn config_from_flags(args: &ServeArgs) -> Result<ServeConfig, ConfigError> {
+    if let Some(path) = &args.config {
+        return ServeConfig::load(path);
+    }
+    let (Some(listen), Some(dir)) = (args.listen, &args.data_dir) else {
+        unreachable!("clap requires --listen and --data-dir without --config")
+    };
+    let mut config = ServeConfig::new(listen, dir);
+    config.tokens = args.token.clone();
+    if args.name.len() > args.endpoint.len() {
+        return Err(flag_error("--name", "more --name than --endpoint flags"));
+    }
+    let secrets =
+        crate::secrets::resolve(&args.secret, None, std::env::var(crate::secrets::ENV).ok())
+            .map_err(|e| match e {
+                Error::Config { field, reason } => flag_error(field, &reason),
+                other => flag_error("--secret", &other.to_string()),
+            })?;
+    for (i, url) in args.endpoint.iter().enumerate() {
+        let name = args
+            .name
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| default_name(url));
+        let mut e = service_endpoint(name, url.clone());
+        e.secrets = secrets.clone();
+        e.allow_private = args.allow_private;
+        config.add_endpoint(e)?;
+    }
+    Ok(config)
+}
+
+fn flag_error(flag: &str, reason: &str) -> ConfigError {
+    ConfigError::new(flag, reason)
+}
+
+pub(crate) fn main(args: &ServeArgs) -> Result<ExitCode, Error> {
+    let config = match config_from_flags(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hookwire serve: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if config.tokens.is_empty() && !config.listen.ip().is_loopback() {
+        eprintln!(
+            "hookwire serve: warning: ingest is open to anyone who can reach {} (no tokens configured)",
+            config.listen
+        );
+    }
+    let server = Server::start(config)?;
+    let stop = server.stop_handle();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])?;
+    std::thread::Builder::new()
+        .name("hookwire-signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                stop.stop();
+            }
+        })?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "listening": server.local_addr().to_string() })
+        )?;
+        out.flush()?;
+    }
+    let report = server.wait();
+    let endpoints: Vec<_> = report
+        .endpoints
+        .iter()
+        .map(|e| serde_json::json!({ "name": e.name, "delivered": e.metrics.delivered, "pending": e.metrics.pending }))
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({ "stopped": true, "drained": report.drained, "kept": report.kept, "endpoints": endpoints })
+    );
+    Ok(ExitCode::SUCCESS)
+}

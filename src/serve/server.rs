@@ -1,0 +1,950 @@
+//! The HTTP server: one thread, one `mio::Poll`, every connection non-blocking.
+//!
+//! A connection reads (edge-triggered, until `WouldBlock`, at most one largest request plus a
+//! little ahead), parses one request at a time, and answers in order. An ingest request
+//! publishes its events with tickets and then **waits without blocking the loop**: each ticket
+//! gets an [`on_complete`](crate::engine::Ticket::on_complete) callback that sets a flag and
+//! wakes the loop through a `mio::Waker` (one wake per batch of completions, whatever their
+//! number); the loop then reads the tickets with `try_get` and answers the requests whose
+//! tickets are all done. Only then is a 2xx written: the events are in the durable log.
+//!
+//! Deadlines, checked on every turn: a connection idle between requests for `idle_timeout`,
+//! or whose request has not arrived whole `read_timeout` after its first byte, or whose
+//! response has not been taken `read_timeout` after it was ready, is closed (slowloris); an
+//! ingest request whose events are not durable by `ack_timeout` is answered 503.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use serde_json::json;
+
+use crate::engine::{Dispatcher, EndpointId, OnComplete, ShutdownReport, Ticket};
+use crate::store::{DeadLetterFilter, StoreConfig};
+use crate::{Error, Event, RawEvent};
+
+use super::admin::{self, ServerCounters};
+use super::config::{Limits, ServeConfig};
+use super::http::{self, CONTINUE, Parse, Request, Response};
+use super::ingest::{self, Dedup, Seen};
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+/// The longest the loop sleeps without looking at its deadlines.
+const TICK: Duration = Duration::from_millis(100);
+
+/// What the loop and its handles share.
+struct Control {
+    stop: AtomicBool,
+    /// Set by ticket callbacks: some ticket completed since the loop last looked.
+    tickets_done: AtomicBool,
+    waker: Waker,
+}
+
+/// Stops a running [`Server`] from any thread (a signal handler's thread, a test).
+#[derive(Clone)]
+pub struct StopHandle(Arc<Control>);
+
+impl std::fmt::Debug for StopHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StopHandle").finish_non_exhaustive()
+    }
+}
+
+impl StopHandle {
+    /// Stops accepting connections and answers new ingest requests 503; requests already
+    /// waiting for durability are answered, then the engine drains by its deadline.
+    pub fn stop(&self) {
+        self.0.stop.store(true, Ordering::SeqCst);
+        let _ = self.0.waker.wake();
+    }
+}
+
+/// A running relay service: the engine with the configured endpoints, and the HTTP server's
+/// loop thread in front of it.
+pub struct Server {
+    addr: SocketAddr,
+    control: Arc<Control>,
+    dispatcher: Arc<Dispatcher>,
+    thread: Option<JoinHandle<()>>,
+    drain: Duration,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Opens the durable log in `config.data_dir` (resuming every durable endpoint from its
+    /// cursor), adds the endpoints, binds `config.listen` and starts the loop thread.
+    pub fn start(config: ServeConfig) -> Result<Server, Error> {
+        let mut store = StoreConfig::new(&config.data_dir);
+        store.quota_bytes = config.limits.quota_bytes;
+        // The store needs at least two segments under the quota; four keep removal steady.
+        store.segment_bytes = store.segment_bytes.min(store.quota_bytes / 4);
+        let dispatcher = Dispatcher::builder()
+            .workers(config.workers)
+            // The loop publishes: never let it wait long for room (503 instead).
+            .publish_timeout(Duration::from_millis(200))
+            .shutdown_timeout(config.limits.drain_timeout)
+            .store_config(store)
+            .build()?;
+        let mut names = Vec::new();
+        for e in &config.endpoints {
+            names.push((e.name.clone(), dispatcher.add_endpoint(e.clone())?));
+        }
+        let mut listener = TcpListener::bind(config.listen)?;
+        let addr = listener.local_addr()?;
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let control = Arc::new(Control {
+            stop: AtomicBool::new(false),
+            tickets_done: AtomicBool::new(false),
+            waker: Waker::new(poll.registry(), WAKER)?,
+        });
+        let dispatcher = Arc::new(dispatcher);
+        let mut lp = Loop {
+            poll,
+            listener: Some(listener),
+            conns: HashMap::new(),
+            next_token: 2,
+            limits: config.limits.clone(),
+            tokens: config.tokens.clone(),
+            admin_tokens: config.admin_tokens.clone(),
+            dispatcher: dispatcher.clone(),
+            names,
+            control: control.clone(),
+            on_complete: {
+                let c = control.clone();
+                Arc::new(move || {
+                    if !c.tickets_done.swap(true, Ordering::AcqRel) {
+                        let _ = c.waker.wake();
+                    }
+                })
+            },
+            dedup: Dedup::new(config.limits.dedup_window),
+            unresolved: Vec::new(),
+            counters: ServerCounters::default(),
+            stopping_since: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("hookwire-serve".into())
+            .spawn(move || lp.run())?;
+        Ok(Server {
+            addr,
+            control,
+            dispatcher,
+            thread: Some(thread),
+            drain: config.limits.drain_timeout,
+        })
+    }
+
+    /// The address it listens on (with the port it was given for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The engine behind it.
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// A handle that stops the server from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.control.clone())
+    }
+
+    /// Waits until the server was stopped (by a [`StopHandle`]) and its loop ended, then shuts
+    /// the engine down by the drain deadline: what is not delivered by then stays in the
+    /// durable log for the next start.
+    pub fn wait(mut self) -> ShutdownReport {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.dispatcher.shutdown(self.drain)
+    }
+
+    /// Stops the server and waits for it ([`StopHandle::stop`], then [`wait`](Self::wait)).
+    pub fn shutdown(self) -> ShutdownReport {
+        self.stop_handle().stop();
+        self.wait()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.stop_handle().stop();
+            let _ = t.join();
+        }
+    }
+}
+
+/// What a connection is doing.
+enum State {
+    /// Reading a request (or idle between requests).
+    Reading,
+    /// An ingest request's events are published; waiting for their tickets.
+    Waiting(Waiting),
+    /// Writing a response.
+    Writing,
+}
+
+struct Waiting {
+    tickets: Vec<Arc<Ticket>>,
+    events: u64,
+    duplicates: u64,
+    deadline: Instant,
+    keep_alive: bool,
+    route: &'static str,
+}
+
+struct Conn {
+    stream: TcpStream,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    written: usize,
+    state: State,
+    /// When the current phase began: idle since, the request's first byte, the response ready.
+    since: Instant,
+    /// Close once the write buffer is out.
+    close_after: bool,
+    /// The peer sent EOF.
+    eof: bool,
+    /// Reading stopped at the read-ahead limit; read again when the buffer drains.
+    paused: bool,
+    continue_sent: bool,
+}
+
+/// When a connection in `state` is closed for not moving, or `None` (waiting on tickets).
+fn conn_deadline(state: &State, idle: bool, since: Instant, limits: &Limits) -> Option<Instant> {
+    match state {
+        State::Reading if idle => since.checked_add(limits.idle_timeout),
+        State::Reading | State::Writing => since.checked_add(limits.read_timeout),
+        State::Waiting(_) => None,
+    }
+}
+
+enum Outcome {
+    Respond(Response),
+    Wait(Waiting),
+}
+
+struct Loop {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: HashMap<Token, Conn>,
+    next_token: usize,
+    limits: Limits,
+    tokens: Vec<String>,
+    admin_tokens: Vec<String>,
+    dispatcher: Arc<Dispatcher>,
+    /// The configured endpoints' names and ids, for the admin routes.
+    names: Vec<(String, EndpointId)>,
+    control: Arc<Control>,
+    on_complete: OnComplete,
+    dedup: Dedup,
+    /// Every published event whose ticket has not completed, to settle its dedup entry.
+    unresolved: Vec<(String, Arc<Ticket>)>,
+    counters: ServerCounters,
+    stopping_since: Option<Instant>,
+}
+
+impl Loop {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let now = Instant::now();
+            if self.control.stop.load(Ordering::SeqCst) && self.stopping_since.is_none() {
+                self.begin_stop(now);
+            }
+            if let Some(since) = self.stopping_since {
+                let busy = self
+                    .conns
+                    .values()
+                    .any(|c| !matches!(c.state, State::Reading) || c.written < c.wbuf.len());
+                if !busy || now >= since + self.limits.ack_timeout.min(Duration::from_secs(60)) {
+                    return;
+                }
+            }
+            let timeout = self
+                .next_deadline()
+                .map_or(TICK, |d| d.saturating_duration_since(now).min(TICK));
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                log::error!("hookwire serve: poll failed: {e}");
+                return;
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    token => {
+                        if let Some(c) = self.conns.get_mut(&token) {
+                            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                                read(c, &self.limits);
+                            }
+                            self.advance(token);
+                        }
+                    }
+                }
+            }
+            self.settle_tickets();
+            self.expire(Instant::now());
+        }
+    }
+
+    fn begin_stop(&mut self, now: Instant) {
+        self.stopping_since = Some(now);
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        // Idle connections close now; the others after their current request.
+        let idle: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.state, State::Reading) && c.rbuf.is_empty())
+            .map(|(t, _)| *t)
+            .collect();
+        for t in idle {
+            self.close(t);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.conns
+            .values()
+            .filter_map(|c| match &c.state {
+                State::Waiting(w) => Some(w.deadline),
+                s => conn_deadline(s, c.rbuf.is_empty(), c.since, &self.limits),
+            })
+            .min()
+    }
+
+    fn accept(&mut self) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        loop {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    if self.conns.len() >= self.limits.max_connections {
+                        self.counters.connections_refused += 1;
+                        let mut out = Vec::new();
+                        Response::unavailable("too many connections", self.limits.retry_after)
+                            .closing()
+                            .encode(&mut out);
+                        let _ = stream.write(&out);
+                        continue;
+                    }
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    self.counters.connections_accepted += 1;
+                    self.conns.insert(
+                        token,
+                        Conn {
+                            stream,
+                            rbuf: Vec::new(),
+                            wbuf: Vec::new(),
+                            written: 0,
+                            state: State::Reading,
+                            since: Instant::now(),
+                            close_after: false,
+                            eof: false,
+                            paused: false,
+                            continue_sent: false,
+                        },
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Out of file descriptors and the like: try again on the next event.
+                    log::warn!("hookwire serve: accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, token: Token) {
+        if let Some(mut c) = self.conns.remove(&token) {
+            if matches!(c.state, State::Waiting(_)) {
+                // The client left; its events' tickets stay tracked in `unresolved`.
+                self.counters.waiting -= 1;
+            }
+            let _ = self.poll.registry().deregister(&mut c.stream);
+        }
+    }
+
+    /// Moves a connection on as far as it can go without waiting.
+    fn advance(&mut self, token: Token) {
+        loop {
+            let Some(c) = self.conns.get_mut(&token) else {
+                return;
+            };
+            match &c.state {
+                State::Waiting(_) => return,
+                State::Writing => match flush(c) {
+                    Ok(true) => {
+                        if c.close_after {
+                            self.close(token);
+                            return;
+                        }
+                        c.state = State::Reading;
+                        c.since = Instant::now();
+                        if c.paused {
+                            read(c, &self.limits);
+                        }
+                    }
+                    Ok(false) => return,
+                    Err(_) => {
+                        self.close(token);
+                        return;
+                    }
+                },
+                State::Reading => {
+                    if c.rbuf.is_empty() {
+                        if c.eof || self.stopping_since.is_some() {
+                            self.close(token);
+                        }
+                        return;
+                    }
+                    match http::parse(&c.rbuf, &self.limits) {
+                        Parse::Incomplete { expect_continue } => {
+                            if expect_continue && !c.continue_sent {
+                                c.continue_sent = true;
+                                c.wbuf.extend_from_slice(CONTINUE);
+                                if flush(c).is_err() {
+                                    self.close(token);
+                                    return;
+                                }
+                            }
+                            if c.eof {
+                                self.close(token);
+                            }
+                            return;
+                        }
+                        Parse::Refuse(r) => {
+                            c.rbuf.clear();
+                            self.respond(token, "other", r, false);
+                        }
+                        Parse::Complete(req, n) => {
+                            c.rbuf.drain(..n);
+                            c.continue_sent = false;
+                            let keep_alive = req.keep_alive;
+                            let route = route_name(&req.path);
+                            match self.handle(req) {
+                                Outcome::Respond(r) => self.respond(token, route, r, keep_alive),
+                                Outcome::Wait(w) => {
+                                    if let Some(c) = self.conns.get_mut(&token) {
+                                        c.state = State::Waiting(w);
+                                    }
+                                    self.counters.waiting += 1;
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues `r` on the connection and puts it in `Writing`.
+    fn respond(&mut self, token: Token, route: &'static str, mut r: Response, keep_alive: bool) {
+        *self.counters.requests.entry((route, r.status)).or_default() += 1;
+        let stopping = self.stopping_since.is_some();
+        let Some(c) = self.conns.get_mut(&token) else {
+            return;
+        };
+        if !keep_alive || stopping {
+            r.close = true;
+        }
+        c.close_after |= r.close;
+        r.encode(&mut c.wbuf);
+        c.state = State::Writing;
+        c.since = Instant::now();
+    }
+
+    fn handle(&mut self, req: Request) -> Outcome {
+        let admin_open = self.admin_tokens.is_empty();
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/healthz") => {
+                let snaps = self.dispatcher.snapshot();
+                let stopping = self.stopping_since.is_some();
+                Outcome::Respond(Response::json(200, &admin::healthz(&snaps, stopping)))
+            }
+            ("GET", "/readyz") => Outcome::Respond(if self.stopping_since.is_some() {
+                Response::unavailable("stopping", self.limits.retry_after)
+            } else {
+                Response::json(200, &json!({ "ready": true }))
+            }),
+            ("GET", "/metrics") => {
+                self.refresh_gauges();
+                let snaps = self.dispatcher.snapshot();
+                Outcome::Respond(Response::text(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    admin::prometheus(&snaps, &self.counters),
+                ))
+            }
+            ("GET", "/debug/vars" | "/v1/endpoints" | "/v1/dead-letters")
+                if !admin_open && !authorized(&req, &self.admin_tokens) =>
+            {
+                Outcome::Respond(unauthorized())
+            }
+            ("POST", p)
+                if (p.starts_with("/v1/endpoints/") || p == "/v1/dead-letters/replay")
+                    && !admin_open
+                    && !authorized(&req, &self.admin_tokens) =>
+            {
+                Outcome::Respond(unauthorized())
+            }
+            ("GET", "/v1/dead-letters") => Outcome::Respond(self.dead_letters(&req, false)),
+            ("POST", "/v1/dead-letters/replay") => Outcome::Respond(self.dead_letters(&req, true)),
+            ("POST", p) if p.starts_with("/v1/endpoints/") => {
+                Outcome::Respond(self.switch(&p["/v1/endpoints/".len()..]))
+            }
+            ("GET", "/debug/vars") => {
+                self.refresh_gauges();
+                let snaps = self.dispatcher.snapshot();
+                Outcome::Respond(Response::json(200, &admin::expvar(&snaps, &self.counters)))
+            }
+            ("GET", "/v1/endpoints") => {
+                let snaps = self.dispatcher.snapshot();
+                Outcome::Respond(Response::json(200, &admin::endpoints(&snaps)))
+            }
+            ("POST", "/v1/events" | "/v1/registry") => self.ingest(&req),
+            (_, "/healthz" | "/readyz" | "/metrics" | "/debug/vars" | "/v1/endpoints") => {
+                Outcome::Respond(not_allowed("GET"))
+            }
+            (_, "/v1/events" | "/v1/registry") => Outcome::Respond(not_allowed("POST")),
+            _ => Outcome::Respond(Response::error(404, "no such route")),
+        }
+    }
+
+    /// `POST /v1/endpoints/NAME/disable` or `.../enable`.
+    fn switch(&self, rest: &str) -> Response {
+        let Some((name, action)) = rest.rsplit_once('/') else {
+            return Response::error(404, "expected /v1/endpoints/NAME/disable or /enable");
+        };
+        let Some((_, id)) = self.names.iter().find(|(n, _)| n == name) else {
+            return Response::error(404, &format!("no endpoint named {name:?}"));
+        };
+        let result = match action {
+            "disable" => self.dispatcher.disable(*id),
+            "enable" => self.dispatcher.enable(*id),
+            _ => return Response::error(404, "expected disable or enable"),
+        };
+        match result {
+            Ok(()) => Response::json(200, &json!({ "name": name, "action": action })),
+            Err(e) => Response::error(409, &e.to_string()),
+        }
+    }
+
+    /// `GET /v1/dead-letters` (list) or `POST /v1/dead-letters/replay`, filtered by
+    /// `endpoint=NAME` and `seq=A..B` (inclusive).
+    fn dead_letters(&self, req: &Request, replay: bool) -> Response {
+        let mut filter = DeadLetterFilter::all();
+        filter.endpoint = req.param("endpoint").map(str::to_string);
+        if let Some(range) = req.param("seq") {
+            let parsed = range
+                .split_once("..")
+                .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+            match parsed {
+                Some((a, b)) if a <= b => filter.seqs = Some((a, b)),
+                _ => return Response::error(400, "seq must be A..B (inclusive, A <= B)"),
+            }
+        }
+        if replay {
+            return match self.dispatcher.replay_dead_letters(&filter) {
+                Ok(n) => Response::json(200, &json!({ "replayed": n })),
+                Err(e) => Response::error(500, &e.to_string()),
+            };
+        }
+        const MOST: usize = 1000;
+        match self.dispatcher.dead_letters(&filter) {
+            Ok(list) => {
+                let shown: Vec<_> = list
+                    .iter()
+                    .take(MOST)
+                    .map(|d| {
+                        json!({
+                            "endpoint": d.endpoint,
+                            "seq": d.seq,
+                            "id": d.event.id(),
+                            "published_ms": d.published_ms,
+                            "failed_ms": d.failed_ms,
+                            "status": d.status,
+                            "error": d.error,
+                            "attempts": d.attempts,
+                            "event": serde_json::from_str::<serde_json::Value>(d.event.json()).unwrap_or_default(),
+                        })
+                    })
+                    .collect();
+                Response::json(
+                    200,
+                    &json!({ "dead_letters": shown, "total": list.len(), "truncated": list.len() > MOST }),
+                )
+            }
+            Err(e) => Response::error(500, &e.to_string()),
+        }
+    }
+
+    fn refresh_gauges(&mut self) {
+        self.counters.connections_open = self.conns.len() as u64;
+        self.counters.dedup_ids = self.dedup.len() as u64;
+    }
+
+    fn ingest(&mut self, req: &Request) -> Outcome {
+        if !self.tokens.is_empty() && !authorized(req, &self.tokens) {
+            return Outcome::Respond(unauthorized());
+        }
+        if self.stopping_since.is_some() {
+            return Outcome::Respond(
+                Response::unavailable("shutting down", self.limits.retry_after).closing(),
+            );
+        }
+        let registry = req.path == "/v1/registry";
+        let parsed = if registry {
+            if !ingest::registry_media_type(req.header("content-type")) {
+                return Outcome::Respond(Response::error(
+                    415,
+                    "expected Content-Type application/vnd.docker.distribution.events.v1+json, v2, or application/json",
+                ));
+            }
+            ingest::parse_registry(&req.body)
+        } else {
+            ingest::parse_events(&req.body)
+        };
+        let events = match parsed {
+            Ok(e) => e,
+            Err(bad) => return Outcome::Respond(Response::error(400, &bad.0)),
+        };
+        let mut tickets = Vec::with_capacity(events.len());
+        let mut duplicates = 0;
+        let total = events.len() as u64;
+        for ev in events {
+            let id = ev.id().into_owned();
+            match self.dedup.lookup(&id) {
+                Seen::Done => duplicates += 1,
+                Seen::Pending(t) => {
+                    duplicates += 1;
+                    tickets.push(t);
+                }
+                Seen::New => match self.publish(ev) {
+                    Ok(t) => {
+                        self.dedup.insert(&id, t.clone());
+                        self.unresolved.push((id, t.clone()));
+                        tickets.push(t);
+                    }
+                    // What was published before stays tracked: a re-post finds it in the
+                    // window and waits for it rather than publishing it twice.
+                    Err(e) => return Outcome::Respond(self.refusal(&e)),
+                },
+            }
+        }
+        let w = Waiting {
+            tickets,
+            events: total,
+            duplicates,
+            deadline: Instant::now() + self.limits.ack_timeout,
+            keep_alive: req.keep_alive,
+            route: if registry { "registry" } else { "events" },
+        };
+        match self.verdict(&w, Instant::now()) {
+            Some(r) => Outcome::Respond(r),
+            None => Outcome::Wait(w),
+        }
+    }
+
+    fn publish(&mut self, ev: RawEvent) -> Result<Arc<Ticket>, Error> {
+        let t = Arc::new(self.dispatcher.publish_with_ticket(ev)?);
+        self.counters.events_published += 1;
+        t.on_complete(self.on_complete.clone());
+        Ok(t)
+    }
+
+    /// The answer for an error that kept events from becoming durable.
+    fn refusal(&self, e: &Error) -> Response {
+        let retry = self.limits.retry_after;
+        match e {
+            Error::Quota { .. } => Response::unavailable("the durable log is full (quota)", retry),
+            Error::Timeout { .. } | Error::Full { .. } => {
+                Response::unavailable(&format!("at capacity: {e}"), retry)
+            }
+            Error::Closed => Response::unavailable("shutting down", retry),
+            Error::Broadcast { first, .. } => self.refusal(first),
+            Error::Disabled { .. } => Response::unavailable(&e.to_string(), retry),
+            other => Response::error(500, &format!("not stored: {other}")),
+        }
+    }
+
+    /// The answer for a waiting request, once there is one.
+    fn verdict(&self, w: &Waiting, now: Instant) -> Option<Response> {
+        let mut done = true;
+        for t in &w.tickets {
+            match t.try_get() {
+                None => done = false,
+                Some(Err(e)) => return Some(self.refusal(&e)),
+                Some(Ok(_)) => {}
+            }
+        }
+        if done {
+            return Some(Response::json(
+                200,
+                &json!({ "accepted": w.events, "duplicates": w.duplicates }),
+            ));
+        }
+        (now >= w.deadline).then(|| {
+            Response::unavailable(
+                "the events were not durable in time; post them again (repeats are not delivered twice)",
+                self.limits.retry_after,
+            )
+        })
+    }
+
+    /// Reads completed tickets: settles dedup entries, answers requests whose tickets are done.
+    fn settle_tickets(&mut self) {
+        if !self.control.tickets_done.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let dedup = &mut self.dedup;
+        self.unresolved.retain(|(id, t)| match t.try_get() {
+            None => true,
+            Some(r) => {
+                dedup.settle(id, t, r.is_ok());
+                false
+            }
+        });
+        self.answer_waiting(Instant::now());
+    }
+
+    fn answer_waiting(&mut self, now: Instant) {
+        let ready: Vec<(Token, Response, bool, &'static str, u64, u64)> = self
+            .conns
+            .iter()
+            .filter_map(|(token, c)| match &c.state {
+                State::Waiting(w) => self
+                    .verdict(w, now)
+                    .map(|r| (*token, r, w.keep_alive, w.route, w.events, w.duplicates)),
+                _ => None,
+            })
+            .collect();
+        for (token, r, keep_alive, route, events, duplicates) in ready {
+            if r.status == 200 {
+                self.counters.events_accepted += events;
+                self.counters.events_duplicate += duplicates;
+            }
+            self.counters.waiting -= 1;
+            self.respond(token, route, r, keep_alive);
+            self.advance(token);
+        }
+    }
+
+    /// Closes connections past their deadline; answers ingest requests past theirs.
+    fn expire(&mut self, now: Instant) {
+        let expired: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                conn_deadline(&c.state, c.rbuf.is_empty(), c.since, &self.limits)
+                    .is_some_and(|d| now >= d)
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for t in expired {
+            let idle = self
+                .conns
+                .get(&t)
+                .is_some_and(|c| c.rbuf.is_empty() && matches!(c.state, State::Reading));
+            if !idle {
+                self.counters.connections_timed_out += 1;
+            }
+            self.close(t);
+        }
+        self.answer_waiting(now);
+    }
+}
+
+fn route_name(path: &str) -> &'static str {
+    match path {
+        "/v1/events" => "events",
+        "/v1/registry" => "registry",
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        "/debug/vars" => "debug_vars",
+        "/v1/endpoints" => "endpoints",
+        "/v1/dead-letters" | "/v1/dead-letters/replay" => "dead_letters",
+        p if p.starts_with("/v1/endpoints/") => "endpoint_switch",
+        _ => "other",
+    }
+}
+
+fn unauthorized() -> Response {
+    let mut r = Response::error(401, "a bearer token is required");
+    r.extra.push(("www-authenticate", "Bearer".into()));
+    r
+}
+
+fn not_allowed(allow: &'static str) -> Response {
+    let mut r = Response::error(405, "method not allowed");
+    r.extra.push(("allow", allow.into()));
+    r
+}
+
+/// Whether the request carries one of `tokens` as `Authorization: Bearer TOKEN`. Compares
+/// every byte of every token, so the time taken does not say how much of a guess was right.
+fn authorized(req: &Request, tokens: &[String]) -> bool {
+    let Some(given) = req.header("authorization").and_then(|v| {
+        v.strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+    }) else {
+        return false;
+    };
+    let given = given.trim().as_bytes();
+    let mut ok = false;
+    for t in tokens {
+        let t = t.as_bytes();
+        let mut diff = (t.len() != given.len()) as u8;
+        for (i, b) in t.iter().enumerate() {
+            diff |= b ^ given.get(i).copied().unwrap_or(0);
+        }
+        ok |= diff == 0;
+    }
+    ok
+}
+
+/// Reads until `WouldBlock`, EOF, or the read-ahead limit (then `paused`).
+fn read(c: &mut Conn, limits: &Limits) {
+    let cap = limits.max_header_bytes + limits.max_body_bytes + 4096;
+    let mut chunk = [0u8; 16 << 10];
+    c.paused = false;
+    loop {
+        if c.rbuf.len() >= cap {
+            c.paused = true;
+            return;
+        }
+        let room = (cap - c.rbuf.len()).min(chunk.len());
+        match c.stream.read(&mut chunk[..room]) {
+            Ok(0) => {
+                c.eof = true;
+                return;
+            }
+            Ok(n) => {
+                if c.rbuf.is_empty() && matches!(c.state, State::Reading) {
+                    c.since = Instant::now(); // the request's first byte
+                }
+                c.rbuf.extend_from_slice(&chunk[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                c.eof = true;
+                c.close_after = true;
+                return;
+            }
+        }
+    }
+}
+
+/// Writes what it can; `Ok(true)` once everything is out.
+fn flush(c: &mut Conn) -> io::Result<bool> {
+    while c.written < c.wbuf.len() {
+        match c.stream.write(&c.wbuf[c.written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => c.written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    c.wbuf.clear();
+    c.written = 0;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_by_phase() {
+        let l = Limits {
+            read_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(30),
+            ..Limits::default()
+        };
+        let t0 = Instant::now();
+        assert_eq!(
+            conn_deadline(&State::Reading, true, t0, &l),
+            Some(t0 + Duration::from_secs(30)),
+            "idle keep-alive"
+        );
+        assert_eq!(
+            conn_deadline(&State::Reading, false, t0, &l),
+            Some(t0 + Duration::from_secs(2)),
+            "a request under way must arrive whole in read_timeout"
+        );
+        assert_eq!(
+            conn_deadline(&State::Writing, false, t0, &l),
+            Some(t0 + Duration::from_secs(2))
+        );
+        let w = Waiting {
+            tickets: Vec::new(),
+            events: 0,
+            duplicates: 0,
+            deadline: t0,
+            keep_alive: true,
+            route: "events",
+        };
+        assert_eq!(conn_deadline(&State::Waiting(w), false, t0, &l), None);
+    }
+
+    fn req(auth: Option<&str>) -> Request {
+        Request {
+            method: "POST".into(),
+            path: "/v1/events".into(),
+            query: String::new(),
+            headers: auth
+                .map(|a| vec![("authorization".to_string(), a.to_string())])
+                .unwrap_or_default(),
+            body: Vec::new(),
+            keep_alive: true,
+        }
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let tokens = vec!["s3cret".to_string(), "other".to_string()];
+        assert!(authorized(&req(Some("Bearer s3cret")), &tokens));
+        assert!(authorized(&req(Some("Bearer other")), &tokens));
+        assert!(!authorized(&req(Some("Bearer s3cre")), &tokens));
+        assert!(!authorized(&req(Some("Bearer s3cretx")), &tokens));
+        assert!(!authorized(&req(Some("Basic s3cret")), &tokens));
+        assert!(!authorized(&req(None), &tokens));
+    }
+}
