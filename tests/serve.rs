@@ -302,6 +302,12 @@ fn dead_letters_are_listed_and_replayed_and_endpoints_switched_by_the_admin_api(
         c.request("GET", "/v1/endpoints", &auth, b"").json()["endpoints"][0]["dead_lettered"] == 3
     });
     assert_eq!(c.request("GET", "/v1/dead-letters", &[], b"").status, 401);
+    // Counted when given up; in the file once the persistence thread has written them.
+    common::eventually("three dead letters in the file", || {
+        c.request("GET", "/v1/dead-letters?endpoint=down", &auth, b"")
+            .json()["total"]
+            == 3
+    });
     let list = c
         .request("GET", "/v1/dead-letters?endpoint=down", &auth, b"")
         .json();
