@@ -704,3 +704,46 @@ fn forgetting_an_endpoint_frees_its_slot_for_a_new_one() {
     assert!(!eps.iter().any(|(n, _)| n == "gone"), "{eps:?}");
     assert_eq!(d.dead_letters(&of_gone).unwrap().len(), 20);
 }
+
+/// A forget that fails (the dead letters are full) leaves the endpoint registered and its
+/// slot live: replaying its dead letters, as the error advises, works. (Found by review: the
+/// slot's floor stayed at "forgotten", and every replay for it failed.)
+#[test]
+fn a_failed_forget_leaves_the_endpoint_replayable() {
+    let dir = TempDir::new("forget-fails");
+    let mut sc = StoreConfig::new(dir.path());
+    sc.dead_letter_bytes = 2000;
+    let d = Dispatcher::builder()
+        .workers(1)
+        .store_config(sc)
+        .build()
+        .unwrap();
+    let cfg = |url: String| {
+        let mut c = durable("x", url);
+        c.threshold = 1;
+        c.backoff = Duration::from_millis(5);
+        c
+    };
+    let refusing =
+        Receiver::start(ReceiverConfig::default().fail_for(Duration::from_secs(3600), 400))
+            .unwrap();
+    let id = d.add_endpoint(cfg(refusing.url())).unwrap();
+    for i in 0..2 {
+        d.publish_durable(event(i)).unwrap();
+    }
+    common::eventually("two dead letters", || {
+        d.dead_letters(&DeadLetterFilter::all()).unwrap().len() == 2
+    });
+    d.remove_endpoint(id, Duration::from_secs(5)).unwrap();
+    let down = Receiver::start(ReceiverConfig::default().fail_for(Duration::from_secs(3600), 503))
+        .unwrap();
+    let id = d.add_endpoint(cfg(down.url())).unwrap();
+    for i in 10..40 {
+        d.publish_durable(event(i)).unwrap();
+    }
+    d.remove_endpoint(id, Duration::from_millis(200)).unwrap();
+    let e = d.forget_endpoint("x", Duration::from_secs(5)).unwrap_err();
+    assert!(matches!(e, Error::DeadLettersFull { .. }), "{e}");
+    let replayed = d.replay_dead_letters(&DeadLetterFilter::all());
+    assert!(replayed.is_ok(), "{replayed:?}");
+}

@@ -431,6 +431,11 @@ impl Durable {
             p.slots = live_slots(p.slots, p.version, &floors);
             if p.slots == 0 {
                 // Every endpoint it was for was forgotten since it was published.
+                log::warn!(
+                    "event {:?} not committed: every endpoint it was published to was \
+                     forgotten before it was committed",
+                    crate::Event::id(&p.event)
+                );
                 if let Some(t) = &p.ticket {
                     t.fail(Error::config(
                         "endpoint",

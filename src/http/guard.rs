@@ -12,8 +12,9 @@
 //! refused at that later connect. An IP literal in the URL that is refused can never become
 //! allowed, so adding the endpoint fails at once (`Error::Config` naming `url`).
 //!
-//! Addresses embedding an IPv4 address (IPv4-mapped `::ffff:a.b.c.d`, NAT64 `64:ff9b::/96`,
-//! 6to4 `2002::/16`) are judged by that IPv4 address.
+//! Addresses embedding an IPv4 address (IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible
+//! `::a.b.c.d`, NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002::/16`) are judged by
+//! that IPv4 address.
 //!
 //! [`EndpointConfig::allow_private`]: crate::endpoint::EndpointConfig::allow_private
 
@@ -77,8 +78,14 @@ fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
         return Some("loopback");
     }
     let embedded = |hi: u16, lo: u16| Ipv4Addr::from(((hi as u32) << 16) | lo as u32);
-    // IPv4-mapped (::ffff:a.b.c.d) and NAT64 (64:ff9b::a.b.c.d): the IPv4 address decides.
-    if s[..5] == [0; 5] && s[5] == 0xffff || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+    // IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d, deprecated but still routed
+    // over IPv4 by some hosts), NAT64 (64:ff9b::a.b.c.d) and local-use NAT64
+    // (64:ff9b:1::/48, RFC 8215): the IPv4 address decides.
+    if s[..5] == [0; 5] && s[5] == 0xffff
+        || s[..6] == [0; 6]
+        || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+        || s[..3] == [0x64, 0xff9b, 1]
+    {
         return non_public_v4(embedded(s[6], s[7]));
     }
     // 6to4 (2002:a.b.c.d::/48) reaches the IPv4 address it embeds.
@@ -135,6 +142,9 @@ mod tests {
             ("::ffff:169.254.169.254", "metadata"),
             ("64:ff9b::10.0.0.1", "private"),
             ("2002:7f00:1::", "loopback"),
+            ("::169.254.169.254", "metadata"),
+            ("::10.0.0.1", "private"),
+            ("64:ff9b:1::a00:1", "private"),
         ] {
             assert_eq!(class(ip), Some(want), "{ip}");
         }

@@ -260,7 +260,16 @@ impl DeadLetters {
             out.insert(0, b'\n');
         }
         let before = file.metadata().map_or(active.size, |m| m.len());
-        let written = file.write_all(&out).and_then(|()| file.sync_data());
+        let mut written = file.write_all(&out).and_then(|()| file.sync_data());
+        if written.is_err() {
+            // All of them or none: whole lines of a failed append would be appended again by
+            // the retry, and replayed twice (found by review). Cut back to where it began.
+            if let Err(e) = file.set_len(before).and_then(|()| file.sync_data()) {
+                written = written.map_err(|w| {
+                    std::io::Error::new(w.kind(), format!("{w}; and cutting it back failed: {e}"))
+                });
+            }
+        }
         let after = file.metadata().map_or(before, |m| m.len());
         // What is in the file counts, whether the write worked or not.
         active.size = after;
@@ -306,10 +315,10 @@ impl DeadLetters {
         Ok(skipped)
     }
 
-    /// Takes out the letters `select` picks: hands them to `each` in chunks, and once `each`
-    /// accepted every chunk of a segment, rewrites that segment without them (or deletes
-    /// it). Stops at the first error, leaving what `each` refused (and the rest of its
-    /// segment) in place. Returns how many were taken.
+    /// Takes out the letters `select` picks: hands them to `each` in chunks, and rewrites each
+    /// segment without the letters `each` accepted (or deletes it). Stops at the first error:
+    /// the chunks of that segment accepted before it are removed all the same (never handed
+    /// out twice), what `each` refused and the rest stay. Returns how many were taken.
     fn take_lines(
         &self,
         select: &dyn Fn(&DeadLetter) -> bool,
@@ -334,27 +343,45 @@ impl DeadLetters {
             let file = File::open(&path).map_err(|e| Error::storage("open", &path, e))?;
             let mut chunk = Vec::new();
             let mut chunk_bytes = 0;
-            let mut here = 0u64;
-            for_each_line(file, &path, &mut |line, _| {
+            // Letters of this segment `each` accepted so far.
+            let mut accepted = 0u64;
+            let read = for_each_line(file, &path, &mut |line, _| {
                 if let Some(d) = parse(line).filter(|d| select(d)) {
                     chunk.push(d);
                     chunk_bytes += line.len();
                     if chunk.len() >= CHUNK_LETTERS || chunk_bytes >= CHUNK_BYTES {
-                        here += chunk.len() as u64;
+                        let n = chunk.len() as u64;
                         chunk_bytes = 0;
                         each(std::mem::take(&mut chunk))?;
+                        accepted += n;
                     }
                 }
                 Ok(())
-            })?;
-            if !chunk.is_empty() {
-                here += chunk.len() as u64;
-                each(chunk)?;
+            });
+            let result = read.and_then(|()| {
+                if chunk.is_empty() {
+                    return Ok(());
+                }
+                let n = chunk.len() as u64;
+                each(std::mem::take(&mut chunk))?;
+                accepted += n;
+                Ok(())
+            });
+            if accepted > 0 {
+                // Remove exactly what was accepted (the first `accepted` picked lines, in file
+                // order), also when a later chunk failed: what the caller took must never be
+                // handed out again.
+                let left = std::cell::Cell::new(accepted);
+                let first_accepted = |d: &DeadLetter| {
+                    select(d) && left.get() > 0 && {
+                        left.set(left.get() - 1);
+                        true
+                    }
+                };
+                self.rewrite_without(&path, &first_accepted)?;
+                taken += accepted;
             }
-            if here > 0 {
-                self.rewrite_without(&path, select)?;
-                taken += here;
-            }
+            result?;
         }
         Ok(taken)
     }
@@ -754,6 +781,43 @@ mod tests {
         let letters = open(dir.path(), 3 * one + one / 2, SEGMENT_BYTES);
         assert_eq!(letters.used_bytes(), 3 * one);
         assert!(letters.append(&[letter("a", 9, 9)]).is_err());
+    }
+
+    /// A take whose second chunk is refused still removes the first chunk, which the caller
+    /// accepted: it must never be handed out (and so replayed) again. (Found by review: the
+    /// whole segment stayed, so a retried replay delivered the first chunk twice.)
+    #[test]
+    fn a_take_that_fails_midway_removes_what_was_accepted() {
+        let dir = crate::store::test_dir::TestDir::new("dlq-take-midway");
+        let letters = open(dir.path(), 1 << 30, 1 << 30);
+        let n = CHUNK_LETTERS as u64 + 500;
+        let all: Vec<DeadLetter> = (1..=n).map(|s| letter("a", s, s)).collect();
+        letters.append(&all).unwrap();
+        let mut chunks = 0;
+        let mut got = Vec::new();
+        let e = letters
+            .take_each(&|_| true, &mut |chunk| {
+                chunks += 1;
+                if chunks == 2 {
+                    return Err(Error::Closed);
+                }
+                got.extend(chunk.into_iter().map(|d| d.seq));
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(matches!(e, Error::Closed), "{e}");
+        assert_eq!(got.len(), CHUNK_LETTERS);
+        let left = seqs(&letters);
+        assert_eq!(left.len() as u64, n - CHUNK_LETTERS as u64);
+        assert_eq!(
+            left[0],
+            CHUNK_LETTERS as u64 + 1,
+            "the accepted ones are gone"
+        );
+        // The rest comes out whole on the next take, nothing twice.
+        let rest = letters.take_each(&|_| true, &mut |_| Ok(())).unwrap();
+        assert_eq!(rest, n - CHUNK_LETTERS as u64);
+        assert!(seqs(&letters).is_empty());
     }
 
     /// Issue 10, item 9: the letters are in segments; a take rewrites only the segments that

@@ -11,7 +11,9 @@
 //! The backlog is read in chunks and each chunk is written to the dead letters (synced), then
 //! the endpoint's cursor is saved past it: a crash or a full dead-letter store in the middle
 //! leaves the endpoint registered with what is not dead-lettered yet still ahead of its
-//! cursor, so forgetting it again goes on where it stopped, without a duplicate. Only when
+//! cursor, so forgetting it again goes on where it stopped (a crash between a chunk's write
+//! and its cursor save dead-letters that chunk twice). A chunk is 1,024 records however big
+//! they are (a byte bound needs the reader to stop by size: left for later). Only when
 //! the whole backlog is dead-lettered is the endpoint removed from `slots.json` and
 //! `cursors.json`.
 

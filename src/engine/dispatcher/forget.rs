@@ -90,20 +90,31 @@ fn forget(
         .find_map(|(n, st)| (n == name).then_some(st))
         .ok_or_else(|| no_such_endpoint(name))?;
     // From here on nothing is committed with its bit; then what is committed is its backlog.
-    d.floors.lock()[usize::from(state.slot)] = u64::MAX;
-    let (through, mut reader) = {
-        let store = d.store()?;
-        (store.durable_through(), store.reader()?)
-    };
-    let done = dead_letter_backlog(
-        name,
-        state,
-        through,
-        &mut *reader,
-        &*d.letters,
-        &mut |next| d.store()?.save_cursors(&[(state.slot, next)]),
-    )?;
-    d.store()?.forget(name)?;
+    let slot = usize::from(state.slot);
+    let floor_before = std::mem::replace(&mut d.floors.lock()[slot], u64::MAX);
+    let result: Result<Forgotten, Error> = (|| {
+        let (through, mut reader) = {
+            let store = d.store()?;
+            (store.durable_through(), store.reader()?)
+        };
+        let done = dead_letter_backlog(
+            name,
+            state,
+            through,
+            &mut *reader,
+            &*d.letters,
+            &mut |next| d.store()?.save_cursors(&[(state.slot, next)]),
+        )?;
+        d.store()?.forget(name)?;
+        Ok(done)
+    })();
+    if result.is_err() {
+        // Still registered (the forget can be run again): its slot is live, so its dead
+        // letters can be replayed and committed with its bit (found by review: a failed
+        // forget left the floor at MAX, and every replay for it failed).
+        d.floors.lock()[slot] = floor_before;
+    }
+    let done = result?;
     Ok(done)
 }
 
