@@ -17,6 +17,7 @@ mod http;
 mod progress;
 mod report;
 mod rss;
+mod serve;
 mod specs;
 mod target;
 
@@ -194,6 +195,9 @@ pub(crate) fn run_scenario(id: &str, ctx: &Ctx) -> Result<Values, Error> {
         "durable_publish_512" => durable::publish(ctx, id),
         "durable_recovery_1M" => durable::recovery(ctx, id),
         "spill_rss_10M" => durable::spill(ctx, id),
+        "serve_ingest_batch" => serve::ingest_batch(ctx, id),
+        "serve_ingest_1" => serve::ingest_1(ctx, id),
+        "serve_registry" => serve::registry(ctx, id),
         "loopback_ceiling_c1" => ceiling::ceiling(ctx, id, 1, 50_000),
         "loopback_ceiling_c16" => ceiling::ceiling(ctx, id, 16, 100_000),
         _ => Err(Error::config(

@@ -241,6 +241,38 @@ pub(crate) const SPECS: &[Spec] = &[
         ],
     },
     Spec {
+        id: "serve_ingest_batch",
+        desc: "hookwire serve: 100-event NDJSON bodies, 16 keep-alive connections, 2xx after fsync (500k)",
+        metrics: &[
+            m("events_per_s", "events/s acknowledged", 0),
+            m("request_p50_us", "request p50 us", 0),
+            m("request_p99_us", "request p99 us", 0),
+        ],
+    },
+    Spec {
+        id: "serve_ingest_1",
+        desc: "hookwire serve: 1 event per request, 16 connections, 2xx after fsync (100k), vs the loopback ceiling",
+        metrics: &[
+            m("events_per_s", "events/s acknowledged", 0),
+            m("p50_ms", "ingest p50 ms", 2),
+            m("p99_ms", "ingest p99 ms", 2),
+            m("ceiling_per_s", "same client, loopback receiver, /s", 0),
+            m("ceiling_p99_ms", "ceiling p99 ms", 2),
+        ],
+    },
+    Spec {
+        id: "serve_registry",
+        desc: "hookwire serve: registry v1 envelopes, 1 per request, relayed to 3 endpoints (1 failing) (1M)",
+        metrics: &[
+            m("ingest_per_s", "events/s acknowledged", 0),
+            m("p99_ms", "ingest p99 ms", 2),
+            m("lost", "lost", 0),
+            m("duplicates", "duplicates", 0),
+            m("failing_pending", "failing endpoint's backlog", 0),
+            m("rss_end_kb", "RSS at the end, kB", 0),
+        ],
+    },
+    Spec {
         id: "durable_recovery_1M",
         desc: "reopen a log of 1M unacknowledged 512-byte events and redeliver them",
         metrics: &[
