@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Out, TempDir, hookwire, ids};
+use common::{Live, Out, TempDir, eventually, hookwire, ids};
 use hookwire::testkit::{Receiver, ReceiverConfig, Reply};
 use serde_json::Value;
 
@@ -715,4 +715,65 @@ fn a_cursor_past_the_end_of_the_log_is_reported() {
     assert_eq!(repairs.len(), 1, "{s}");
     assert_eq!(repairs[0]["endpoint"], "audit", "{s}");
     assert_eq!(repairs[0]["saved"], 101, "{s}");
+}
+
+/// Issue 10, item 12: SIGTERM stops a durable `send` whose stdin is still open: it drains by
+/// --timeout, prints the summary line (every durable event is delivered or kept), exits 143,
+/// and a resume delivers what was kept.
+#[test]
+fn sigterm_keeps_what_was_not_delivered_and_exits_143() {
+    let dir = TempDir::new("sigterm");
+    let down = down_receiver();
+    let mut run = Live::start(&[
+        "send",
+        "--data-dir",
+        dir.arg(),
+        "--endpoint",
+        &down.url(),
+        "--name",
+        "audit",
+        "--timeout",
+        "1",
+    ]);
+    run.write(&events(0, 50));
+    eventually("the receiver is tried", || down.stats().requests > 0);
+    run.signal("TERM");
+    let out = run.finish(LIMIT);
+    assert_eq!(out.code, Some(143), "stderr: {}", out.stderr);
+    let s = summary(&out);
+    assert_balanced(&s);
+    assert_eq!(s["signal"], "SIGTERM", "{s}");
+    assert_eq!(
+        (s["accepted"].as_u64(), s["durable_through"].as_u64()),
+        (Some(50), Some(50)),
+        "{s}"
+    );
+    assert_eq!(
+        (s["delivered"].as_u64(), s["kept"].as_u64()),
+        (Some(0), Some(50)),
+        "{s}"
+    );
+    let up = ok_receiver();
+    let out = run_resume(&dir, &up);
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert_eq!(up.ids(), ids(50));
+}
+
+/// `send --data-dir DIR --resume --endpoint URL --name audit`.
+fn run_resume(dir: &TempDir, to: &Receiver) -> Out {
+    run(
+        &[
+            "send",
+            "--data-dir",
+            dir.arg(),
+            "--resume",
+            "--endpoint",
+            &to.url(),
+            "--name",
+            "audit",
+            "--timeout",
+            "20",
+        ],
+        String::new(),
+    )
 }

@@ -35,6 +35,10 @@ mod store_meta;
 #[allow(dead_code)]
 mod durable;
 #[cfg(feature = "cli")]
+#[path = "../src/bin/hookwire/input.rs"]
+#[allow(dead_code)]
+mod input;
+#[cfg(feature = "cli")]
 #[path = "../src/bin/hookwire/ndjson.rs"]
 #[allow(dead_code)]
 mod ndjson;
@@ -56,6 +60,10 @@ mod send;
 #[cfg(feature = "cli")]
 #[path = "../fuzz/checks/send_config.rs"]
 mod send_config;
+#[cfg(feature = "cli")]
+#[path = "../src/bin/hookwire/signals.rs"]
+#[allow(dead_code)]
+mod signals;
 #[cfg(feature = "cli")]
 #[path = "../src/bin/hookwire/summary.rs"]
 #[allow(dead_code)]

@@ -6,6 +6,9 @@
 #[path = "../../src/bin/hookwire/durable.rs"]
 #[allow(dead_code)]
 mod durable;
+#[path = "../../src/bin/hookwire/input.rs"]
+#[allow(dead_code)]
+mod input;
 #[path = "../../src/bin/hookwire/ndjson.rs"]
 #[allow(dead_code)]
 mod ndjson;
@@ -18,6 +21,9 @@ mod saved;
 #[path = "../../src/bin/hookwire/send.rs"]
 #[allow(dead_code)]
 mod send;
+#[path = "../../src/bin/hookwire/signals.rs"]
+#[allow(dead_code)]
+mod signals;
 #[path = "../../src/bin/hookwire/summary.rs"]
 #[allow(dead_code)]
 mod summary;

@@ -6,9 +6,9 @@
 //! `{"durable_through": N}` line each time the first N events read are all on disk, then the
 //! summary on one line.
 //!
-//! stdin is read on its own thread and handed over a channel, so that progress is printed
-//! while stdin is idle too: the main thread polls the tickets of the events published, in
-//! input order, every [`POLL`] and after each line.
+//! stdin is read on its own thread and handed over a channel (`input.rs`), so that progress
+//! is printed while stdin is idle too: the main thread polls the tickets of the events
+//! published, in input order, every [`POLL`] and after each line.
 //!
 //! What opening the directory found and repaired (a torn tail cut, damaged ranges skipped,
 //! cursor and slot files lost or repaired) is said on stderr before anything is sent, and
@@ -23,24 +23,18 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use hookwire::endpoint::EndpointConfig;
 use hookwire::engine::{Dispatcher, Ticket};
 use hookwire::stats::DropReason;
 use hookwire::store::{self, Damage, DamageKind, Recovery};
 use hookwire::{Error, RawEvent};
 
-use crate::ndjson::{Line, Lines, MAX_LINE};
+use crate::input::{Input, POLL};
 use crate::options::{endpoint_configs, flagged};
 use crate::saved::Saved;
-use crate::send::{SendArgs, pump_lines};
+use crate::send::{SendArgs, drain, exit_code, read_input};
+use crate::signals;
 use crate::summary::{Pumped, Summary};
-
-/// How often progress is looked at while stdin is idle.
-const POLL: Duration = Duration::from_millis(10);
-
-/// Lines read ahead of the publisher (the reader thread blocks beyond it).
-const READ_AHEAD: usize = 1024;
 
 /// The longest a publish waits for room in the log's intake (the disk is behind): reading
 /// stdin more slowly is the right back-pressure, failing the event is not.
@@ -49,9 +43,6 @@ const MAX_PUBLISH_WAIT: Duration = Duration::from_secs(10);
 /// The exit code of a `send --data-dir` whose data directory was damaged: records in its log
 /// could not be read and were skipped (copied to `DIR/quarantine`).
 pub(crate) const EXIT_DAMAGED: u8 = 3;
-
-/// What the stdin thread hands over: a line, the end, or why reading stopped.
-type Item = io::Result<Option<(u64, Line)>>;
 
 /// `hookwire send --data-dir DIR [--resume]`.
 pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
@@ -74,11 +65,11 @@ pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
     } else {
         args.clone()
     };
+    signals::install()?;
     let configs = durable_configs(&args)?;
     let names: Vec<String> = configs.iter().map(|c| c.name.clone()).collect();
     let timeout = Duration::from_secs(args.timeout);
     let start = Instant::now();
-    let deadline = start + timeout;
     let mut builder = Dispatcher::builder()
         .publish_timeout(timeout.min(MAX_PUBLISH_WAIT))
         .data_dir(dir);
@@ -99,14 +90,16 @@ pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
     }
     Saved::new(&args, &names).save(dir)?;
     let mut progress_out = io::stdout();
-    let (pumped, progress) = if args.resume {
-        (Pumped::default(), None)
+    // --timeout is the drain deadline: it starts when the input ends (a resume reads none).
+    let (pumped, progress, deadline) = if args.resume {
+        (Pumped::default(), None, Instant::now() + timeout)
     } else {
-        let (pumped, mut progress) = read_and_publish(&d, deadline, &mut progress_out)?;
+        let (pumped, mut progress) = read_and_publish(&d, &mut progress_out)?;
+        let deadline = Instant::now() + timeout;
         progress.finish(deadline);
-        (pumped, Some(progress))
+        (pumped, Some(progress), deadline)
     };
-    let idle = d.wait_idle(deadline.saturating_duration_since(Instant::now()));
+    let idle = drain(&d, deadline);
     let report = d.shutdown(Duration::from_secs(1));
     let mut summary = Summary::new(
         &pumped,
@@ -116,6 +109,7 @@ pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
     );
     summary.kept = report.kept;
     summary.durable = true;
+    summary.signal = signals::received().map(signals::Signal::name);
     let found = damage_found(dir, &recovery, &quarantined_before, &mut io::stderr());
     let lost = summary.dropped.get(DropReason::Corrupt.as_str()).copied();
     summary.data_damaged = lost.unwrap_or(0) > 0 || found.iter().any(|(_, new)| *new);
@@ -132,7 +126,7 @@ pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
     serde_json::to_writer(&mut out, &summary)?;
     writeln!(out)?;
     out.flush()?;
-    Ok(ExitCode::from(summary.exit_code()))
+    Ok(exit_code(&summary))
 }
 
 /// Says on `err` what opening the data directory `dir` found and repaired (nothing if it was
@@ -357,24 +351,18 @@ pub(crate) fn in_use(e: Error) -> Error {
     }
 }
 
-/// Reads stdin on its own thread and publishes every event with a ticket, printing progress
-/// to `out` as it goes. Returns at the end of stdin (or at the deadline).
+/// Reads stdin (on its own thread) and publishes every event with a ticket, printing
+/// progress to `out` as it goes, also while stdin is idle. Returns at the end of stdin, or
+/// when a signal stops the reading.
 fn read_and_publish<'a>(
     d: &Dispatcher,
-    deadline: Instant,
     out: &'a mut dyn Write,
 ) -> Result<(Pumped, Progress<'a, Ticket>), Error> {
-    let (tx, rx) = crossbeam_channel::bounded::<Item>(READ_AHEAD);
-    std::thread::Builder::new()
-        .name("hookwire-stdin".into())
-        .spawn(move || read_stdin(&tx))?;
+    let mut input = Input::stdin()?;
     let progress = RefCell::new(Progress::new(Box::new(out), Box::new(io::stderr())));
-    let mut next = || next_line(&rx, &progress);
-    let pumped = pump_lines(
-        &mut next,
-        deadline,
-        &mut Instant::now,
-        &mut io::stderr(),
+    let pumped = read_input(
+        &mut input,
+        &mut || progress.borrow_mut().tick(),
         |n, ev: RawEvent| {
             let ticket = d.publish_with_ticket(ev)?;
             let mut p = progress.borrow_mut();
@@ -384,32 +372,6 @@ fn read_and_publish<'a>(
         },
     );
     Ok((pumped, progress.into_inner()))
-}
-
-/// The stdin thread: every line, then the end or the read error. Stops early if the
-/// publisher is gone.
-fn read_stdin(tx: &Sender<Item>) {
-    let mut lines = Lines::new(io::stdin().lock(), MAX_LINE);
-    loop {
-        let item = lines.next_line();
-        let last = !matches!(item, Ok(Some(_)));
-        if tx.send(item).is_err() || last {
-            return;
-        }
-    }
-}
-
-/// The next line from the stdin thread; prints progress while waiting for it.
-fn next_line<T: Outcome>(rx: &Receiver<Item>, progress: &RefCell<Progress<'_, T>>) -> Item {
-    loop {
-        match rx.recv_timeout(POLL) {
-            Ok(item) => return item,
-            Err(RecvTimeoutError::Timeout) => progress.borrow_mut().tick(),
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err(io::Error::other("the stdin reader stopped"));
-            }
-        }
-    }
 }
 
 /// A published event's durability, as [`Progress`] asks for it ([`Ticket`], or a fake in

@@ -8,10 +8,12 @@
 mod bench;
 mod dlq;
 mod durable;
+mod input;
 mod ndjson;
 mod options;
 mod saved;
 mod send;
+mod signals;
 mod summary;
 
 use std::process::ExitCode;
