@@ -777,3 +777,70 @@ fn run_resume(dir: &TempDir, to: &Receiver) -> Out {
         String::new(),
     )
 }
+
+/// Issue 10, item 7: `--resume --name a` resumes `a` alone and says on stderr that `b` is not
+/// resumed now; `b` stays saved, so a later plain `--resume` delivers its backlog.
+#[test]
+fn a_resume_by_name_strands_no_other_endpoint() {
+    let dir = TempDir::new("by-name");
+    // Both answer 503 for 2 s from their first request: the first run keeps every event.
+    let window = Duration::from_secs(2);
+    let ra = Receiver::start(ReceiverConfig::default().fail_for(window, 503)).unwrap();
+    let rb = Receiver::start(ReceiverConfig::default().fail_for(window, 503)).unwrap();
+    let started = Instant::now();
+    let out = run(
+        &[
+            "send",
+            "--data-dir",
+            dir.arg(),
+            "--endpoint",
+            &ra.url(),
+            "--name",
+            "a",
+            "--endpoint",
+            &rb.url(),
+            "--name",
+            "b",
+            "--timeout",
+            "1",
+        ],
+        events(0, 10),
+    );
+    assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
+    assert_eq!(summary(&out)["kept"], 20);
+    // Past the receivers' window (a fault window, not a timing assertion).
+    std::thread::sleep((started + window + Duration::from_millis(500)) - Instant::now());
+    let resume = |extra: &[&str]| {
+        let mut argv = vec![
+            "send",
+            "--data-dir",
+            dir.arg(),
+            "--resume",
+            "--timeout",
+            "20",
+        ];
+        argv.extend_from_slice(extra);
+        run(&argv, String::new())
+    };
+    let out = resume(&["--name", "a"]);
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains("not resumed now: endpoint(s) b"),
+        "{}",
+        out.stderr
+    );
+    let s = summary(&out);
+    assert_eq!(s["endpoints"].as_array().unwrap().len(), 1, "{s}");
+    assert_eq!(ra.ids(), ids(10));
+    assert!(rb.ids().is_empty());
+    let saved = std::fs::read_to_string(dir.path().join("send.json")).unwrap();
+    assert!(saved.contains(&rb.url()), "b stays saved: {saved}");
+    let out = resume(&[]);
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert_eq!(
+        rb.ids(),
+        ids(10),
+        "b's backlog, delivered by a plain --resume"
+    );
+    assert_eq!(ra.stats().distinct, 10, "nothing of a's twice");
+}

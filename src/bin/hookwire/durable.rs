@@ -88,7 +88,9 @@ pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
     if let Some(old) = &saved {
         warn_left_behind(old, &names, dir);
     }
-    Saved::new(&args, &names).save(dir)?;
+    Saved::new(&args, &names)
+        .keeping(saved.as_ref())
+        .save(dir)?;
     let mut progress_out = io::stdout();
     // --timeout is the drain deadline: it starts when the input ends (a resume reads none).
     let (pumped, progress, deadline) = if args.resume {
@@ -319,18 +321,14 @@ fn durable_configs(args: &SendArgs) -> Result<Vec<EndpointConfig>, Error> {
 /// Says so when the data directory's last run had endpoints this one does not have: their
 /// undelivered events stay in the log.
 fn warn_left_behind(old: &Saved, names: &[String], dir: &Path) {
-    let missing: Vec<&str> = old
-        .endpoints
-        .iter()
-        .map(|e| e.name.as_str())
-        .filter(|n| !names.iter().any(|m| m == n))
-        .collect();
+    let missing = old.others(names);
     if !missing.is_empty() {
         eprintln!(
-            "hookwire: note: {} also holds endpoint(s) {} that this run does not deliver to; \
-             what they have not delivered stays there (resume with --name)",
+            "hookwire: note: not resumed now: endpoint(s) {0} saved in {1}; they stay saved, \
+             and what they have not delivered stays in {1} (`--resume` delivers it, or \
+             `--resume --name NAME` one of them)",
+            missing.join(", "),
             dir.display(),
-            missing.join(", ")
         );
     }
 }
