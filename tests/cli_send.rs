@@ -379,3 +379,55 @@ fn capacity_holds_exactly() {
     assert_eq!(m["dropped"]["shutdown"], 1000, "{s}");
     assert_eq!(s["publish_errors"], 5000, "{s}");
 }
+
+/// `hookwire send ARGS` with `input`, `RUST_LOG` set to `rust_log` (or unset).
+fn send_with_log(args: &[&str], input: &str, rust_log: Option<&str>) -> Out {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hookwire"));
+    cmd.arg("send").args(args);
+    match rust_log {
+        Some(v) => cmd.env("RUST_LOG", v),
+        None => cmd.env_remove("RUST_LOG"),
+    };
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    // Bounded: --timeout below, and a gone endpoint ends the run at once.
+    let out = child.wait_with_output().unwrap();
+    Out {
+        code: out.status.code(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// Issue 10, item 10: the library's warnings reach stderr (the endpoint disabled by 410 is
+/// one), and RUST_LOG filters them (`-v` levels: main.rs's unit tests).
+#[test]
+fn library_warnings_reach_stderr_and_rust_log_filters_them() {
+    let gone = Receiver::start(ReceiverConfig::default().fail_for(Duration::from_secs(3600), 410))
+        .unwrap();
+    let input = events(["w-1".to_owned()]);
+    let args = ["--endpoint", &gone.url(), "--timeout", "10"];
+    let out = send_with_log(&args, &input, None);
+    assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
+    let warning = format!("hookwire: warning: {}: disabled", gone.addr());
+    assert!(out.stderr.contains(&warning), "{}", out.stderr);
+    let out = send_with_log(&args, &input, Some("off"));
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    let out = send_with_log(&args, &input, Some("hookwire=error"));
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    assert!(
+        !summary(&out)["endpoints"].as_array().unwrap().is_empty(),
+        "the summary is unchanged"
+    );
+}
