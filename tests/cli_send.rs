@@ -431,3 +431,45 @@ fn library_warnings_reach_stderr_and_rust_log_filters_them() {
         "the summary is unchanged"
     );
 }
+
+/// Issue 10, item 17: a progress line on stderr when it is a terminal (run under script(1),
+/// which gives the command a pseudo-terminal), nothing of it when stderr is a pipe.
+#[test]
+fn progress_shows_on_a_terminal_and_stays_out_of_pipes() {
+    let rx = Receiver::start(ReceiverConfig::default().delay(Duration::from_millis(30))).unwrap();
+    let input = events((0..20).map(|i| format!("p-{i}")));
+    let out = send(&["--endpoint", &rx.url(), "--timeout", "20"], input.clone());
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert!(
+        !out.stderr.contains("delivered") && !out.stderr.contains('\x1b'),
+        "a pipe gets no progress: {:?}",
+        out.stderr
+    );
+    let script = std::path::Path::new("/usr/bin/script");
+    if !script.exists() {
+        eprintln!("skipped the terminal half: no /usr/bin/script to run hookwire under a pty");
+        return;
+    }
+    let dir = common::TempDir::new("progress-tty");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let file = dir.path().join("events.ndjson");
+    std::fs::write(&file, input).unwrap();
+    // stdin from the file and stdout to /dev/null: only stderr is the terminal.
+    let cmd = format!(
+        "'{}' send --endpoint '{}' --timeout 20 < '{}' > /dev/null",
+        env!("CARGO_BIN_EXE_hookwire"),
+        rx.url(),
+        file.display()
+    );
+    let tty = std::process::Command::new(script)
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert_eq!(tty.status.code(), Some(0), "{shown}");
+    assert!(
+        shown.contains("read ") && shown.contains("| delivered "),
+        "no progress line on the terminal: {shown:?}"
+    );
+}

@@ -50,6 +50,10 @@ mod ndjson_check;
 #[allow(dead_code)]
 mod options;
 #[cfg(feature = "cli")]
+#[path = "../src/bin/hookwire/progress.rs"]
+#[allow(dead_code)]
+mod progress;
+#[cfg(feature = "cli")]
 #[path = "../src/bin/hookwire/saved.rs"]
 #[allow(dead_code)]
 mod saved;

@@ -15,6 +15,9 @@ mod ndjson;
 #[path = "../../src/bin/hookwire/options.rs"]
 #[allow(dead_code)]
 mod options;
+#[path = "../../src/bin/hookwire/progress.rs"]
+#[allow(dead_code)]
+mod progress;
 #[path = "../../src/bin/hookwire/saved.rs"]
 #[allow(dead_code)]
 mod saved;

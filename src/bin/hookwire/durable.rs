@@ -31,6 +31,7 @@ use hookwire::{Error, RawEvent};
 
 use crate::input::{Input, POLL};
 use crate::options::{endpoint_configs, flagged};
+use crate::progress::Meter;
 use crate::saved::Saved;
 use crate::send::{SendArgs, drain, exit_code, read_input};
 use crate::signals;
@@ -92,16 +93,18 @@ pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
         .keeping(saved.as_ref())
         .save(dir)?;
     let mut progress_out = io::stdout();
+    let meter = Meter::for_stderr();
     // --timeout is the drain deadline: it starts when the input ends (a resume reads none).
     let (pumped, progress, deadline) = if args.resume {
         (Pumped::default(), None, Instant::now() + timeout)
     } else {
-        let (pumped, mut progress) = read_and_publish(&d, &mut progress_out)?;
+        let (pumped, mut progress) = read_and_publish(&d, &mut progress_out, &meter)?;
         let deadline = Instant::now() + timeout;
         progress.finish(deadline);
         (pumped, Some(progress), deadline)
     };
-    let idle = drain(&d, deadline);
+    let idle = drain(&d, deadline, &meter);
+    meter.finish();
     let report = d.shutdown(Duration::from_secs(1));
     let mut summary = Summary::new(
         &pumped,
@@ -355,17 +358,22 @@ pub(crate) fn in_use(e: Error) -> Error {
 fn read_and_publish<'a>(
     d: &Dispatcher,
     out: &'a mut dyn Write,
+    meter: &Meter,
 ) -> Result<(Pumped, Progress<'a, Ticket>), Error> {
     let mut input = Input::stdin()?;
     let progress = RefCell::new(Progress::new(Box::new(out), Box::new(io::stderr())));
     let pumped = read_input(
         &mut input,
-        &mut || progress.borrow_mut().tick(),
+        &mut || {
+            progress.borrow_mut().tick();
+            meter.tick(d);
+        },
         |n, ev: RawEvent| {
             let ticket = d.publish_with_ticket(ev)?;
             let mut p = progress.borrow_mut();
             p.push(n, ticket);
             p.tick();
+            meter.read_one(d);
             Ok(())
         },
     );

@@ -11,6 +11,7 @@ mod durable;
 mod input;
 mod ndjson;
 mod options;
+mod progress;
 mod saved;
 mod send;
 mod signals;

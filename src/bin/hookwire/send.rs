@@ -23,6 +23,7 @@ use crate::ndjson::Line;
 use crate::options::{
     endpoint_configs, flagged, header_arg, media_type_arg, overflow_arg, secret_arg,
 };
+use crate::progress::Meter;
 use crate::signals;
 use crate::summary::{Pumped, Summary};
 
@@ -206,9 +207,11 @@ pub(crate) fn read_input(
 
 /// Waits until every event has its fate, `deadline` passes, or nothing more can happen: the
 /// only endpoints still holding events are disabled (410 Gone, or failing too long), and
-/// nothing re-enables an endpoint in `send`. Returns whether everything had its fate.
-pub(crate) fn drain(d: &Dispatcher, deadline: Instant) -> bool {
+/// nothing re-enables an endpoint in `send`. Returns whether everything had its fate. `meter`
+/// shows the counts meanwhile.
+pub(crate) fn drain(d: &Dispatcher, deadline: Instant, meter: &Meter) -> bool {
     loop {
+        meter.tick(d);
         let left = deadline.saturating_duration_since(Instant::now());
         if d.wait_idle(left.min(DRAIN_CHECK)) {
             return true;
@@ -258,9 +261,15 @@ pub(crate) fn main(args: &SendArgs) -> Result<ExitCode, Error> {
         d.add_endpoint(c).map_err(flagged)?;
     }
     let mut input = Input::stdin()?;
-    let pumped = read_input(&mut input, &mut || {}, |_, ev| d.publish_raw(ev));
+    let meter = Meter::for_stderr();
+    let pumped = read_input(&mut input, &mut || meter.tick(&d), |_, ev| {
+        let r = d.publish_raw(ev);
+        meter.read_one(&d);
+        r
+    });
     // --timeout is the drain deadline: it starts when the input ends.
-    let idle = drain(&d, Instant::now() + timeout);
+    let idle = drain(&d, Instant::now() + timeout, &meter);
+    meter.finish();
     // Idle: nothing left to flush. Otherwise the deadline has passed: give what is in flight
     // a moment to finish, and report the rest.
     let report = d.shutdown(Duration::from_secs(1));
