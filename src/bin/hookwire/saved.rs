@@ -103,14 +103,25 @@ impl Saved {
     /// These settings, keeping the endpoints of `old` (the file this run replaces) that this
     /// run does not have, with their URLs, so that a later `--resume` still delivers their
     /// backlog: a saved endpoint is never dropped. The requirements to resume stay (signing
-    /// and the header names of either run).
+    /// and the header names of either run). The saved order stays too (new endpoints come
+    /// after it): a resume adds endpoints in the file's order, which is what gives each its
+    /// own records back if the store's slot file was lost (docs/durable.md).
     pub(crate) fn keeping(mut self, old: Option<&Saved>) -> Saved {
         let Some(old) = old else { return self };
-        for e in &old.endpoints {
-            if !self.endpoints.iter().any(|n| n.name == e.name) {
-                self.endpoints.push(e.clone());
+        let mut endpoints: Vec<SavedEndpoint> = old
+            .endpoints
+            .iter()
+            .map(|e| {
+                let now = self.endpoints.iter().find(|n| n.name == e.name);
+                now.unwrap_or(e).clone()
+            })
+            .collect();
+        for e in &self.endpoints {
+            if !endpoints.iter().any(|n| n.name == e.name) {
+                endpoints.push(e.clone());
             }
         }
+        self.endpoints = endpoints;
         self.signed |= old.signed;
         for h in &old.headers {
             if !self.headers.iter().any(|n| n.eq_ignore_ascii_case(h)) {
@@ -455,15 +466,20 @@ mod tests {
             e.to_string().contains("--name") && e.to_string().contains("a, b"),
             "{e}"
         );
-        // What the resume of b saves: b with this run's settings, a kept as it was.
-        let plain = args(&["--endpoint", "http://127.0.0.1:9/b", "--batch", "7"]);
+        // What the resume of b (at a new URL) saves: b with this run's settings, a kept as it
+        // was, in the saved order; a new endpoint comes after them.
+        let plain = args(&["--endpoint", "http://127.0.0.1:7/b", "--batch", "7"]);
         let next = Saved::new(&plain, &["b".into()]).keeping(Some(&saved));
         let names: Vec<&str> = next.endpoints.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(names, ["b", "a"]);
+        assert_eq!(names, ["a", "b"]);
+        let urls: Vec<_> = next.endpoints.iter().map(|e| e.url.as_deref()).collect();
         assert_eq!(
-            next.endpoints[1].url.as_deref(),
-            Some("http://127.0.0.1:9/a")
+            urls,
+            [Some("http://127.0.0.1:9/a"), Some("http://127.0.0.1:7/b")]
         );
+        let new = Saved::new(&plain, &["c".into()]).keeping(Some(&saved));
+        let names: Vec<&str> = new.endpoints.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
         assert!(next.signed, "a still needs its secret");
         assert_eq!(next.headers, ["X-Token"]);
         assert_eq!(next.batch, Some(7));
