@@ -473,3 +473,43 @@ fn progress_shows_on_a_terminal_and_stays_out_of_pipes() {
         "no progress line on the terminal: {shown:?}"
     );
 }
+
+/// Issue 10, item 19: a full endpoint disabled by 410 makes no room, so with `--overflow
+/// block` (the default) the rest of the input is refused for it at once (`dropped.failed`)
+/// instead of each event waiting for room that cannot come.
+#[test]
+fn a_full_gone_endpoint_does_not_make_each_event_wait() {
+    let gone = Receiver::start(ReceiverConfig::default().fail_for(Duration::from_secs(3600), 410))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let out = send(
+        &[
+            "--endpoint",
+            &gone.url(),
+            "--capacity",
+            "100",
+            "--timeout",
+            "40",
+        ],
+        events((0..3000).map(|i| format!("f-{i}"))),
+    );
+    let took = started.elapsed();
+    assert_eq!(
+        out.code,
+        Some(1),
+        "stderr: {}",
+        out.stderr.lines().last().unwrap_or("")
+    );
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    let s = summary(&out);
+    let m = &s["endpoints"][0]["metrics"];
+    let accepted = s["accepted"].as_u64().unwrap();
+    assert_eq!(accepted, 100, "--capacity, held for good: {s}");
+    assert_eq!(s["publish_errors"].as_u64(), Some(3000 - accepted), "{s}");
+    assert_eq!(m["dropped"]["failed"], 2900, "{s}");
+    assert!(
+        out.stderr.contains("is disabled and full"),
+        "{:?}",
+        out.stderr.lines().take(3).collect::<Vec<_>>()
+    );
+}

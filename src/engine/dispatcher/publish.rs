@@ -349,11 +349,21 @@ impl Dispatcher {
                     if self.wait_not_full(shared, limit) {
                         continue;
                     }
-                    first.get_or_insert(Error::Timeout {
-                        waiting_for: "room in a full endpoint",
-                        after: limit,
-                    });
-                    DropReason::BlockTimeout
+                    if shared.disabled.load(Ordering::Acquire) {
+                        // Disabled (410 Gone, failing too long, or by the host): no room
+                        // comes until the host enables it, so the writer does not wait.
+                        let why = shared.disabled_reason.lock().clone().unwrap_or_default();
+                        first.get_or_insert(Error::Disabled {
+                            reason: format!("{} is disabled and full: {why}", shared.name),
+                        });
+                        DropReason::Failed
+                    } else {
+                        first.get_or_insert(Error::Timeout {
+                            waiting_for: "room in a full endpoint",
+                            after: limit,
+                        });
+                        DropReason::BlockTimeout
+                    }
                 }
             };
             shared.dropped.inc(reason);
@@ -394,7 +404,7 @@ impl Dispatcher {
     }
 
     /// Waits (at most `limit`) until `shared` has room: its "full" bit clear, and the ring's
-    /// head before its `room_until`.
+    /// head before its `room_until`. Gives up at once while it is disabled (no room comes).
     fn wait_not_full(&self, shared: &Shared, limit: Duration) -> bool {
         let deadline = Instant::now().checked_add(limit);
         let mut spins = 0u32;
@@ -402,6 +412,7 @@ impl Dispatcher {
             || self.inner.ring.head() >= shared.room_until.load(Ordering::Acquire)
         {
             if self.inner.closed.load(Ordering::Relaxed)
+                || shared.disabled.load(Ordering::Acquire)
                 || deadline.is_some_and(|d| Instant::now() >= d)
             {
                 return false;
