@@ -353,6 +353,40 @@ mod tests {
     }
 
     #[test]
+    fn only_disabled_endpoints_holding_events_end_the_wait() {
+        let ep = |pending, unread, disabled| EndpointSnapshot {
+            name: "ep".into(),
+            url: "http://127.0.0.1:1/".into(),
+            config: Default::default(),
+            health: Default::default(),
+            metrics: hookwire::stats::Metrics {
+                pending,
+                unread,
+                disabled,
+                ..Default::default()
+            },
+        };
+        // A disabled endpoint holds events, the other is done: nothing more can happen.
+        assert!(only_disabled_hold_events(&[
+            ep(5, 0, true),
+            ep(0, 0, false)
+        ]));
+        assert!(only_disabled_hold_events(&[ep(0, 0, true)]));
+        // Another endpoint still has events taken or unread: keep waiting.
+        assert!(!only_disabled_hold_events(&[
+            ep(5, 0, true),
+            ep(1, 0, false)
+        ]));
+        assert!(!only_disabled_hold_events(&[
+            ep(5, 0, true),
+            ep(0, 3, false)
+        ]));
+        // Nothing disabled: the ordinary wait.
+        assert!(!only_disabled_hold_events(&[ep(0, 0, false)]));
+        assert!(!only_disabled_hold_events(&[]));
+    }
+
+    #[test]
     fn timeouts_are_bounded() {
         use clap::Parser;
         #[derive(Parser)]
