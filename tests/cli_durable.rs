@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Out, TempDir, hookwire, ids};
+use common::{Live, Out, TempDir, eventually, hookwire, ids};
 use hookwire::testkit::{Receiver, ReceiverConfig, Reply};
 use serde_json::Value;
 
@@ -962,4 +962,132 @@ fn full_dead_letters_are_reported_and_forget_waits_for_room() {
         .collect();
     assert_eq!(seqs.len(), 10, "{}", of_b.stdout);
     assert_eq!(ndjson(&of_b).len(), 10, "none twice");
+}
+
+/// Issue 10, item 12: SIGTERM stops a durable `send` whose stdin is still open: it drains by
+/// --timeout, prints the summary line (every durable event is delivered or kept), exits 143,
+/// and a resume delivers what was kept.
+#[test]
+fn sigterm_keeps_what_was_not_delivered_and_exits_143() {
+    let dir = TempDir::new("sigterm");
+    let down = down_receiver();
+    let mut run = Live::start(&[
+        "send",
+        "--data-dir",
+        dir.arg(),
+        "--endpoint",
+        &down.url(),
+        "--name",
+        "audit",
+        "--timeout",
+        "1",
+    ]);
+    run.write(&events(0, 50));
+    eventually("the receiver is tried", || down.stats().requests > 0);
+    run.signal("TERM");
+    let out = run.finish(LIMIT);
+    assert_eq!(out.code, Some(143), "stderr: {}", out.stderr);
+    let s = summary(&out);
+    assert_balanced(&s);
+    assert_eq!(s["signal"], "SIGTERM", "{s}");
+    assert_eq!(
+        (s["accepted"].as_u64(), s["durable_through"].as_u64()),
+        (Some(50), Some(50)),
+        "{s}"
+    );
+    assert_eq!(
+        (s["delivered"].as_u64(), s["kept"].as_u64()),
+        (Some(0), Some(50)),
+        "{s}"
+    );
+    let up = ok_receiver();
+    let out = run_resume(&dir, &up);
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert_eq!(up.ids(), ids(50));
+}
+
+/// `send --data-dir DIR --resume --endpoint URL --name audit`.
+fn run_resume(dir: &TempDir, to: &Receiver) -> Out {
+    run(
+        &[
+            "send",
+            "--data-dir",
+            dir.arg(),
+            "--resume",
+            "--endpoint",
+            &to.url(),
+            "--name",
+            "audit",
+            "--timeout",
+            "20",
+        ],
+        String::new(),
+    )
+}
+
+/// Issue 10, item 7: `--resume --name a` resumes `a` alone and says on stderr that `b` is not
+/// resumed now; `b` stays saved, so a later plain `--resume` delivers its backlog.
+#[test]
+fn a_resume_by_name_strands_no_other_endpoint() {
+    let dir = TempDir::new("by-name");
+    // Both answer 503 for 2 s from their first request: the first run keeps every event.
+    let window = Duration::from_secs(2);
+    let ra = Receiver::start(ReceiverConfig::default().fail_for(window, 503)).unwrap();
+    let rb = Receiver::start(ReceiverConfig::default().fail_for(window, 503)).unwrap();
+    let started = Instant::now();
+    let out = run(
+        &[
+            "send",
+            "--data-dir",
+            dir.arg(),
+            "--endpoint",
+            &ra.url(),
+            "--name",
+            "a",
+            "--endpoint",
+            &rb.url(),
+            "--name",
+            "b",
+            "--timeout",
+            "1",
+        ],
+        events(0, 10),
+    );
+    assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
+    assert_eq!(summary(&out)["kept"], 20);
+    // Past the receivers' window (a fault window, not a timing assertion).
+    std::thread::sleep((started + window + Duration::from_millis(500)) - Instant::now());
+    let resume = |extra: &[&str]| {
+        let mut argv = vec![
+            "send",
+            "--data-dir",
+            dir.arg(),
+            "--resume",
+            "--timeout",
+            "20",
+        ];
+        argv.extend_from_slice(extra);
+        run(&argv, String::new())
+    };
+    let out = resume(&["--name", "a"]);
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains("not resumed now: endpoint(s) b"),
+        "{}",
+        out.stderr
+    );
+    let s = summary(&out);
+    assert_eq!(s["endpoints"].as_array().unwrap().len(), 1, "{s}");
+    assert_eq!(ra.ids(), ids(10));
+    assert!(rb.ids().is_empty());
+    let saved = std::fs::read_to_string(dir.path().join("send.json")).unwrap();
+    assert!(saved.contains(&rb.url()), "b stays saved: {saved}");
+    let out = resume(&[]);
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert_eq!(
+        rb.ids(),
+        ids(10),
+        "b's backlog, delivered by a plain --resume"
+    );
+    assert_eq!(ra.stats().distinct, 10, "nothing of a's twice");
 }

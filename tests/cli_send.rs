@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Out, hookwire};
+use common::{Live, Out, eventually, hookwire};
 
 use hookwire::testkit::{Receiver, ReceiverConfig, Reply};
 use serde_json::Value;
@@ -509,5 +509,326 @@ fn tls_trust_from_a_ca_file_the_system_store_or_an_explicit_insecure() {
     rejects(
         &["--endpoint", url, "--ca-file", junk.to_str().unwrap()],
         "--ca-file",
+    );
+}
+
+/// Checks, for every endpoint, `events = delivered + dropped + dead_lettered + pending` and
+/// that it took every accepted event; returns the sum of the endpoints' (delivered, dropped,
+/// pending).
+fn assert_accounted(s: &Value) -> (u64, u64, u64) {
+    let accepted = s["accepted"].as_u64().unwrap();
+    let (mut delivered, mut dropped, mut pending) = (0, 0, 0);
+    for ep in s["endpoints"].as_array().unwrap() {
+        let m = &ep["metrics"];
+        let n = |k: &str| m[k].as_u64().unwrap();
+        let d: u64 = m["dropped"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            n("events"),
+            accepted,
+            "every accepted event reached it: {s}"
+        );
+        assert_eq!(
+            n("events"),
+            n("delivered") + d + n("dead_lettered") + n("pending"),
+            "{s}"
+        );
+        delivered += n("delivered");
+        dropped += d;
+        pending += n("pending");
+    }
+    (delivered, dropped, pending)
+}
+
+/// Issue 10, item 12: SIGINT in the middle of a run (stdin still open) stops the reading,
+/// drains by --timeout, prints the summary with every accepted event accounted for (the ones
+/// a hanging endpoint could not take are dropped as `shutdown`, not lost), and exits 130.
+#[test]
+fn sigint_stops_reading_drains_prints_the_summary_and_exits_130() {
+    let ok = Receiver::start(ReceiverConfig::default()).unwrap();
+    let hung = Receiver::start(ReceiverConfig::new().hang()).unwrap();
+    let mut run = Live::start(&[
+        "send",
+        "--endpoint",
+        &ok.url(),
+        "--endpoint",
+        &hung.url(),
+        "--timeout",
+        "1",
+    ]);
+    run.write(&events((0..100).map(|i| format!("s-{i}"))));
+    // Mid-run: the input is not over (stdin stays open) and the healthy endpoint has them all.
+    assert!(ok.wait_for_distinct(100, Duration::from_secs(20)));
+    run.signal("INT");
+    let out = run.finish(Duration::from_secs(20));
+    assert_eq!(out.code, Some(130), "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains("SIGINT: stopped reading"),
+        "{}",
+        out.stderr
+    );
+    let s = summary(&out);
+    assert_eq!(
+        (s["accepted"].as_u64(), s["signal"].as_str()),
+        (Some(100), Some("SIGINT"))
+    );
+    assert_eq!(s["unread_from_line"], 101, "{s}");
+    let (delivered, dropped, pending) = assert_accounted(&s);
+    assert_eq!(delivered, 100, "the healthy endpoint delivered all: {s}");
+    assert_eq!(
+        dropped + pending,
+        100,
+        "the hung endpoint's are reported: {s}"
+    );
+    assert_eq!(
+        s["endpoints"][1]["metrics"]["dropped"]["shutdown"], 100,
+        "{s}"
+    );
+}
+
+/// Issue 10, item 12: a second signal while `send` drains exits at once (143 for SIGTERM).
+#[test]
+fn a_second_signal_exits_at_once() {
+    let hung = Receiver::start(ReceiverConfig::new().hang()).unwrap();
+    let mut run = Live::start(&["send", "--endpoint", &hung.url(), "--timeout", "60"]);
+    run.write(&events((0..10).map(|i| format!("t-{i}"))));
+    eventually("hookwire sends to the receiver", || {
+        hung.stats().connections > 0
+    });
+    run.signal("TERM");
+    eventually("the first SIGTERM is taken as a request to stop", || {
+        run.stderr_so_far().contains("SIGTERM: stopped reading")
+    });
+    assert!(run.running(), "draining (up to --timeout 60), not dead");
+    run.signal("TERM");
+    // Well before the 60 s drain deadline.
+    let out = run.finish(Duration::from_secs(10));
+    assert_eq!(out.code, Some(143), "stderr: {}", out.stderr);
+}
+
+/// Issue 10, item 13: --timeout is a drain deadline after the input ends, so input that
+/// streams for longer than --timeout (stdin open, a line now and then) is all read and
+/// delivered.
+#[test]
+fn streaming_input_outlives_the_timeout() {
+    let rx = Receiver::start(ReceiverConfig::default()).unwrap();
+    let mut run = Live::start(&["send", "--endpoint", &rx.url(), "--timeout", "1"]);
+    let start = std::time::Instant::now();
+    for i in 0..8 {
+        run.write(&events([format!("slow-{i}")]));
+        // Each line is delivered while the input is still open.
+        assert!(rx.wait_for_distinct(i + 1, Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        start.elapsed() > Duration::from_secs(2),
+        "longer than --timeout"
+    );
+    run.close_stdin();
+    let out = run.finish(Duration::from_secs(20));
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let s = summary(&out);
+    assert_eq!(
+        (s["accepted"].as_u64(), s["delivered"].as_u64()),
+        (Some(8), Some(8))
+    );
+    assert!(s.get("unread_from_line").is_none(), "{s}");
+}
+
+/// Issue 10, item 19: an endpoint disabled by 410 Gone, with nothing else to wait for, ends
+/// the run at once rather than after --timeout; what it held is reported.
+#[test]
+fn an_endpoint_gone_ends_the_run_at_once() {
+    let gone = Receiver::start(ReceiverConfig::default().fail_for(Duration::from_secs(3600), 410))
+        .unwrap();
+    let ok = Receiver::start(ReceiverConfig::default()).unwrap();
+    let started = std::time::Instant::now();
+    let out = send(
+        &[
+            "--endpoint",
+            &gone.url(),
+            "--endpoint",
+            &ok.url(),
+            "--timeout",
+            "40",
+        ],
+        events((0..20).map(|i| format!("g-{i}"))),
+    );
+    let took = started.elapsed();
+    assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
+    assert!(
+        took < Duration::from_secs(20),
+        "waited for --timeout 40: {took:?}"
+    );
+    let s = summary(&out);
+    let (delivered, dropped, _) = assert_accounted(&s);
+    assert_eq!((delivered, dropped), (20, 20), "{s}");
+    assert_eq!(s["endpoints"][0]["metrics"]["disabled"], true, "{s}");
+    assert_eq!(s["endpoints"][0]["metrics"]["statuses"]["410"], 1, "{s}");
+}
+
+/// Issue 10, item 19: --capacity bounds what an endpoint holds, taken or still in the ring:
+/// with a receiver that never answers and `--overflow reject`, exactly --capacity events are
+/// taken and the rest refused (the engine's ring used to add up to its own size on top).
+#[test]
+fn capacity_holds_exactly() {
+    let hung = Receiver::start(ReceiverConfig::new().hang()).unwrap();
+    let out = send(
+        &[
+            "--endpoint",
+            &hung.url(),
+            "--capacity",
+            "1000",
+            "--overflow",
+            "reject",
+            "--timeout",
+            "1",
+        ],
+        events((0..6000).map(|i| format!("c-{i}"))),
+    );
+    assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
+    let s = summary(&out);
+    let m = &s["endpoints"][0]["metrics"];
+    assert_eq!(s["accepted"], 1000, "{s}");
+    assert_eq!(m["dropped"]["rejected"], 5000, "{s}");
+    assert_eq!(m["dropped"]["shutdown"], 1000, "{s}");
+    assert_eq!(s["publish_errors"], 5000, "{s}");
+}
+
+/// `hookwire send ARGS` with `input`, `RUST_LOG` set to `rust_log` (or unset).
+fn send_with_log(args: &[&str], input: &str, rust_log: Option<&str>) -> Out {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hookwire"));
+    cmd.arg("send").args(args);
+    match rust_log {
+        Some(v) => cmd.env("RUST_LOG", v),
+        None => cmd.env_remove("RUST_LOG"),
+    };
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    // Bounded: --timeout below, and a gone endpoint ends the run at once.
+    let out = child.wait_with_output().unwrap();
+    Out {
+        code: out.status.code(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// Issue 10, item 10: the library's warnings reach stderr (the endpoint disabled by 410 is
+/// one), and RUST_LOG filters them (`-v` levels: main.rs's unit tests).
+#[test]
+fn library_warnings_reach_stderr_and_rust_log_filters_them() {
+    let gone = Receiver::start(ReceiverConfig::default().fail_for(Duration::from_secs(3600), 410))
+        .unwrap();
+    let input = events(["w-1".to_owned()]);
+    let args = ["--endpoint", &gone.url(), "--timeout", "10"];
+    let out = send_with_log(&args, &input, None);
+    assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
+    let warning = format!("hookwire: warning: {}: disabled", gone.addr());
+    assert!(out.stderr.contains(&warning), "{}", out.stderr);
+    let out = send_with_log(&args, &input, Some("off"));
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    let out = send_with_log(&args, &input, Some("hookwire=error"));
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    assert!(
+        !summary(&out)["endpoints"].as_array().unwrap().is_empty(),
+        "the summary is unchanged"
+    );
+}
+
+/// Issue 10, item 17: a progress line on stderr when it is a terminal (run under script(1),
+/// which gives the command a pseudo-terminal), nothing of it when stderr is a pipe.
+#[test]
+fn progress_shows_on_a_terminal_and_stays_out_of_pipes() {
+    let rx = Receiver::start(ReceiverConfig::default().delay(Duration::from_millis(30))).unwrap();
+    let input = events((0..20).map(|i| format!("p-{i}")));
+    let out = send(&["--endpoint", &rx.url(), "--timeout", "20"], input.clone());
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert!(
+        !out.stderr.contains("delivered") && !out.stderr.contains('\x1b'),
+        "a pipe gets no progress: {:?}",
+        out.stderr
+    );
+    let script = std::path::Path::new("/usr/bin/script");
+    if !script.exists() {
+        eprintln!("skipped the terminal half: no /usr/bin/script to run hookwire under a pty");
+        return;
+    }
+    let dir = common::TempDir::new("progress-tty");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let file = dir.path().join("events.ndjson");
+    std::fs::write(&file, input).unwrap();
+    // stdin from the file and stdout to /dev/null: only stderr is the terminal.
+    let cmd = format!(
+        "'{}' send --endpoint '{}' --timeout 20 < '{}' > /dev/null",
+        env!("CARGO_BIN_EXE_hookwire"),
+        rx.url(),
+        file.display()
+    );
+    let tty = std::process::Command::new(script)
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert_eq!(tty.status.code(), Some(0), "{shown}");
+    assert!(
+        shown.contains("read ") && shown.contains("| delivered "),
+        "no progress line on the terminal: {shown:?}"
+    );
+}
+
+/// Issue 10, item 19: a full endpoint disabled by 410 makes no room, so with `--overflow
+/// block` (the default) the rest of the input is refused for it at once (`dropped.failed`)
+/// instead of each event waiting for room that cannot come.
+#[test]
+fn a_full_gone_endpoint_does_not_make_each_event_wait() {
+    let gone = Receiver::start(ReceiverConfig::default().fail_for(Duration::from_secs(3600), 410))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let out = send(
+        &[
+            "--endpoint",
+            &gone.url(),
+            "--capacity",
+            "100",
+            "--timeout",
+            "40",
+        ],
+        events((0..3000).map(|i| format!("f-{i}"))),
+    );
+    let took = started.elapsed();
+    assert_eq!(
+        out.code,
+        Some(1),
+        "stderr: {}",
+        out.stderr.lines().last().unwrap_or("")
+    );
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    let s = summary(&out);
+    let m = &s["endpoints"][0]["metrics"];
+    let accepted = s["accepted"].as_u64().unwrap();
+    assert_eq!(accepted, 100, "--capacity, held for good: {s}");
+    assert_eq!(s["publish_errors"].as_u64(), Some(3000 - accepted), "{s}");
+    assert_eq!(m["dropped"]["failed"], 2900, "{s}");
+    assert!(
+        out.stderr.contains("is disabled and full"),
+        "{:?}",
+        out.stderr.lines().take(3).collect::<Vec<_>>()
     );
 }

@@ -271,6 +271,40 @@ fn overflow_policies_are_counted() {
     }
 }
 
+/// Issue 10, item 19: `capacity` bounds everything an endpoint holds, taken or still in the
+/// ring, not capacity plus a ring: with a receiver that never answers, exactly `capacity`
+/// publishes succeed for a bounding policy, whatever the ring's size.
+#[test]
+fn capacity_bounds_what_an_endpoint_holds_ring_included() {
+    let rx = Receiver::start(ReceiverConfig::default().hang()).unwrap();
+    for (overflow, reason) in [
+        (Overflow::Reject, DropReason::Rejected),
+        (
+            Overflow::Block {
+                timeout: Some(Duration::from_millis(1)),
+            },
+            DropReason::BlockTimeout,
+        ),
+    ] {
+        let d = Dispatcher::builder().workers(1).build().unwrap();
+        let mut cfg = quick("bounded", rx.url());
+        cfg.timeout = Duration::from_secs(30);
+        cfg.capacity = 700;
+        cfg.overflow = overflow;
+        d.add_endpoint(cfg).unwrap();
+        let ok = (0..3000)
+            .filter(|&i| d.publish_raw(event(i)).is_ok())
+            .count();
+        assert_eq!(ok, 700, "{overflow:?}");
+        // Held: taken by its worker (pending) or still in the ring for it (unread).
+        let m = d.snapshot().remove(0).metrics;
+        assert_eq!(m.pending + m.unread, 700, "{overflow:?}: {m:?}");
+        assert_eq!(m.dropped[&reason], 2300, "{overflow:?}: {m:?}");
+        assert!(m.balanced(), "{m:?}");
+        let _ = d.shutdown(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn identity_holds_under_mixed_faults_and_many_producers() {
     let flaky =

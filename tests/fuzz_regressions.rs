@@ -38,6 +38,9 @@ mod durable;
 #[path = "../src/bin/hookwire/duration.rs"]
 #[allow(dead_code)]
 mod duration;
+#[path = "../src/bin/hookwire/input.rs"]
+#[allow(dead_code)]
+mod input;
 #[cfg(feature = "cli")]
 #[path = "../src/bin/hookwire/ndjson.rs"]
 #[allow(dead_code)]
@@ -49,6 +52,10 @@ mod ndjson_check;
 #[path = "../src/bin/hookwire/options.rs"]
 #[allow(dead_code)]
 mod options;
+#[cfg(feature = "cli")]
+#[path = "../src/bin/hookwire/progress.rs"]
+#[allow(dead_code)]
+mod progress;
 #[cfg(feature = "cli")]
 #[path = "../src/bin/hookwire/saved.rs"]
 #[allow(dead_code)]
@@ -64,6 +71,10 @@ mod send;
 #[cfg(feature = "cli")]
 #[path = "../fuzz/checks/send_config.rs"]
 mod send_config;
+#[cfg(feature = "cli")]
+#[path = "../src/bin/hookwire/signals.rs"]
+#[allow(dead_code)]
+mod signals;
 #[cfg(feature = "cli")]
 #[path = "../src/bin/hookwire/summary.rs"]
 #[allow(dead_code)]

@@ -9,12 +9,18 @@ mod durable;
 #[path = "../../src/bin/hookwire/duration.rs"]
 #[allow(dead_code)]
 mod duration;
+#[path = "../../src/bin/hookwire/input.rs"]
+#[allow(dead_code)]
+mod input;
 #[path = "../../src/bin/hookwire/ndjson.rs"]
 #[allow(dead_code)]
 mod ndjson;
 #[path = "../../src/bin/hookwire/options.rs"]
 #[allow(dead_code)]
 mod options;
+#[path = "../../src/bin/hookwire/progress.rs"]
+#[allow(dead_code)]
+mod progress;
 #[path = "../../src/bin/hookwire/saved.rs"]
 #[allow(dead_code)]
 mod saved;
@@ -24,6 +30,9 @@ mod secrets;
 #[path = "../../src/bin/hookwire/send.rs"]
 #[allow(dead_code)]
 mod send;
+#[path = "../../src/bin/hookwire/signals.rs"]
+#[allow(dead_code)]
+mod signals;
 #[path = "../../src/bin/hookwire/summary.rs"]
 #[allow(dead_code)]
 mod summary;

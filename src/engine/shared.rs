@@ -85,6 +85,11 @@ pub(crate) struct Shared {
     /// Set (after a SeqCst fence) once the routing table has it: from then on every event
     /// committed for it also enters the ring for it, so it may stop reading the log.
     pub routed: AtomicBool,
+    /// Memory endpoints with a bounding policy: the ring position from which a publish would
+    /// take it past `capacity` (what it holds, taken or unread, counted); `u64::MAX` when
+    /// unbounded. Set by its worker (it only grows while the endpoint lives), read by
+    /// `publish` when the ring's head reaches the lowest of them.
+    pub room_until: AtomicU64,
     /// Request round trips.
     pub rtt: LatencyHistogram,
     /// Publish to delivery.
@@ -131,6 +136,7 @@ impl Shared {
             acked: AtomicU64::new(0),
             disk: AtomicBool::new(false),
             routed: AtomicBool::new(false),
+            room_until: AtomicU64::new(u64::MAX),
             rtt: LatencyHistogram::default(),
             lag: LatencyHistogram::default(),
         }

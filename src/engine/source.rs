@@ -31,6 +31,9 @@ pub(crate) trait Events {
     /// How far the cursor is behind (an upper bound on the events waiting for the endpoint).
     fn lag(&self) -> u64;
 
+    /// The cursor's position: how many entries it has passed (taken or not its own).
+    fn position(&self) -> u64;
+
     /// The lag past which the endpoint copies its oldest events out (or, durable, reads the
     /// log instead), so that it never holds producers back: half the ring.
     fn relieve_above(&self) -> u64;
@@ -123,6 +126,10 @@ impl Events for Source {
 
     fn lag(&self) -> u64 {
         self.consumer.lag()
+    }
+
+    fn position(&self) -> u64 {
+        self.consumer.position()
     }
 
     fn relieve_above(&self) -> u64 {

@@ -72,8 +72,10 @@ pub enum DropReason {
     /// A durable endpoint's store was full (its disk quota): the event was not persisted.
     /// `publish` returned [`Error::Quota`](crate::Error::Quota) when it could tell at once.
     Quota,
-    /// The endpoint had failed (a panic inside it was caught) and took no more events:
-    /// `publish` returned [`Error::Disabled`](crate::Error::Disabled) for it.
+    /// The endpoint had failed (a panic inside it was caught) and took no more events, or
+    /// it was disabled and full with `Block` (no room comes until it is enabled, so the
+    /// writer is not made to wait): `publish` returned
+    /// [`Error::Disabled`](crate::Error::Disabled) for it.
     Failed,
     /// A durable endpoint's record was lost to damage in the log: the reader skipped a
     /// damaged range (its bytes are kept in the data directory's quarantine; see

@@ -151,3 +151,116 @@ pub fn test_pki() -> (String, String, String) {
         .unwrap();
     (ca_cert.pem(), leaf.pem(), key.serialize_pem())
 }
+
+/// A `hookwire` that runs while the test talks to it: stdin stays open until
+/// [`close_stdin`](Live::close_stdin); stdout and stderr are collected. Killed (SIGKILL) and
+/// reaped when dropped, so a failing test leaves no process behind.
+pub struct Live {
+    child: std::process::Child,
+    pub stdin: Option<std::process::ChildStdin>,
+    out: Option<std::thread::JoinHandle<String>>,
+    err: Option<std::thread::JoinHandle<String>>,
+    /// stderr so far, line by line (the collector thread fills it as it reads).
+    err_lines: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Live {
+    /// Starts `hookwire ARGS`.
+    pub fn start(args: &[&str]) -> Live {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hookwire"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start hookwire");
+        let mut stdout = child.stdout.take().unwrap();
+        let out = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stdout.read_to_string(&mut s);
+            s
+        });
+        let err_lines = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let seen = err_lines.clone();
+        let stderr = child.stderr.take().unwrap();
+        let err = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut s = seen.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+            seen.lock().unwrap().clone()
+        });
+        Live {
+            stdin: child.stdin.take(),
+            child,
+            out: Some(out),
+            err: Some(err),
+            err_lines,
+        }
+    }
+
+    /// Writes `text` to its stdin and flushes it.
+    pub fn write(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        stdin.write_all(text.as_bytes()).expect("write to hookwire");
+        stdin.flush().unwrap();
+    }
+
+    /// Closes its stdin (the end of the input).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        self.err_lines.lock().unwrap().clone()
+    }
+
+    /// Sends it a signal by its process id (`INT`, `TERM`), with kill(1).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for it to exit (failing the test after `limit`) and returns what it printed.
+    pub fn finish(mut self, limit: Duration) -> Out {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hookwire did not finish within {limit:?}; stderr: {}",
+                self.stderr_so_far()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        self.stdin = None;
+        Out {
+            code: status.code(),
+            stdout: self.out.take().unwrap().join().unwrap(),
+            stderr: self.err.take().unwrap().join().unwrap(),
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -6,9 +6,9 @@
 //! `{"durable_through": N}` line each time the first N events read are all on disk, then the
 //! summary on one line.
 //!
-//! stdin is read on its own thread and handed over a channel, so that progress is printed
-//! while stdin is idle too: the main thread polls the tickets of the events published, in
-//! input order, every [`POLL`] and after each line.
+//! stdin is read on its own thread and handed over a channel (`input.rs`), so that progress
+//! is printed while stdin is idle too: the main thread polls the tickets of the events
+//! published, in input order, every [`POLL`] and after each line.
 //!
 //! What opening the directory found and repaired (a torn tail cut, damaged ranges skipped,
 //! cursor and slot files lost or repaired) is said on stderr before anything is sent, and
@@ -16,31 +16,26 @@
 //! summary (`recovery`, `damage`). Records lost to damage make the exit code
 //! [`EXIT_DAMAGED`].
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use hookwire::endpoint::EndpointConfig;
 use hookwire::engine::{Dispatcher, Ticket};
 use hookwire::stats::DropReason;
 use hookwire::store::{self, Damage, DamageKind, Recovery};
 use hookwire::{Error, RawEvent};
 
-use crate::ndjson::{Line, Lines, MAX_LINE};
+use crate::input::{Input, POLL};
 use crate::options::{endpoint_configs, flagged};
+use crate::progress::Meter;
 use crate::saved::Saved;
-use crate::send::{SendArgs, pump_lines};
+use crate::send::{SendArgs, drain, exit_code, read_input};
+use crate::signals;
 use crate::summary::{Pumped, Summary};
-
-/// How often progress is looked at while stdin is idle.
-const POLL: Duration = Duration::from_millis(10);
-
-/// Lines read ahead of the publisher (the reader thread blocks beyond it).
-const READ_AHEAD: usize = 1024;
 
 /// The longest a publish waits for room in the log's intake (the disk is behind): reading
 /// stdin more slowly is the right back-pressure, failing the event is not.
@@ -49,9 +44,6 @@ const MAX_PUBLISH_WAIT: Duration = Duration::from_secs(10);
 /// The exit code of a `send --data-dir` whose data directory was damaged: records in its log
 /// could not be read and were skipped (copied to `DIR/quarantine`).
 pub(crate) const EXIT_DAMAGED: u8 = 3;
-
-/// What the stdin thread hands over: a line, the end, or why reading stopped.
-type Item = io::Result<Option<(u64, Line)>>;
 
 /// `hookwire send --data-dir DIR [--resume]`.
 pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
@@ -74,11 +66,11 @@ pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
     } else {
         args.clone()
     };
+    signals::install()?;
     let configs = durable_configs(&args)?;
     let names: Vec<String> = configs.iter().map(|c| c.name.clone()).collect();
     let timeout = Duration::from_secs(args.timeout);
     let start = Instant::now();
-    let deadline = start + timeout;
     let mut store = store::StoreConfig::new(dir);
     if let Some(cap) = args.dead_letter_cap {
         store.dead_letter_bytes = cap;
@@ -103,17 +95,28 @@ pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
     if let Some(old) = &saved {
         warn_left_behind(old, &names, dir);
     }
-    Saved::new(&args, &names).save(dir)?;
+    Saved::new(&args, &names)
+        .keeping(saved.as_ref())
+        .save(dir)?;
     let mut progress_out = io::stdout();
-    let (pumped, progress) = if args.resume {
-        (Pumped::default(), None)
+    let meter = Meter::for_stderr();
+    // --timeout is the drain deadline: it starts when the input ends (a resume reads none).
+    let (pumped, progress, deadline) = if args.resume {
+        (Pumped::default(), None, Instant::now() + timeout)
     } else {
-        let (pumped, mut progress) =
-            read_and_publish(&d, !args.secrets.is_empty(), deadline, &mut progress_out)?;
+        let (pumped, mut progress) = read_and_publish(
+            &d,
+            !args.secrets.is_empty(),
+            timeout,
+            &mut progress_out,
+            &meter,
+        )?;
+        let deadline = Instant::now() + timeout;
         progress.finish(deadline);
-        (pumped, Some(progress))
+        (pumped, Some(progress), deadline)
     };
-    let idle = d.wait_idle(deadline.saturating_duration_since(Instant::now()));
+    let idle = drain(&d, deadline, &meter);
+    meter.finish();
     let report = d.shutdown(Duration::from_secs(1));
     let mut summary = Summary::new(
         &pumped,
@@ -123,6 +126,7 @@ pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
     );
     summary.kept = report.kept;
     summary.durable = true;
+    summary.signal = signals::received().map(signals::Signal::name);
     let found = damage_found(dir, &recovery, &quarantined_before, &mut io::stderr());
     let lost = summary.dropped.get(DropReason::Corrupt.as_str()).copied();
     summary.data_damaged = lost.unwrap_or(0) > 0 || found.iter().any(|(_, new)| *new);
@@ -138,7 +142,7 @@ pub(crate) fn main(args: &SendArgs, dir: &Path) -> Result<ExitCode, Error> {
     }
     summary.report(&mut io::stderr());
     summary.write(&mut io::stdout().lock(), args.pretty)?;
-    Ok(ExitCode::from(summary.exit_code()))
+    Ok(exit_code(&summary))
 }
 
 /// Says on `err` what opening the data directory `dir` found and repaired (nothing if it was
@@ -343,19 +347,15 @@ fn durable_configs(args: &SendArgs) -> Result<Vec<EndpointConfig>, Error> {
 /// Says so when the data directory's last run had endpoints this one does not have: their
 /// undelivered events stay in the log.
 fn warn_left_behind(old: &Saved, names: &[String], dir: &Path) {
-    let missing: Vec<&str> = old
-        .endpoints
-        .iter()
-        .map(|e| e.name.as_str())
-        .filter(|n| !names.iter().any(|m| m == n))
-        .collect();
+    let missing = old.others(names);
     if !missing.is_empty() {
         eprintln!(
-            "hookwire: note: {} also holds endpoint(s) {} that this run does not deliver to; \
-             what they have not delivered stays there (resume with --name, or move it to the \
-             dead letters and free the slot with `hookwire forget`)",
+            "hookwire: note: not resumed now: endpoint(s) {0} saved in {1}; they stay saved, \
+             and what they have not delivered stays in {1} (`--resume` delivers it, \
+             `--resume --name NAME` one of them, or `hookwire forget` moves it to the dead \
+             letters and frees the slot)",
+            missing.join(", "),
             dir.display(),
-            missing.join(", ")
         );
     }
 }
@@ -415,36 +415,27 @@ pub(crate) fn in_use(e: Error) -> Error {
     }
 }
 
-/// Reads stdin on its own thread and publishes every event with a ticket, printing progress
-/// to `out` as it goes. Returns at the end of stdin (or at the deadline).
+/// Reads stdin (on its own thread) and publishes every event with a ticket, printing
+/// progress to `out` as it goes, also while stdin is idle. Returns at the end of stdin, or
+/// when a signal stops the reading.
 fn read_and_publish<'a>(
     d: &Dispatcher,
     signed: bool,
-    deadline: Instant,
+    timeout: Duration,
     out: &'a mut dyn Write,
+    meter: &Meter,
 ) -> Result<(Pumped, Progress<'a, Ticket>), Error> {
-    let (tx, rx) = crossbeam_channel::bounded::<Item>(READ_AHEAD);
-    std::thread::Builder::new()
-        .name("hookwire-stdin".into())
-        .spawn(move || read_stdin(&tx, signed))?;
+    let mut input = Input::stdin(signed)?;
     let progress = RefCell::new(Progress::new(Box::new(out), Box::new(io::stderr())));
     // Once the store has failed nothing more can be persisted: reading stops there.
-    let last_read = Cell::new(0);
-    let mut next = || {
-        if progress.borrow().store_error.is_some() {
-            return Ok(None);
-        }
-        let item = next_line(&rx, &progress);
-        if let Ok(Some((n, _))) = &item {
-            last_read.set(*n);
-        }
-        item
-    };
-    let mut pumped = pump_lines(
-        &mut next,
-        deadline,
-        &mut Instant::now,
-        &mut io::stderr(),
+    let store_failed = || progress.borrow().store_error.is_some();
+    let mut pumped = read_input(
+        &mut input,
+        &store_failed,
+        &mut || {
+            progress.borrow_mut().tick();
+            meter.tick(d);
+        },
         |n, ev: RawEvent| {
             let ticket = d.publish_with_ticket(ev).inspect_err(|e| {
                 if matches!(e, Error::Storage { .. }) {
@@ -457,20 +448,15 @@ fn read_and_publish<'a>(
             let mut p = progress.borrow_mut();
             p.push(n, ticket);
             p.tick();
+            meter.read_one(d);
             Ok(())
         },
     );
     let mut progress = progress.into_inner();
     if progress.store_error.is_some() && pumped.unread_from_line.is_none() {
         // The refusals first (every outcome comes at once now), then what was not read.
-        progress.finish(deadline);
-        // Whether there was more input: the next line, if it comes at once.
-        let unread = match rx.recv_timeout(POLL) {
-            Ok(Ok(None)) => None,
-            Ok(Ok(Some((n, _)))) => Some(n),
-            _ => Some(last_read.get() + 1),
-        };
-        if let Some(n) = unread {
+        progress.finish(Instant::now() + timeout);
+        if let Some(n) = input.first_unread() {
             eprintln!(
                 "line {n}: not read: the durable store failed (see above), so no more \
                  events can be persisted"
@@ -479,32 +465,6 @@ fn read_and_publish<'a>(
         }
     }
     Ok((pumped, progress))
-}
-
-/// The stdin thread: every line, then the end or the read error. Stops early if the
-/// publisher is gone.
-fn read_stdin(tx: &Sender<Item>, signed: bool) {
-    let mut lines = Lines::new(io::stdin().lock(), MAX_LINE).signed(signed);
-    loop {
-        let item = lines.next_line();
-        let last = !matches!(item, Ok(Some(_)));
-        if tx.send(item).is_err() || last {
-            return;
-        }
-    }
-}
-
-/// The next line from the stdin thread; prints progress while waiting for it.
-fn next_line<T: Outcome>(rx: &Receiver<Item>, progress: &RefCell<Progress<'_, T>>) -> Item {
-    loop {
-        match rx.recv_timeout(POLL) {
-            Ok(item) => return item,
-            Err(RecvTimeoutError::Timeout) => progress.borrow_mut().tick(),
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err(io::Error::other("the stdin reader stopped"));
-            }
-        }
-    }
 }
 
 /// A published event's durability, as [`Progress`] asks for it ([`Ticket`], or a fake in

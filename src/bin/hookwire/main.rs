@@ -10,12 +10,15 @@ mod dlq;
 mod durable;
 mod duration;
 mod forget;
+mod input;
 mod ndjson;
 mod options;
+mod progress;
 mod saved;
 mod secrets;
 mod send;
 mod serve;
+mod signals;
 mod summary;
 
 use std::process::ExitCode;
@@ -27,6 +30,10 @@ use hookwire::Error;
 #[derive(Debug, Parser)]
 #[command(name = "hookwire", version, propagate_version = true)]
 struct Cli {
+    /// Log more on stderr: -v info, -vv debug, -vvv trace [default: warnings and errors].
+    /// RUST_LOG (e.g. `RUST_LOG=hookwire=debug`) refines it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,8 +67,51 @@ fn exit_code(e: &Error) -> u8 {
     }
 }
 
+/// The level logged with `verbose` `-v` flags: warnings and errors by default.
+fn log_level(verbose: u8) -> log::LevelFilter {
+    match verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    }
+}
+
+/// Sends the library's log records to stderr, one plain line each (`hookwire: warning:
+/// ...`), at the level `-v` asks for; `rust_log` (RUST_LOG's value) refines it.
+fn init_logging(verbose: u8, rust_log: Option<&str>) {
+    use std::io::Write as _;
+    let mut b = env_logger::Builder::new();
+    b.filter_level(log_level(verbose));
+    if let Some(spec) = rust_log {
+        b.parse_filters(spec);
+    }
+    b.target(env_logger::Target::Stderr).format(|buf, record| {
+        let level = match record.level() {
+            log::Level::Error => "error",
+            log::Level::Warn => "warning",
+            log::Level::Info => "info",
+            log::Level::Debug => "debug",
+            log::Level::Trace => "trace",
+        };
+        if record.level() <= log::Level::Info {
+            writeln!(buf, "hookwire: {level}: {}", record.args())
+        } else {
+            writeln!(
+                buf,
+                "hookwire: {level}: {}: {}",
+                record.target(),
+                record.args()
+            )
+        }
+    });
+    // Only fails if a logger is installed already (it is not: this runs once, first).
+    let _ = b.try_init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse(); // usage errors: message and exit code 2; --help: exit code 0
+    init_logging(cli.verbose, std::env::var("RUST_LOG").ok().as_deref());
     let result = match &cli.command {
         Command::Send(args) => send::main(args),
         Command::Dlq(cmd) => dlq::main(cmd),
@@ -87,6 +137,18 @@ mod tests {
     #[test]
     fn the_cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn verbose_flags_raise_the_log_level() {
+        let v = |argv: &[&str]| Cli::try_parse_from(argv).unwrap().verbose;
+        assert_eq!(v(&["hookwire", "bench", "--list"]), 0);
+        assert_eq!(v(&["hookwire", "-v", "bench", "--list"]), 1);
+        assert_eq!(v(&["hookwire", "bench", "--list", "-vv"]), 2);
+        assert_eq!(log_level(0), log::LevelFilter::Warn);
+        assert_eq!(log_level(1), log::LevelFilter::Info);
+        assert_eq!(log_level(2), log::LevelFilter::Debug);
+        assert_eq!(log_level(9), log::LevelFilter::Trace);
     }
 
     #[test]

@@ -100,6 +100,46 @@ impl Saved {
         }
     }
 
+    /// These settings, keeping the endpoints of `old` (the file this run replaces) that this
+    /// run does not have, with their URLs, so that a later `--resume` still delivers their
+    /// backlog: a saved endpoint is never dropped. The requirements to resume stay (signing
+    /// and the header names of either run). The saved order stays too (new endpoints come
+    /// after it): a resume adds endpoints in the file's order, which is what gives each its
+    /// own records back if the store's slot file was lost (docs/durable.md).
+    pub(crate) fn keeping(mut self, old: Option<&Saved>) -> Saved {
+        let Some(old) = old else { return self };
+        let mut endpoints: Vec<SavedEndpoint> = old
+            .endpoints
+            .iter()
+            .map(|e| {
+                let now = self.endpoints.iter().find(|n| n.name == e.name);
+                now.unwrap_or(e).clone()
+            })
+            .collect();
+        for e in &self.endpoints {
+            if !endpoints.iter().any(|n| n.name == e.name) {
+                endpoints.push(e.clone());
+            }
+        }
+        self.endpoints = endpoints;
+        self.signed |= old.signed;
+        for h in &old.headers {
+            if !self.headers.iter().any(|n| n.eq_ignore_ascii_case(h)) {
+                self.headers.push(h.clone());
+            }
+        }
+        self
+    }
+
+    /// The names of the saved endpoints that are not in `names`.
+    pub(crate) fn others<'a>(&'a self, names: &[String]) -> Vec<&'a str> {
+        self.endpoints
+            .iter()
+            .map(|e| e.name.as_str())
+            .filter(|n| !names.iter().any(|m| m == n))
+            .collect()
+    }
+
     /// The path of the file in `dir`.
     pub(crate) fn path(dir: &Path) -> PathBuf {
         dir.join(FILE)
@@ -153,12 +193,35 @@ impl Saved {
     /// The `send` options of a resume: the flags given in `args` win; the rest come from this
     /// file. Fails (naming the flag) when a secret or header value must be given again, or
     /// when the endpoints given cannot be matched to the saved names.
+    /// `--name` without `--endpoint` picks the saved endpoints to resume, by name.
     pub(crate) fn merge_into(&self, args: &SendArgs) -> Result<SendArgs, Error> {
         let mut out = args.clone();
         if out.endpoints.is_empty() {
-            out.endpoints = self
-                .endpoints
-                .iter()
+            let picked: Vec<&SavedEndpoint> = if out.names.is_empty() {
+                self.endpoints.iter().collect()
+            } else {
+                out.names
+                    .iter()
+                    .map(|n| {
+                        self.endpoints.iter().find(|e| &e.name == n).ok_or_else(|| {
+                            Error::config(
+                                "--name",
+                                format!(
+                                    "no endpoint {n:?} in {FILE} (it has {}): give its \
+                                     --endpoint too to add it",
+                                    self.endpoints
+                                        .iter()
+                                        .map(|e| e.name.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            };
+            out.endpoints = picked
+                .into_iter()
                 .map(|e| {
                     e.url.clone().ok_or_else(|| {
                         Error::config(
@@ -360,6 +423,74 @@ mod tests {
             ]))
             .unwrap_err();
         assert!(e.to_string().contains("--name"), "{e}");
+    }
+
+    /// Issue 10, item 7: `--resume --name X` resumes X alone, and the file it saves keeps the
+    /// other endpoints (URL, and what a resume of them needs).
+    #[test]
+    fn a_resume_by_name_picks_it_and_keeps_the_others_saved() {
+        let first = args(&[
+            "--endpoint",
+            "http://127.0.0.1:9/a",
+            "--endpoint",
+            "http://127.0.0.1:9/b",
+            "--secret",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "--header",
+            "X-Token: abc",
+        ]);
+        let saved = Saved::new(&first, &["a".into(), "b".into()]);
+        let resume = |extra: &[&str]| {
+            let mut argv = vec![
+                "--data-dir",
+                "/x",
+                "--resume",
+                "--secret",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                "--header",
+                "X-Token: abc",
+            ];
+            argv.extend_from_slice(extra);
+            saved.merge_into(&args(&argv))
+        };
+        let r = resume(&["--name", "b"]).unwrap();
+        assert_eq!(
+            (r.endpoints.as_slice(), r.names.as_slice()),
+            (
+                &["http://127.0.0.1:9/b".to_owned()][..],
+                &["b".to_owned()][..]
+            )
+        );
+        let e = resume(&["--name", "c"]).unwrap_err();
+        assert!(
+            e.to_string().contains("--name") && e.to_string().contains("a, b"),
+            "{e}"
+        );
+        // What the resume of b (at a new URL) saves: b with this run's settings, a kept as it
+        // was, in the saved order; a new endpoint comes after them.
+        let plain = args(&["--endpoint", "http://127.0.0.1:7/b", "--batch", "7"]);
+        let next = Saved::new(&plain, &["b".into()]).keeping(Some(&saved));
+        let names: Vec<&str> = next.endpoints.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        let urls: Vec<_> = next.endpoints.iter().map(|e| e.url.as_deref()).collect();
+        assert_eq!(
+            urls,
+            [Some("http://127.0.0.1:9/a"), Some("http://127.0.0.1:7/b")]
+        );
+        let new = Saved::new(&plain, &["c".into()]).keeping(Some(&saved));
+        let names: Vec<&str> = new.endpoints.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert!(next.signed, "a still needs its secret");
+        assert_eq!(next.headers, ["X-Token"]);
+        assert_eq!(next.batch, Some(7));
+        assert_eq!(next.others(&["b".into()]), ["a"]);
+        assert_eq!(
+            Saved::new(&plain, &["b".into()])
+                .keeping(None)
+                .endpoints
+                .len(),
+            1
+        );
     }
 
     #[test]

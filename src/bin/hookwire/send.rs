@@ -1,10 +1,11 @@
 //! `hookwire send`: NDJSON events from stdin to webhook endpoints, then a JSON summary.
 //!
 //! Options are checked first (`options.rs`), then the engine is started, stdin is read line by
-//! line and each event published as it is read, and finally `send` waits (until `--timeout`)
-//! for every event's fate, shuts the engine down and prints the summary (`summary.rs`).
+//! line and each event published as it is read (for as long as the input lasts), and finally
+//! `send` waits (at most `--timeout` from the end of the input) for every event's fate, shuts
+//! the engine down and prints the summary (`summary.rs`).
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -13,12 +14,16 @@ use clap::Args;
 use hookwire::engine::Dispatcher;
 use hookwire::http::MediaType;
 use hookwire::sink::Overflow;
+use hookwire::stats::EndpointSnapshot;
 use hookwire::{Error, RawEvent};
 
 use crate::durable;
 use crate::duration::{millis_arg, secs_arg, secs_to_a_day_arg};
-use crate::ndjson::{Line, Lines, MAX_LINE};
+use crate::input::Input;
+use crate::ndjson::Line;
 use crate::options::{HeaderArg, endpoint_configs, flagged, media_type_arg, overflow_arg};
+use crate::progress::Meter;
+use crate::signals;
 use crate::summary::{Pumped, Summary};
 
 /// Options of `hookwire send`.
@@ -37,6 +42,10 @@ Exit code: 0 if every event was delivered to every endpoint and no line was bad;
 2 for a bad option; 3 (--data-dir) if records in the data directory's log were lost to damage
 (said on stderr and in the summary's \"damage\"; the damaged bytes are copied to
 DIR/quarantine, and the records after them are delivered).
+Input may stream for as long as it likes: --timeout only starts when it ends. SIGINT or
+SIGTERM stops the reading: what was read is delivered until --timeout, the summary printed,
+and the exit code is 130 (SIGINT) or 143 (SIGTERM); a second signal exits at once. An
+endpoint disabled by 410 Gone ends the wait at once when nothing else is left to deliver.
 
 Durable delivery (--data-dir DIR): every event is written to a log in DIR (fsynced, in groups)
 before it is delivered, and stdout becomes NDJSON: a line {\"durable_through\": N} each time
@@ -120,7 +129,8 @@ pub(crate) struct SendArgs {
     /// Envelope media type: v1 or v2 [default: v2].
     #[arg(long = "media-type", value_name = "v1|v2", value_parser = media_type_arg)]
     pub(crate) media_type: Option<MediaType>,
-    /// Stop waiting for deliveries after this long, at most 1d (what is left is reported; a
+    /// Once the input ends (or SIGINT/SIGTERM stops the reading), wait at most this long for
+    /// deliveries (what is left is reported). Reading itself has no time limit. At most 1d (a
     /// bare number: seconds).
     #[arg(long, value_name = "DURATION", default_value = "30s",
           value_parser = secs_to_a_day_arg)]
@@ -146,29 +156,25 @@ pub(crate) struct SendArgs {
     pub(crate) dead_letter_cap: Option<u64>,
 }
 
-/// Reads `input` and publishes every event until the input ends, cannot be read, or `now()`
-/// passes `deadline`. Bad lines and failed publishes are reported on `err` as
-/// `line N: ...` (best effort: a closed stderr does not stop the delivery).
-pub(crate) fn pump<R: BufRead>(
+/// Reads `input` to its end and publishes every event. Bad lines and failed publishes are
+/// reported on `err` as `line N: ...`.
+#[cfg(test)]
+pub(crate) fn pump<R: io::BufRead>(
     input: R,
     signed: bool,
-    deadline: Instant,
-    now: &mut dyn FnMut() -> Instant,
     err: &mut dyn Write,
     mut publish: impl FnMut(RawEvent) -> Result<(), Error>,
 ) -> Pumped {
-    let mut lines = Lines::new(input, MAX_LINE).signed(signed);
-    pump_lines(&mut || lines.next_line(), deadline, now, err, |_, ev| {
-        publish(ev)
-    })
+    let mut lines = crate::ndjson::Lines::new(input, crate::ndjson::MAX_LINE).signed(signed);
+    pump_lines(&mut || lines.next_line(), err, |_, ev| publish(ev))
 }
 
-/// [`pump`] over any source of numbered lines (`next` gives `None` at the end); `publish`
-/// gets each event with its line number.
+/// Publishes every event of a source of numbered lines (`next` gives `None` at the end, or
+/// when reading was stopped); `publish` gets each event with its line number. Bad lines and
+/// failed publishes are reported on `err` as `line N: ...` (best effort: a closed stderr does
+/// not stop the delivery). Reading has no time limit: `--timeout` starts after it.
 pub(crate) fn pump_lines(
     next: &mut dyn FnMut() -> io::Result<Option<(u64, Line)>>,
-    deadline: Instant,
-    now: &mut dyn FnMut() -> Instant,
     err: &mut dyn Write,
     mut publish: impl FnMut(u64, RawEvent) -> Result<(), Error>,
 ) -> Pumped {
@@ -183,11 +189,6 @@ pub(crate) fn pump_lines(
                 break;
             }
         };
-        if now() >= deadline {
-            let _ = writeln!(err, "line {n}: not read: --timeout passed first");
-            p.unread_from_line = Some(n);
-            break;
-        }
         match line {
             Line::Blank => {}
             Line::Malformed(why) => {
@@ -206,16 +207,80 @@ pub(crate) fn pump_lines(
     p
 }
 
+/// Reads `input` until it ends or a signal stops it, publishing each event with `publish`;
+/// `on_idle` runs while the input is idle; reading also stops once `also_stop()` holds. Says
+/// on stderr when a signal stopped the reading, and records where.
+pub(crate) fn read_input(
+    input: &mut Input,
+    also_stop: &dyn Fn() -> bool,
+    on_idle: &mut dyn FnMut(),
+    publish: impl FnMut(u64, RawEvent) -> Result<(), Error>,
+) -> Pumped {
+    let stop = || signals::received().is_some() || also_stop();
+    let mut pumped = pump_lines(
+        &mut || input.next(&stop, on_idle),
+        &mut io::stderr(),
+        publish,
+    );
+    if let Some(sig) = signals::received() {
+        pumped.unread_from_line = input.unread_from_line();
+        eprintln!(
+            "hookwire: {}: stopped reading stdin; delivering what was read (until --timeout); \
+             a second signal exits at once",
+            sig.name()
+        );
+    }
+    pumped
+}
+
+/// Waits until every event has its fate, `deadline` passes, or nothing more can happen: the
+/// only endpoints still holding events are disabled (410 Gone, or failing too long), and
+/// nothing re-enables an endpoint in `send`. Returns whether everything had its fate. `meter`
+/// shows the counts meanwhile.
+pub(crate) fn drain(d: &Dispatcher, deadline: Instant, meter: &Meter) -> bool {
+    loop {
+        meter.tick(d);
+        let left = deadline.saturating_duration_since(Instant::now());
+        if d.wait_idle(left.min(DRAIN_CHECK)) {
+            return true;
+        }
+        if left <= DRAIN_CHECK || only_disabled_hold_events(&d.snapshot()) {
+            return false;
+        }
+    }
+}
+
+/// How often [`drain`] looks for endpoints that can no longer deliver.
+const DRAIN_CHECK: Duration = Duration::from_millis(50);
+
+/// Whether some endpoint is disabled and every endpoint that still holds events (taken or
+/// unread) is.
+pub(crate) fn only_disabled_hold_events(endpoints: &[EndpointSnapshot]) -> bool {
+    let holds = |m: &hookwire::stats::Metrics| m.pending > 0 || m.unread > 0;
+    endpoints.iter().any(|e| e.metrics.disabled)
+        && endpoints
+            .iter()
+            .all(|e| e.metrics.disabled || !holds(&e.metrics))
+}
+
+/// The exit code of a run that printed `summary`: 130/143 if a signal stopped it.
+pub(crate) fn exit_code(summary: &Summary) -> ExitCode {
+    match signals::received() {
+        Some(sig) => ExitCode::from(sig.exit_code()),
+        None => ExitCode::from(summary.exit_code()),
+    }
+}
+
 /// `hookwire send`.
 pub(crate) fn main(args: &SendArgs) -> Result<ExitCode, Error> {
     let args = &crate::secrets::resolved(args)?;
     if let Some(dir) = &args.data_dir {
         return durable::main(args, dir);
     }
+    signals::install()?;
     let configs = endpoint_configs(args)?;
     let timeout = Duration::from_secs(args.timeout);
     let start = Instant::now();
-    let deadline = start + timeout;
     let mut builder = Dispatcher::builder().publish_timeout(timeout.min(Duration::from_secs(1)));
     if let Some(w) = args.workers {
         builder = builder.workers(w);
@@ -224,31 +289,29 @@ pub(crate) fn main(args: &SendArgs) -> Result<ExitCode, Error> {
     for c in configs {
         d.add_endpoint(c).map_err(flagged)?;
     }
-    let pumped = pump(
-        io::stdin().lock(),
-        !args.secrets.is_empty(),
-        deadline,
-        &mut Instant::now,
-        &mut io::stderr().lock(),
-        |ev| d.publish_raw(ev),
-    );
-    let idle = d.wait_idle(deadline.saturating_duration_since(Instant::now()));
+    let mut input = Input::stdin(!args.secrets.is_empty())?;
+    let meter = Meter::for_stderr();
+    let pumped = read_input(&mut input, &|| false, &mut || meter.tick(&d), |_, ev| {
+        let r = d.publish_raw(ev);
+        meter.read_one(&d);
+        r
+    });
+    // --timeout is the drain deadline: it starts when the input ends.
+    let idle = drain(&d, Instant::now() + timeout, &meter);
+    meter.finish();
     // Idle: nothing left to flush. Otherwise the deadline has passed: give what is in flight
     // a moment to finish, and report the rest.
     let report = d.shutdown(Duration::from_secs(1));
-    let summary = Summary::new(
+    let mut summary = Summary::new(
         &pumped,
         idle && report.drained,
         start.elapsed(),
         report.endpoints,
     );
+    summary.signal = signals::received().map(signals::Signal::name);
     summary.report(&mut io::stderr());
     summary.write(&mut io::stdout().lock(), args.pretty)?;
-    Ok(if summary.success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(exit_code(&summary))
 }
 #[cfg(test)]
 mod tests {
@@ -259,22 +322,14 @@ mod tests {
         let input = "{\"id\":\"a\"}\n\nnope\n{\"id\":\"b\"}\n{\"id\":\"full\"}\n{\"no\":1}\n";
         let mut err = Vec::new();
         let mut got = Vec::new();
-        let far = Instant::now() + Duration::from_secs(3600);
-        let p = pump(
-            input.as_bytes(),
-            false,
-            far,
-            &mut Instant::now,
-            &mut err,
-            |ev| {
-                use hookwire::Event;
-                if ev.id() == "full" {
-                    return Err(Error::Full { capacity: 1 });
-                }
-                got.push(ev.id().into_owned());
-                Ok(())
-            },
-        );
+        let p = pump(input.as_bytes(), false, &mut err, |ev| {
+            use hookwire::Event;
+            if ev.id() == "full" {
+                return Err(Error::Full { capacity: 1 });
+            }
+            got.push(ev.id().into_owned());
+            Ok(())
+        });
         assert_eq!(got, ["a", "b"]);
         assert_eq!(
             p,
@@ -294,37 +349,6 @@ mod tests {
             "{err}"
         );
         assert!(lines[2].starts_with("line 6: no \"id\""), "{err}");
-    }
-
-    #[test]
-    fn pump_stops_at_the_deadline() {
-        let t0 = Instant::now();
-        let deadline = t0 + Duration::from_secs(10);
-        // A clock that moves 4 s per line read: lines 1-3 are read, line 4 is not.
-        let mut ticks = 0u32;
-        let mut clock = || {
-            ticks += 1;
-            t0 + Duration::from_secs(4) * (ticks - 1)
-        };
-        let input = "{\"id\":1}\n{\"id\":2}\n{\"id\":3}\n{\"id\":4}\n{\"id\":5}\n";
-        let mut err = Vec::new();
-        let mut n = 0;
-        let p = pump(
-            input.as_bytes(),
-            false,
-            deadline,
-            &mut clock,
-            &mut err,
-            |_| {
-                n += 1;
-                Ok(())
-            },
-        );
-        assert_eq!((p.accepted, p.unread_from_line, n), (3, Some(4), 3));
-        assert_eq!(
-            String::from_utf8(err).unwrap(),
-            "line 4: not read: --timeout passed first\n"
-        );
     }
 
     /// Fails after `ok` bytes, as a broken pipe or a bad device would.
@@ -349,12 +373,41 @@ mod tests {
         let input = std::io::BufReader::new(Failing {
             data: b"{\"id\":1}\n{\"id\":2}\n{\"id\":3",
         });
-        let far = Instant::now() + Duration::from_secs(3600);
         let mut err = Vec::new();
-        let p = pump(input, false, far, &mut Instant::now, &mut err, |_| Ok(()));
+        let p = pump(input, false, &mut err, |_| Ok(()));
         assert_eq!(p.accepted, 2);
         assert_eq!(p.input_error.as_deref(), Some("device went away"));
         assert_eq!(String::from_utf8(err).unwrap(), "stdin: device went away\n");
+    }
+
+    #[test]
+    fn only_disabled_endpoints_holding_events_end_the_wait() {
+        let ep = |pending, unread, disabled| {
+            let mut s = EndpointSnapshot::default();
+            s.name = "ep".into();
+            s.metrics.pending = pending;
+            s.metrics.unread = unread;
+            s.metrics.disabled = disabled;
+            s
+        };
+        // A disabled endpoint holds events, the other is done: nothing more can happen.
+        assert!(only_disabled_hold_events(&[
+            ep(5, 0, true),
+            ep(0, 0, false)
+        ]));
+        assert!(only_disabled_hold_events(&[ep(0, 0, true)]));
+        // Another endpoint still has events taken or unread: keep waiting.
+        assert!(!only_disabled_hold_events(&[
+            ep(5, 0, true),
+            ep(1, 0, false)
+        ]));
+        assert!(!only_disabled_hold_events(&[
+            ep(5, 0, true),
+            ep(0, 3, false)
+        ]));
+        // Nothing disabled: the ordinary wait.
+        assert!(!only_disabled_hold_events(&[ep(0, 0, false)]));
+        assert!(!only_disabled_hold_events(&[]));
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub(crate) struct Pumped {
     pub(crate) malformed: u64,
     /// Events whose publish failed (reported on stderr).
     pub(crate) publish_errors: u64,
-    /// The first line not read because `--timeout` passed first.
+    /// The first line not read because a signal stopped the reading.
     pub(crate) unread_from_line: Option<u64>,
     /// Why the input could not be read to its end, if it could not.
     pub(crate) input_error: Option<String>,
@@ -153,6 +153,9 @@ pub(crate) struct Summary {
     pub(crate) input_error: Option<String>,
     /// Whether everything accepted had its fate before the deadline.
     pub(crate) drained: bool,
+    /// The signal that stopped the reading ("SIGINT" or "SIGTERM"; absent if none did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) signal: Option<&'static str>,
     /// From start to the end of shutdown.
     pub(crate) elapsed_ms: u64,
     /// Whether delivery was durable (`--data-dir`; absent otherwise).
@@ -224,6 +227,7 @@ impl Summary {
             unread_from_line: pumped.unread_from_line,
             input_error: pumped.input_error.clone(),
             drained,
+            signal: None,
             elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             durable: false,
             durable_through: None,

@@ -68,9 +68,22 @@ impl Dispatcher {
             media_types: config.ignored_media_types.clone().into(),
         };
         let full = self.inner.full.clone();
+        let capacity = config.capacity as u64;
+        let room_min = &self.inner.room_min;
         self.add(config, url, ignore, |shared, consumer, since, link| {
             // Before the snapshot can see it (the worker updates it from then on).
             shared.set_breaker(prepared.strategy.breaker());
+            let bounded = matches!(
+                shared.overflow,
+                Overflow::Reject | Overflow::DropNewest | Overflow::Block { .. }
+            );
+            if link.is_none() && bounded {
+                // A memory endpoint holds nothing yet: `capacity` ring entries from its cursor
+                // on (its worker moves this on as it goes).
+                let until = consumer.position().saturating_add(capacity);
+                shared.room_until.store(until, Ordering::Release);
+                room_min.fetch_min(until, Ordering::AcqRel);
+            }
             Task::http(shared, consumer, since, prepared, link, hook, full)
         })
     }

@@ -168,6 +168,7 @@ impl DispatcherBuilder {
             ring,
             routes: ArcSwap::from_pointee(Routes::empty(workers)),
             full,
+            room_min: std::sync::atomic::AtomicU64::new(u64::MAX),
             clock,
             workers: handles,
             durable,

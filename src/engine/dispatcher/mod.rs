@@ -99,6 +99,10 @@ struct Inner {
     routes: ArcSwap<Routes>,
     /// Bits of endpoints whose worker-side backlog is at capacity (set and cleared by workers).
     full: Arc<AtomicU64>,
+    /// At most the lowest `Shared::room_until` of the endpoints: while the ring's head is
+    /// below it, no endpoint can be at its capacity without its bit in `full`, and `publish`
+    /// looks no further (one load). Lowered when an endpoint is added, raised by `publish`.
+    room_min: AtomicU64,
     /// The workers' coarse clock, for publish timestamps.
     clock: Arc<CoarseClock>,
     workers: Vec<WorkerHandle>,

@@ -14,6 +14,7 @@ use super::{Dispatcher, Inner};
 use crate::engine::persist::Committed;
 use crate::engine::ring::Full;
 use crate::engine::routes::Routes;
+use crate::engine::shared::Shared;
 use crate::engine::source::Published;
 use crate::engine::ticket::{Ticket, TicketCell};
 
@@ -211,7 +212,7 @@ impl Dispatcher {
         }
         let wanted = mask;
         let mut first_refusal = None;
-        let full = inner.full.load(Ordering::Acquire) & mask;
+        let full = (inner.full.load(Ordering::Acquire) | self.at_capacity(&routes)) & mask;
         if full != 0 {
             mask &= !self.overflow(&routes, full, &mut first_refusal);
         }
@@ -348,14 +349,24 @@ impl Dispatcher {
                 }
                 Overflow::Block { timeout } => {
                     let limit = timeout.unwrap_or(self.inner.publish_timeout);
-                    if self.wait_not_full(bit, limit) {
+                    if self.wait_not_full(shared, limit) {
                         continue;
                     }
-                    first.get_or_insert(Error::Timeout {
-                        waiting_for: "room in a full endpoint",
-                        after: limit,
-                    });
-                    DropReason::BlockTimeout
+                    if shared.disabled.load(Ordering::Acquire) {
+                        // Disabled (410 Gone, failing too long, or by the host): no room
+                        // comes until the host enables it, so the writer does not wait.
+                        let why = shared.disabled_reason.lock().clone().unwrap_or_default();
+                        first.get_or_insert(Error::Disabled {
+                            reason: format!("{} is disabled and full: {why}", shared.name),
+                        });
+                        DropReason::Failed
+                    } else {
+                        first.get_or_insert(Error::Timeout {
+                            waiting_for: "room in a full endpoint",
+                            after: limit,
+                        });
+                        DropReason::BlockTimeout
+                    }
                 }
             };
             shared.dropped.inc(reason);
@@ -364,11 +375,47 @@ impl Dispatcher {
         refused
     }
 
-    fn wait_not_full(&self, bit: u32, limit: Duration) -> bool {
+    /// The bits of the memory endpoints that the next ring entry would take past their
+    /// capacity (what they hold, taken or unread): their "full" bits are set (their workers
+    /// clear them once there is room), and their workers woken to look. One load and a
+    /// comparison unless the ring's head has reached some endpoint's `room_until`.
+    fn at_capacity(&self, routes: &Routes) -> u64 {
+        let inner = &*self.inner;
+        let head = inner.ring.head();
+        if head < inner.room_min.load(Ordering::Acquire) {
+            return 0;
+        }
+        let (mut over, mut min) = (0u64, u64::MAX);
+        for route in routes.by_bit.iter().flatten() {
+            let s = &route.shared;
+            let until = s.room_until.load(Ordering::Acquire);
+            min = min.min(until);
+            if head >= until {
+                over |= 1 << s.bit;
+            }
+        }
+        inner.room_min.store(min, Ordering::Release);
+        if over != 0 {
+            inner.full.fetch_or(over, Ordering::AcqRel);
+            for (w, bits) in routes.worker_bits.iter().enumerate() {
+                if bits & over != 0 {
+                    inner.workers[w].wake.wake();
+                }
+            }
+        }
+        over
+    }
+
+    /// Waits (at most `limit`) until `shared` has room: its "full" bit clear, and the ring's
+    /// head before its `room_until`. Gives up at once while it is disabled (no room comes).
+    fn wait_not_full(&self, shared: &Shared, limit: Duration) -> bool {
         let deadline = Instant::now().checked_add(limit);
         let mut spins = 0u32;
-        while self.inner.full.load(Ordering::Acquire) & (1 << bit) != 0 {
+        while self.inner.full.load(Ordering::Acquire) & (1 << shared.bit) != 0
+            || self.inner.ring.head() >= shared.room_until.load(Ordering::Acquire)
+        {
             if self.inner.closed.load(Ordering::Relaxed)
+                || shared.disabled.load(Ordering::Acquire)
                 || deadline.is_some_and(|d| Instant::now() >= d)
             {
                 return false;

@@ -135,7 +135,11 @@ pub(crate) struct Endpoint {
     conns: Vec<Option<ConnSlot>>,
     disabled: bool,
     not_before: Option<Instant>,
-    full: bool,
+    /// Its cursor's position and the ring entries behind it at the last pump (published for
+    /// it, or for others, interleaved, and not taken yet). Unread entries count against
+    /// `capacity`, so that what a memory endpoint holds, taken or not, stays within it.
+    pos: u64,
+    unread: u64,
     log: Option<LogLink>,
     /// Shut down: its cursor no longer moves.
     abandoned: bool,
@@ -183,7 +187,8 @@ impl Endpoint {
             conns: Vec::new(),
             disabled: false,
             not_before: None,
-            full: false,
+            pos: 0,
+            unread: 0,
             actions: VecDeque::new(),
             wall_base: (wall, now),
             resolving: false,
@@ -302,6 +307,8 @@ impl Endpoint {
             progress = true;
         }
         self.pass_foreign(src);
+        self.pos = src.position();
+        self.unread = src.lag();
         self.gauges();
         progress
     }
@@ -432,9 +439,25 @@ impl Endpoint {
         {
             self.shared.acked.store(self.acked(d), Ordering::Release);
         }
-        let full = self.p.overflow != Overflow::DropOldest && self.backlog.len() >= self.p.capacity;
-        if full != self.full {
-            self.full = full;
+        // A memory endpoint holds what it took and what waits for it in the ring; a durable one
+        // reads its backlog from the log, so only what it copied into memory counts.
+        let held = match &self.log {
+            None => queued + in_flight + self.unread,
+            Some(_) => self.backlog.len() as u64,
+        };
+        let bounded = self.p.overflow != Overflow::DropOldest;
+        let full = bounded && held >= self.p.capacity as u64;
+        if bounded && self.log.is_none() {
+            // Where `publish` must look again: the position past which the ring would give
+            // it more than its capacity.
+            let room = (self.p.capacity as u64).saturating_sub(queued + in_flight);
+            self.shared
+                .room_until
+                .store(self.pos.saturating_add(room), Ordering::Release);
+        }
+        // `publish` sets the bit too (see `room_until`): compare with the bit, not a copy.
+        let set = self.full_bits.load(Ordering::Acquire) & (1u64 << self.shared.bit) != 0;
+        if full != set {
             let bit = 1u64 << self.shared.bit;
             if full {
                 self.full_bits.fetch_or(bit, Ordering::AcqRel);

@@ -36,6 +36,8 @@ pub(crate) struct Queue {
     pub items: VecDeque<Published>,
     pub min_seq: u64,
     pub relieve_above: u64,
+    /// Entries passed.
+    pub passed: u64,
 }
 
 impl Queue {
@@ -59,18 +61,23 @@ impl Events for Queue {
                 .is_some_and(|p| p.seq < self.min_seq && p.seq != 0)
             {
                 self.items.pop_front();
+                self.passed += 1;
             }
             let Some(p) = self.items.front() else { break };
             if !f(p) {
                 break;
             }
             self.items.pop_front();
+            self.passed += 1;
             n += 1;
         }
         n
     }
     fn lag(&self) -> u64 {
         self.items.len() as u64
+    }
+    fn position(&self) -> u64 {
+        self.passed
     }
     fn relieve_above(&self) -> u64 {
         if self.relieve_above == 0 {
