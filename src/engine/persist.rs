@@ -126,6 +126,9 @@ pub(crate) struct Durable {
     /// committing it clears that bit, so a reused slot never receives it. Read by the
     /// persistence thread with the store's lock held.
     pub floors: Mutex<[u64; 64]>,
+    /// Failed dead-letter writes and cursor saves are retried every turn: said at most once
+    /// per interval (a full disk would otherwise fill stderr).
+    warn_io: Mutex<super::endpoint::warn::Throttle>,
 }
 
 impl std::fmt::Debug for Durable {
@@ -162,6 +165,9 @@ impl Durable {
             letters,
             leaving: Mutex::new(Vec::new()),
             floors: Mutex::new([0; 64]),
+            warn_io: Mutex::new(super::endpoint::warn::Throttle::new(
+                super::endpoint::warn::WARN_EVERY,
+            )),
         }
     }
 
@@ -248,10 +254,13 @@ impl Durable {
             Ok(()) => true,
             Err(Error::DeadLettersFull { .. }) => self.keep_what_fits(dead),
             Err(e) => {
-                log::error!(
-                    "hookwire: writing {} dead letter(s) failed: {e}",
-                    dead.len()
-                );
+                if let Some(held) = self.warn_io.lock().check(Instant::now()) {
+                    log::error!(
+                        "hookwire: writing {} dead letter(s) failed: {e}{}",
+                        dead.len(),
+                        super::endpoint::warn::more(held)
+                    );
+                }
                 self.dead.lock().splice(0..0, dead);
                 false
             }
@@ -282,7 +291,12 @@ impl Durable {
                     last = Some(e);
                 }
                 Err(e) => {
-                    log::error!("hookwire: writing a dead letter failed: {e}");
+                    if let Some(held) = self.warn_io.lock().check(Instant::now()) {
+                        log::error!(
+                            "hookwire: writing a dead letter failed: {e}{}",
+                            super::endpoint::warn::more(held)
+                        );
+                    }
                     let mut back = vec![letter];
                     back.extend(rest);
                     self.dead.lock().splice(0..0, back);
@@ -562,7 +576,12 @@ impl Durable {
                         true
                     }
                     Err(e) => {
-                        log::error!("hookwire: saving cursors failed: {e}");
+                        if let Some(held) = self.warn_io.lock().check(Instant::now()) {
+                            log::error!(
+                                "hookwire: saving cursors failed: {e}{}",
+                                super::endpoint::warn::more(held)
+                            );
+                        }
                         false
                     }
                 });

@@ -31,7 +31,7 @@ mod intake;
 mod log_link;
 mod prepare;
 mod request;
-mod warn;
+pub(crate) mod warn;
 
 pub(crate) use batch::Held;
 pub(crate) use log_link::{LogLink, LogMarks, LogRead};
