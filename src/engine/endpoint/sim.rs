@@ -427,6 +427,10 @@ impl Sim {
             self.pump_all();
             self.check();
         }
+        // A clean stop saves last, as shutdown does: dead letters queued since the last save
+        // (a durable endpoint's, written with the cursors) are in the store by then. Without
+        // it, a batch given up just before the end looked lost.
+        self.save();
         self.final_checks();
         if std::env::var_os("HOOKWIRE_SIM_VERBOSE").is_some() {
             eprintln!(
