@@ -8,8 +8,8 @@
 
 mod admin;
 mod config;
-mod http;
-mod ingest;
+pub(crate) mod http;
+pub(crate) mod ingest;
 mod server;
 
 pub use config::{ConfigError, Limits, ServeConfig, service_endpoint};
