@@ -10,7 +10,9 @@ mod admin;
 mod config;
 pub(crate) mod http;
 pub(crate) mod ingest;
+mod reload;
 mod server;
 
 pub use config::{ConfigError, Limits, ServeConfig, service_endpoint};
-pub use server::{Server, StopHandle};
+pub use reload::ReloadReport;
+pub use server::{Handle, Server};
