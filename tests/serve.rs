@@ -330,8 +330,10 @@ fn dead_letters_are_listed_and_replayed_and_endpoints_switched_by_the_admin_api(
     // Disable, replay the first one only: it waits; enable: it arrives.
     let a = c.request("POST", "/v1/endpoints/down/disable", &auth, b"");
     assert_eq!(a.status, 200, "{a:?}");
-    let e = c.request("GET", "/v1/endpoints", &auth, b"").json();
-    assert_eq!(e["endpoints"][0]["state"], "disabled");
+    // The worker takes the command at its next turn.
+    common::eventually("the endpoint is disabled", || {
+        c.request("GET", "/v1/endpoints", &auth, b"").json()["endpoints"][0]["state"] == "disabled"
+    });
     let path = format!("/v1/dead-letters/replay?endpoint=down&seq={seq0}..{seq0}");
     let a = c.request("POST", &path, &auth, b"");
     assert_eq!(

@@ -230,6 +230,8 @@ enum State {
 
 struct Waiting {
     tickets: Vec<Arc<Ticket>>,
+    /// Tickets `..done` completed successfully.
+    done: usize,
     events: u64,
     duplicates: u64,
     deadline: Instant,
@@ -726,15 +728,16 @@ impl Loop {
                 },
             }
         }
-        let w = Waiting {
+        let mut w = Waiting {
             tickets,
+            done: 0,
             events: total,
             duplicates,
             deadline: Instant::now() + self.limits.ack_timeout,
             keep_alive: req.keep_alive,
             route: if registry { "registry" } else { "events" },
         };
-        match self.verdict(&w, Instant::now()) {
+        match self.verdict(&mut w, Instant::now()) {
             Some(r) => Outcome::Respond(r),
             None => Outcome::Wait(w),
         }
@@ -762,17 +765,18 @@ impl Loop {
         }
     }
 
-    /// The answer for a waiting request, once there is one.
-    fn verdict(&self, w: &Waiting, now: Instant) -> Option<Response> {
-        let mut done = true;
-        for t in &w.tickets {
+    /// The answer for a waiting request, once there is one. Tickets complete in about the
+    /// order they were taken (group commits are FIFO), so it resumes where it stopped: each
+    /// ticket is read about once while it is outstanding, not on every turn.
+    fn verdict(&self, w: &mut Waiting, now: Instant) -> Option<Response> {
+        while let Some(t) = w.tickets.get(w.done) {
             match t.try_get() {
-                None => done = false,
+                None => break,
                 Some(Err(e)) => return Some(self.refusal(&e)),
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => w.done += 1,
             }
         }
-        if done {
+        if w.done == w.tickets.len() {
             return Some(Response::json(
                 200,
                 &json!({ "accepted": w.events, "duplicates": w.duplicates }),
@@ -803,23 +807,36 @@ impl Loop {
     }
 
     fn answer_waiting(&mut self, now: Instant) {
-        let ready: Vec<(Token, Response, bool, &'static str, u64, u64)> = self
+        let mut ready = Vec::new();
+        let tokens: Vec<Token> = self
             .conns
             .iter()
-            .filter_map(|(token, c)| match &c.state {
-                State::Waiting(w) => self
-                    .verdict(w, now)
-                    .map(|r| (*token, r, w.keep_alive, w.route, w.events, w.duplicates)),
-                _ => None,
-            })
+            .filter(|(_, c)| matches!(c.state, State::Waiting(_)))
+            .map(|(t, _)| *t)
             .collect();
-        for (token, r, keep_alive, route, events, duplicates) in ready {
+        for token in tokens {
+            let Some(c) = self.conns.get_mut(&token) else {
+                continue;
+            };
+            let State::Waiting(mut w) = std::mem::replace(&mut c.state, State::Reading) else {
+                continue;
+            };
+            let verdict = self.verdict(&mut w, now);
+            let Some(c) = self.conns.get_mut(&token) else {
+                continue;
+            };
+            match verdict {
+                Some(r) => ready.push((token, r, w)),
+                None => c.state = State::Waiting(w),
+            }
+        }
+        for (token, r, w) in ready {
             if r.status == 200 {
-                self.counters.events_accepted += events;
-                self.counters.events_duplicate += duplicates;
+                self.counters.events_accepted += w.events;
+                self.counters.events_duplicate += w.duplicates;
             }
             self.counters.waiting -= 1;
-            self.respond(token, route, r, keep_alive);
+            self.respond(token, w.route, r, w.keep_alive);
             self.advance(token);
         }
     }
@@ -975,6 +992,7 @@ mod tests {
         );
         let w = Waiting {
             tickets: Vec::new(),
+            done: 0,
             events: 0,
             duplicates: 0,
             deadline: t0,
