@@ -956,3 +956,69 @@ fn sighup_applies_added_changed_and_removed_endpoints_and_keeps_the_config_on_a_
     );
     assert_eq!(a.stats().distinct, 51, "a got nothing after its removal");
 }
+
+#[test]
+fn endpoints_show_their_breaker() {
+    let dir = TempDir::new("serve-breaker");
+    let failing =
+        Receiver::start(ReceiverConfig::new().fail_for(Duration::from_secs(3600), 500)).unwrap();
+    let ok = signed_receiver();
+    let text = format!(
+        r#"listen = "127.0.0.1:0"
+data_dir = {:?}
+
+[limits]
+drain_timeout_ms = 200
+
+[[endpoint]]
+name = "failing"
+url = "{}"
+allow_private = true
+retry = {{ kind = "breaker", consecutive_failures = 2, cooldown_ms = 60000 }}
+
+[[endpoint]]
+name = "ok"
+url = "{}"
+allow_private = true
+secrets = ["{SECRET}"]
+retry = {{ kind = "breaker", consecutive_failures = 2, cooldown_ms = 60000 }}
+
+[[endpoint]]
+name = "plain"
+url = "{}"
+allow_private = true
+secrets = ["{SECRET}"]
+retry = {{ kind = "exponential", base_ms = 10, max_ms = 1000 }}
+"#,
+        dir.path(),
+        failing.url(),
+        ok.url(),
+        ok.url()
+    );
+    let server = Server::start(ServeConfig::parse(&text).unwrap()).unwrap();
+    let addr = server.local_addr();
+    let ids: Vec<String> = (0..3).map(|i| format!("b{i}")).collect();
+    assert_eq!(post_events(addr, &ids).status, 200);
+    common::eventually("the failing endpoint's breaker opens", || {
+        let e = Client::connect(addr)
+            .request("GET", "/v1/endpoints", &[], b"")
+            .json();
+        e["endpoints"][0]["breaker"] == "open"
+    });
+    assert!(ok.wait_for_distinct(3, Duration::from_secs(10)));
+    let e = Client::connect(addr)
+        .request("GET", "/v1/endpoints", &[], b"")
+        .json();
+    let breakers: Vec<&serde_json::Value> = e["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["breaker"])
+        .collect();
+    assert_eq!(breakers[1], "closed");
+    assert!(
+        breakers[2].is_null(),
+        "plain exponential backoff has no breaker"
+    );
+    drop(server);
+}

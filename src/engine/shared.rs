@@ -6,7 +6,7 @@
 //! [`crate::stats`]).
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -87,6 +87,9 @@ pub(crate) struct Shared {
     pub rtt: LatencyHistogram,
     /// Publish to delivery.
     pub lag: LatencyHistogram,
+    /// The retry strategy's breaker, for dumps: 0 none, 1 closed, 2 open, 3 half-open,
+    /// 4 disabled (set by the worker after each decision).
+    breaker: AtomicU8,
 }
 
 impl Shared {
@@ -130,6 +133,7 @@ impl Shared {
             routed: AtomicBool::new(false),
             rtt: LatencyHistogram::default(),
             lag: LatencyHistogram::default(),
+            breaker: AtomicU8::new(0),
         }
     }
 
@@ -159,6 +163,29 @@ impl Shared {
     pub fn set_disabled(&self, reason: Option<String>) {
         self.disabled.store(reason.is_some(), Ordering::Release);
         *self.disabled_reason.lock() = reason;
+    }
+
+    /// Records where the strategy's breaker is (the worker, after each decision).
+    pub fn set_breaker(&self, state: Option<crate::policy::BreakerState>) {
+        use crate::policy::BreakerState as B;
+        let code = match state {
+            None => 0,
+            Some(B::Closed) => 1,
+            Some(B::Open { .. }) => 2,
+            Some(B::HalfOpen { .. }) => 3,
+            Some(_) => 4,
+        };
+        self.breaker.store(code, Ordering::Relaxed);
+    }
+
+    fn breaker_name(&self) -> Option<&'static str> {
+        match self.breaker.load(Ordering::Relaxed) {
+            1 => Some("closed"),
+            2 => Some("open"),
+            3 => Some("half_open"),
+            4 => Some("disabled"),
+            _ => None,
+        }
     }
 
     /// Records the last failed attempt's error (failures only: not on the hot path).
@@ -194,6 +221,7 @@ impl Shared {
                 disabled: self.disabled_reason.lock().clone(),
                 failed: self.failed.lock().clone(),
                 last_error: self.last_error.lock().clone(),
+                breaker: self.breaker_name(),
             },
         }
     }

@@ -37,6 +37,10 @@ pub trait RetryStrategy<E>: Send {
     fn abandon(&mut self, now: Instant) {
         let _ = now;
     }
+    /// Where its circuit breaker is, for dumps; `None` for a strategy without one.
+    fn breaker_state(&self) -> Option<BreakerState> {
+        None
+    }
 }
 
 /// A boxed strategy is a strategy, so strategies can be chosen at run time.
@@ -55,6 +59,9 @@ impl<E, T: RetryStrategy<E> + ?Sized> RetryStrategy<E> for Box<T> {
     }
     fn abandon(&mut self, now: Instant) {
         (**self).abandon(now)
+    }
+    fn breaker_state(&self) -> Option<BreakerState> {
+        (**self).breaker_state()
     }
 }
 
@@ -246,6 +253,9 @@ macro_rules! strategy_common {
             fn abandon(&mut self, _now: Instant) {
                 self.0.abandon()
             }
+            fn breaker_state(&self) -> Option<BreakerState> {
+                self.0.breaker.as_ref().map(Breaker::state)
+            }
         }
     };
 }
@@ -328,3 +338,32 @@ impl CircuitBreaker {
 }
 
 strategy_common!(CircuitBreaker);
+
+#[cfg(test)]
+mod breaker_state_tests {
+    use super::*;
+
+    #[test]
+    fn strategies_report_their_breaker_through_the_trait() {
+        let now = Instant::now();
+        let cfg = BreakerConfig::consecutive(1, Duration::from_secs(60));
+        let mut cb: Box<dyn RetryStrategy<()>> =
+            Box::new(CircuitBreaker::new(cfg, Backoff::Constant(Duration::ZERO)).unwrap());
+        assert_eq!(cb.breaker_state(), Some(BreakerState::Closed));
+        let attempt = Attempt::first(now);
+        assert!(cb.proceed(&(), &attempt, now).is_zero());
+        let err = Error::Status {
+            code: 500,
+            retry_after: None,
+        };
+        let _ = cb.failure(&(), &attempt, &err, now);
+        assert!(matches!(
+            cb.breaker_state(),
+            Some(BreakerState::Open { .. })
+        ));
+        let exp: Box<dyn RetryStrategy<()>> = Box::new(
+            ExponentialBackoff::new(Duration::from_millis(1), 2, Duration::from_secs(1)).unwrap(),
+        );
+        assert_eq!(exp.breaker_state(), None);
+    }
+}

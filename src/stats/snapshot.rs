@@ -30,7 +30,8 @@ pub struct EndpointSnapshot {
     pub health: Health,
 }
 
-/// Why an endpoint is not delivering, in words for a person (all `None` for a healthy one).
+/// Why an endpoint is not delivering, in words for a person (the reasons are all `None` for a
+/// healthy one), and where its breaker is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Health {
     /// Why delivery is paused (410 Gone, failing too long, or by the host).
@@ -41,6 +42,9 @@ pub struct Health {
     /// The last failed attempt's error (a connection refused, a timeout, a status), kept
     /// after later successes.
     pub last_error: Option<String>,
+    /// Where the endpoint's circuit breaker is (`closed`, `open`, `half_open`, `disabled`);
+    /// `None` when its retry strategy has no breaker (engine endpoints only).
+    pub breaker: Option<&'static str>,
 }
 
 /// The parts of an endpoint's configuration that a dump shows.
