@@ -77,3 +77,68 @@ pub fn read_response(chunks: &[&[u8]], eof: bool) -> Result<Option<(u16, bool, b
     }
     Ok(None)
 }
+
+/// What `hookwire serve`'s request framing (`serve::http::parse`) made of a buffer.
+#[cfg(feature = "serve")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServeParsed {
+    /// It wants more bytes.
+    Incomplete,
+    /// One whole request, taking the first `consumed` bytes.
+    Complete {
+        /// The method.
+        method: String,
+        /// The path (no query).
+        path: String,
+        /// How many headers it had.
+        headers: usize,
+        /// Its body.
+        body: Vec<u8>,
+        /// Bytes of the buffer it took.
+        consumed: usize,
+    },
+    /// Refused with this status (the connection is closed after it).
+    Refused(u16),
+}
+
+/// `hookwire serve`'s request framing over `buf`, under these limits.
+#[cfg(feature = "serve")]
+pub fn serve_parse_request(
+    buf: &[u8],
+    max_header_bytes: usize,
+    max_headers: usize,
+    max_body_bytes: usize,
+) -> ServeParsed {
+    use crate::serve::http::{Parse, parse};
+    let limits = crate::serve::Limits {
+        max_header_bytes,
+        max_headers,
+        max_body_bytes,
+        ..crate::serve::Limits::default()
+    };
+    match parse(buf, &limits) {
+        Parse::Incomplete { .. } => ServeParsed::Incomplete,
+        Parse::Refuse(r) => {
+            assert!(r.close, "a refusal must close the connection");
+            ServeParsed::Refused(r.status)
+        }
+        Parse::Complete(r, consumed) => ServeParsed::Complete {
+            method: r.method,
+            path: r.path,
+            headers: r.headers.len(),
+            body: r.body,
+            consumed,
+        },
+    }
+}
+
+/// `hookwire serve`'s `/v1/events` body parser (`registry = false`) or `/v1/registry`'s.
+#[cfg(feature = "serve")]
+pub fn serve_parse_body(body: &[u8], registry: bool) -> Result<Vec<RawEvent>, String> {
+    let parsed = if registry {
+        crate::serve::ingest::parse_registry(body)
+    } else {
+        crate::serve::ingest::parse_events(body)
+    };
+    parsed.map_err(|e| e.0)
+}

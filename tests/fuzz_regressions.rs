@@ -25,6 +25,8 @@ mod retry_after;
 mod scratch;
 #[path = "../fuzz/checks/segments.rs"]
 mod segments;
+#[path = "../fuzz/checks/serve_request.rs"]
+mod serve_request;
 #[path = "../fuzz/checks/store_meta.rs"]
 mod store_meta;
 
@@ -132,6 +134,11 @@ fn envelope() {
 #[test]
 fn http_response() {
     replay("http_response", http_response::check);
+}
+
+#[test]
+fn serve_request() {
+    replay("serve_request", serve_request::check);
 }
 
 #[test]

@@ -338,3 +338,29 @@ impl CircuitBreaker {
 }
 
 strategy_common!(CircuitBreaker);
+
+#[cfg(test)]
+mod breaker_state_tests {
+    use super::*;
+
+    #[test]
+    fn strategies_report_their_breaker_through_the_trait() {
+        let now = Instant::now();
+        let cfg = BreakerConfig::consecutive(1, Duration::from_secs(60));
+        let mut cb: Box<dyn RetryStrategy<()>> =
+            Box::new(CircuitBreaker::new(cfg, Backoff::Constant(Duration::ZERO)).unwrap());
+        assert_eq!(cb.breaker(), Some(BreakerState::Closed));
+        let attempt = Attempt::first(now);
+        assert!(cb.proceed(&(), &attempt, now).is_zero());
+        let err = Error::Status {
+            code: 500,
+            retry_after: None,
+        };
+        let _ = cb.failure(&(), &attempt, &err, now);
+        assert!(matches!(cb.breaker(), Some(BreakerState::Open { .. })));
+        let exp: Box<dyn RetryStrategy<()>> = Box::new(
+            ExponentialBackoff::new(Duration::from_millis(1), 2, Duration::from_secs(1)).unwrap(),
+        );
+        assert_eq!(exp.breaker(), None);
+    }
+}

@@ -81,6 +81,7 @@ pub(crate) fn endpoints(snaps: &[EndpointSnapshot]) -> Value {
                 "name": s.name,
                 "url": s.url,
                 "state": state(s),
+                "breaker": s.health.breaker,
                 "disabled_reason": s.health.disabled,
                 "failed": s.health.failed,
                 "last_error": s.health.last_error,

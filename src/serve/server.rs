@@ -25,6 +25,10 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use serde_json::json;
 
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+
+use crate::config::EndpointConfig;
 use crate::engine::{Dispatcher, EndpointId, OnComplete, ShutdownReport, Ticket};
 use crate::store::{DeadLetterFilter, StoreConfig};
 use crate::{Error, Event, RawEvent};
@@ -33,31 +37,52 @@ use super::admin::{self, ServerCounters};
 use super::config::{Limits, ServeConfig};
 use super::http::{self, CONTINUE, Parse, Request, Response};
 use super::ingest::{self, Dedup, Seen};
+use super::reload::{self, ReloadReport};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 /// The longest the loop sleeps without looking at its deadlines.
 const TICK: Duration = Duration::from_millis(100);
 
+/// A configuration to apply, and where to say how it went.
+type PendingReload = (ServeConfig, Sender<Result<ReloadReport, Error>>);
+
 /// What the loop and its handles share.
 struct Control {
     stop: AtomicBool,
+    /// A configuration to apply, and where to say how it went.
+    reload: Mutex<Option<PendingReload>>,
     /// Set by ticket callbacks: some ticket completed since the loop last looked.
     tickets_done: AtomicBool,
     waker: Waker,
 }
 
-/// Stops a running [`Server`] from any thread (a signal handler's thread, a test).
+/// Stops or reconfigures a running [`Server`] from any thread (a signal handler's thread, a
+/// test).
 #[derive(Clone)]
-pub struct StopHandle(Arc<Control>);
+pub struct Handle(Arc<Control>);
 
-impl std::fmt::Debug for StopHandle {
+impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StopHandle").finish_non_exhaustive()
+        f.debug_struct("Handle").finish_non_exhaustive()
     }
 }
 
-impl StopHandle {
+impl Handle {
+    /// Applies `config` to the running server and says what changed: endpoints added, removed
+    /// and changed (by name), tokens and limits; settings that need a restart are kept and
+    /// listed. The loop applies it between requests. Waits at most `timeout` for the answer
+    /// ([`Error::Timeout`]; the reload still happens). On an error, what was applied stays.
+    pub fn reload(&self, config: ServeConfig, timeout: Duration) -> Result<ReloadReport, Error> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        *self.0.reload.lock() = Some((config, tx));
+        let _ = self.0.waker.wake();
+        rx.recv_timeout(timeout).unwrap_or(Err(Error::Timeout {
+            waiting_for: "the server to apply the configuration",
+            after: timeout,
+        }))
+    }
+
     /// Stops accepting connections and answers new ingest requests 503; requests already
     /// waiting for durability are answered, then the engine drains by its deadline.
     pub fn stop(&self) {
@@ -99,9 +124,9 @@ impl Server {
             .shutdown_timeout(config.limits.drain_timeout)
             .store_config(store)
             .build()?;
-        let mut names = Vec::new();
+        let mut endpoints = Vec::new();
         for e in &config.endpoints {
-            names.push((e.name.clone(), dispatcher.add_endpoint(e.clone())?));
+            endpoints.push((e.clone(), dispatcher.add_endpoint(e.clone())?));
         }
         let mut listener = TcpListener::bind(config.listen)?;
         let addr = listener.local_addr()?;
@@ -110,6 +135,7 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let control = Arc::new(Control {
             stop: AtomicBool::new(false),
+            reload: Mutex::new(None),
             tickets_done: AtomicBool::new(false),
             waker: Waker::new(poll.registry(), WAKER)?,
         });
@@ -123,7 +149,8 @@ impl Server {
             tokens: config.tokens.clone(),
             admin_tokens: config.admin_tokens.clone(),
             dispatcher: dispatcher.clone(),
-            names,
+            endpoints,
+            running: config.clone(),
             control: control.clone(),
             on_complete: {
                 let c = control.clone();
@@ -160,12 +187,12 @@ impl Server {
         &self.dispatcher
     }
 
-    /// A handle that stops the server from another thread.
-    pub fn stop_handle(&self) -> StopHandle {
-        StopHandle(self.control.clone())
+    /// A handle that stops or reconfigures the server from another thread.
+    pub fn handle(&self) -> Handle {
+        Handle(self.control.clone())
     }
 
-    /// Waits until the server was stopped (by a [`StopHandle`]) and its loop ended, then shuts
+    /// Waits until the server was stopped (by a [`Handle`]) and its loop ended, then shuts
     /// the engine down by the drain deadline: what is not delivered by then stays in the
     /// durable log for the next start.
     pub fn wait(mut self) -> ShutdownReport {
@@ -175,9 +202,9 @@ impl Server {
         self.dispatcher.shutdown(self.drain)
     }
 
-    /// Stops the server and waits for it ([`StopHandle::stop`], then [`wait`](Self::wait)).
+    /// Stops the server and waits for it ([`Handle::stop`], then [`wait`](Self::wait)).
     pub fn shutdown(self) -> ShutdownReport {
-        self.stop_handle().stop();
+        self.handle().stop();
         self.wait()
     }
 }
@@ -185,7 +212,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(t) = self.thread.take() {
-            self.stop_handle().stop();
+            self.handle().stop();
             let _ = t.join();
         }
     }
@@ -203,6 +230,8 @@ enum State {
 
 struct Waiting {
     tickets: Vec<Arc<Ticket>>,
+    /// Tickets `..done` completed successfully.
+    done: usize,
     events: u64,
     duplicates: u64,
     deadline: Instant,
@@ -250,8 +279,10 @@ struct Loop {
     tokens: Vec<String>,
     admin_tokens: Vec<String>,
     dispatcher: Arc<Dispatcher>,
-    /// The configured endpoints' names and ids, for the admin routes.
-    names: Vec<(String, EndpointId)>,
+    /// The configured endpoints and their ids (the admin routes find them by name).
+    endpoints: Vec<(EndpointConfig, EndpointId)>,
+    /// The configuration it runs (for reloads: what may not change without a restart).
+    running: ServeConfig,
     control: Arc<Control>,
     on_complete: OnComplete,
     dedup: Dedup,
@@ -303,7 +334,38 @@ impl Loop {
             }
             self.settle_tickets();
             self.expire(Instant::now());
+            let pending = self.control.reload.lock().take();
+            if let Some((config, reply)) = pending {
+                let _ = reply.send(self.reload(config));
+            }
         }
+    }
+
+    fn reload(&mut self, new: ServeConfig) -> Result<ReloadReport, Error> {
+        let mut report = ReloadReport::default();
+        reload::apply_limits(&self.running, &mut self.limits, &new, &mut report);
+        self.tokens = new.tokens.clone();
+        self.admin_tokens = new.admin_tokens.clone();
+        reload::apply_endpoints(
+            &self.dispatcher,
+            &mut self.endpoints,
+            &new.endpoints,
+            self.limits.drain_timeout,
+            &mut report,
+        )?;
+        let (listen, data_dir, workers) = (
+            self.running.listen,
+            self.running.data_dir.clone(),
+            self.running.workers,
+        );
+        self.running = ServeConfig {
+            listen,
+            data_dir,
+            workers,
+            limits: self.limits.clone(),
+            ..new
+        };
+        Ok(report)
     }
 
     fn begin_stop(&mut self, now: Instant) {
@@ -550,7 +612,7 @@ impl Loop {
         let Some((name, action)) = rest.rsplit_once('/') else {
             return Response::error(404, "expected /v1/endpoints/NAME/disable or /enable");
         };
-        let Some((_, id)) = self.names.iter().find(|(n, _)| n == name) else {
+        let Some((_, id)) = self.endpoints.iter().find(|(e, _)| e.name == name) else {
             return Response::error(404, &format!("no endpoint named {name:?}"));
         };
         let result = match action {
@@ -666,15 +728,16 @@ impl Loop {
                 },
             }
         }
-        let w = Waiting {
+        let mut w = Waiting {
             tickets,
+            done: 0,
             events: total,
             duplicates,
             deadline: Instant::now() + self.limits.ack_timeout,
             keep_alive: req.keep_alive,
             route: if registry { "registry" } else { "events" },
         };
-        match self.verdict(&w, Instant::now()) {
+        match self.verdict(&mut w, Instant::now()) {
             Some(r) => Outcome::Respond(r),
             None => Outcome::Wait(w),
         }
@@ -702,17 +765,18 @@ impl Loop {
         }
     }
 
-    /// The answer for a waiting request, once there is one.
-    fn verdict(&self, w: &Waiting, now: Instant) -> Option<Response> {
-        let mut done = true;
-        for t in &w.tickets {
+    /// The answer for a waiting request, once there is one. Tickets complete in about the
+    /// order they were taken (group commits are FIFO), so it resumes where it stopped: each
+    /// ticket is read about once while it is outstanding, not on every turn.
+    fn verdict(&self, w: &mut Waiting, now: Instant) -> Option<Response> {
+        while let Some(t) = w.tickets.get(w.done) {
             match t.try_get() {
-                None => done = false,
+                None => break,
                 Some(Err(e)) => return Some(self.refusal(&e)),
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => w.done += 1,
             }
         }
-        if done {
+        if w.done == w.tickets.len() {
             return Some(Response::json(
                 200,
                 &json!({ "accepted": w.events, "duplicates": w.duplicates }),
@@ -743,23 +807,36 @@ impl Loop {
     }
 
     fn answer_waiting(&mut self, now: Instant) {
-        let ready: Vec<(Token, Response, bool, &'static str, u64, u64)> = self
+        let mut ready = Vec::new();
+        let tokens: Vec<Token> = self
             .conns
             .iter()
-            .filter_map(|(token, c)| match &c.state {
-                State::Waiting(w) => self
-                    .verdict(w, now)
-                    .map(|r| (*token, r, w.keep_alive, w.route, w.events, w.duplicates)),
-                _ => None,
-            })
+            .filter(|(_, c)| matches!(c.state, State::Waiting(_)))
+            .map(|(t, _)| *t)
             .collect();
-        for (token, r, keep_alive, route, events, duplicates) in ready {
+        for token in tokens {
+            let Some(c) = self.conns.get_mut(&token) else {
+                continue;
+            };
+            let State::Waiting(mut w) = std::mem::replace(&mut c.state, State::Reading) else {
+                continue;
+            };
+            let verdict = self.verdict(&mut w, now);
+            let Some(c) = self.conns.get_mut(&token) else {
+                continue;
+            };
+            match verdict {
+                Some(r) => ready.push((token, r, w)),
+                None => c.state = State::Waiting(w),
+            }
+        }
+        for (token, r, w) in ready {
             if r.status == 200 {
-                self.counters.events_accepted += events;
-                self.counters.events_duplicate += duplicates;
+                self.counters.events_accepted += w.events;
+                self.counters.events_duplicate += w.duplicates;
             }
             self.counters.waiting -= 1;
-            self.respond(token, route, r, keep_alive);
+            self.respond(token, w.route, r, w.keep_alive);
             self.advance(token);
         }
     }
@@ -915,6 +992,7 @@ mod tests {
         );
         let w = Waiting {
             tickets: Vec::new(),
+            done: 0,
             events: 0,
             duplicates: 0,
             deadline: t0,

@@ -30,7 +30,8 @@ pub struct EndpointSnapshot {
     pub health: Health,
 }
 
-/// Why an endpoint is not delivering, in words for a person (all `None` for a healthy one).
+/// Why an endpoint is not delivering, in words for a person (the reasons are all `None` for a
+/// healthy one), and where its breaker is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Health {
     /// Why delivery is paused (410 Gone, failing too long, or by the host).

@@ -4,7 +4,8 @@
 //! `{"listening":"127.0.0.1:PORT"}`. SIGTERM or SIGINT stops accepting (ingest answers 503),
 //! answers the requests already waiting for durability, lets the engine deliver until the
 //! drain deadline (what is left stays in the durable log for the next start), prints a JSON
-//! summary line and exits 0.
+//! summary line and exits 0. SIGHUP reads `--config` again and applies it (a bad file keeps
+//! the running configuration); one line on stderr says what changed or why not.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -13,7 +14,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 use hookwire::Error;
-use hookwire::serve::{ConfigError, ServeConfig, Server, service_endpoint};
+use hookwire::serve::{ConfigError, Handle, ServeConfig, Server, service_endpoint};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use crate::options::default_name;
 
@@ -85,6 +88,25 @@ fn flag_error(flag: &str, reason: &str) -> ConfigError {
     ConfigError::new(flag, reason)
 }
 
+/// SIGHUP: reads the file again and applies it; a bad file keeps the running configuration.
+/// Says what happened on stderr, one line.
+fn reload(handle: &Handle, file: Option<&std::path::Path>) {
+    let Some(path) = file else {
+        eprintln!("hookwire serve: SIGHUP ignored: started without --config, nothing to reload");
+        return;
+    };
+    match ServeConfig::load(path) {
+        Err(e) => eprintln!("hookwire serve: reload refused, the running configuration stays: {e}"),
+        Ok(config) => match handle.reload(config, std::time::Duration::from_secs(120)) {
+            Ok(report) => eprintln!(
+                "hookwire serve: reloaded: {}",
+                serde_json::to_string(&report).unwrap_or_default()
+            ),
+            Err(e) => eprintln!("hookwire serve: reload failed part way: {e}"),
+        },
+    }
+}
+
 pub(crate) fn main(args: &ServeArgs) -> Result<ExitCode, Error> {
     let config = match config_from_flags(args) {
         Ok(c) => c,
@@ -100,16 +122,18 @@ pub(crate) fn main(args: &ServeArgs) -> Result<ExitCode, Error> {
         );
     }
     let server = Server::start(config)?;
-    let stop = server.stop_handle();
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])?;
+    let handle = server.handle();
+    let file = args.config.clone();
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     std::thread::Builder::new()
         .name("hookwire-signals".into())
         .spawn(move || {
-            if signals.forever().next().is_some() {
-                stop.stop();
+            for signal in signals.forever() {
+                if signal != SIGHUP {
+                    handle.stop();
+                    return;
+                }
+                reload(&handle, file.as_deref());
             }
         })?;
     {

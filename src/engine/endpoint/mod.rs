@@ -296,6 +296,7 @@ impl Endpoint {
             let mut wait = self.rate_wait(self.ready[0].len(), now);
             if wait.is_zero() {
                 wait = self.p.strategy.proceed(&(), &attempt, now);
+                self.shared.set_breaker(self.p.strategy.breaker());
             }
             if !wait.is_zero() {
                 self.not_before = now.checked_add(wait);
@@ -348,6 +349,7 @@ impl Endpoint {
             self.disabled = false;
             self.not_before = None;
             self.p.strategy.enable(now);
+            self.shared.set_breaker(self.p.strategy.breaker());
             self.shared.set_disabled(None);
         }
         self.gauges();

@@ -99,6 +99,7 @@ impl Endpoint {
         if (200..300).contains(&resp.status) {
             self.shared.successes.inc();
             self.p.strategy.success(&(), now);
+            self.shared.set_breaker(self.p.strategy.breaker());
             self.shared
                 .lag
                 .record_all(batch.ats.iter().map(|t| now.saturating_duration_since(*t)));
@@ -148,6 +149,7 @@ impl Endpoint {
             batch.stale_retried = true;
             // If it was the breaker's probe, the resend must be allowed to be one.
             self.p.strategy.abandon(now);
+            self.shared.set_breaker(self.p.strategy.breaker());
             batch.attempt = batch.attempt.map(|a| Attempt {
                 number: a.number.saturating_sub(1),
                 ..a
@@ -163,7 +165,9 @@ impl Endpoint {
     fn failed(&mut self, batch: Batch, err: Error, now: Instant) {
         self.shared.set_last_error(&err);
         let attempt = batch.attempt.unwrap_or_else(|| Attempt::first(now));
-        match self.p.strategy.failure(&(), &attempt, &err, now) {
+        let verdict = self.p.strategy.failure(&(), &attempt, &err, now);
+        self.shared.set_breaker(self.p.strategy.breaker());
+        match verdict {
             Verdict::Retry => self.ready.push_front(batch),
             Verdict::GiveUp(reason) => {
                 if let Some(held) = self.warn_give_up.check(now) {
