@@ -1,6 +1,6 @@
-//! The status page in a real browser: Debian's `chromium`, headless, loads it from a running
-//! HTTP server over a live dispatcher, runs its script (which refreshes from the JSON API),
-//! and the test checks the DOM it rendered against the API's figures. A screenshot is saved
+//! The status page in a real browser: Debian's `chromium`, headless, loads `/` from a running
+//! `hookwire serve` (the library's server), runs its script (which refreshes from
+//! `/v1/status`), and the test checks the DOM it rendered against `/v1/endpoints`. A screenshot is saved
 //! to `target/status-page.png` for a person to look at.
 //!
 //! Without chromium the test says SKIPPED and why, unless `HOOKWIRE_REQUIRE_CHROMIUM=1` (set
@@ -8,19 +8,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
-use std::time::Duration;
 
-use hookwire::endpoint::EndpointConfig;
-use hookwire::engine::Dispatcher;
-use hookwire::stats::render_status_page;
+use hookwire::serve::{ServeConfig, Server, service_endpoint};
 use hookwire::testkit::{Receiver, ReceiverConfig, Reply};
-
-use common::event;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -37,44 +30,18 @@ fn chromium_available() -> bool {
     false
 }
 
-/// Serves `/` (the page) and `/v1/endpoints` (the snapshots as JSON) from `d`, one request
-/// per connection, on a thread that lives as long as the test process.
-fn serve(d: Arc<Dispatcher>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).map_or(true, |n| n == 0) || h == "\r\n" {
-                    break;
-                }
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or("/");
-            let (ctype, body) = match path {
-                "/v1/endpoints" => (
-                    "application/json",
-                    serde_json::to_string(&d.snapshot()).unwrap(),
-                ),
-                _ => (
-                    "text/html; charset=utf-8",
-                    render_status_page(&d.snapshot(), "/v1/endpoints"),
-                ),
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    url
+/// Reads an HTTP/1.1 answer's body (`Connection: close`) for `GET path`.
+fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+    let (_, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    body.to_owned()
 }
 
 /// The value of `data-value` in the cell `field` of endpoint `name`'s row in `dom`.
@@ -96,22 +63,37 @@ fn the_status_page_renders_what_the_api_says_in_a_real_browser() {
     if !chromium_available() {
         return;
     }
+    // `hookwire serve` (the library's server) with two endpoints: one healthy, one gone.
+    let dir = common::TempDir::new("status-page");
     let ok = Receiver::start(ReceiverConfig::default()).unwrap();
     let gone =
         Receiver::start(ReceiverConfig::default().statuses(vec![Reply::status(410)])).unwrap();
-    let d = Arc::new(Dispatcher::builder().workers(1).build().unwrap());
-    d.add_endpoint(EndpointConfig::new("audit", ok.url()))
-        .unwrap();
-    d.add_endpoint(EndpointConfig::new("legacy", gone.url()))
-        .unwrap();
-    for i in 0..25 {
-        d.publish_raw(event(i)).unwrap();
+    let mut config = ServeConfig::new("127.0.0.1:0".parse().unwrap(), dir.path());
+    for (name, url) in [("audit", ok.url()), ("legacy", gone.url())] {
+        let mut e = service_endpoint(name, url);
+        e.allow_private = true; // the receivers are on loopback
+        config.add_endpoint(e).unwrap();
     }
+    let server = Server::start(config).unwrap();
+    let addr = server.local_addr();
+    let body: String = (0..25)
+        .map(|i| format!("{{\"id\":\"e{i}\",\"action\":\"push\"}}\n"))
+        .collect();
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        c,
+        "POST /v1/events HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut c, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     common::eventually("audit has every event and legacy is disabled", || {
-        let s = d.snapshot();
-        s[0].metrics.delivered == 25 && s[1].metrics.disabled
+        let v: serde_json::Value = serde_json::from_str(&get(addr, "/v1/endpoints")).unwrap();
+        v["endpoints"][0]["delivered"] == 25 && v["endpoints"][1]["state"] == "disabled"
     });
-    let url = serve(d.clone());
+    let url = format!("http://{addr}/");
 
     let out = Command::new(CHROMIUM)
         .args([
@@ -131,18 +113,29 @@ fn the_status_page_renders_what_the_api_says_in_a_real_browser() {
         dom.contains("data-refreshed="),
         "the script did not run: {dom}"
     );
-    let api: serde_json::Value =
-        serde_json::from_str(&serde_json::to_string(&d.snapshot()).unwrap()).unwrap();
-    for ep in api.as_array().unwrap() {
+    // What the page shows is what the admin API says (the endpoints are quiet now).
+    let api: serde_json::Value = serde_json::from_str(&get(addr, "/v1/endpoints")).unwrap();
+    for ep in api["endpoints"].as_array().unwrap() {
         let name = ep["name"].as_str().unwrap();
-        let m = &ep["metrics"];
         assert_eq!(
             cell(&dom, name, "delivered"),
-            m["delivered"].as_u64().unwrap()
+            ep["delivered"].as_u64().unwrap()
         );
-        assert_eq!(cell(&dom, name, "pending"), m["pending"].as_u64().unwrap());
+        assert_eq!(
+            cell(&dom, name, "queue_depth"),
+            ep["queue_depth"].as_u64().unwrap()
+        );
+        let breaker = ep["breaker"].as_str().unwrap_or("-");
+        assert!(
+            dom.contains(&format!(r#"<td data-field="breaker">{breaker}</td>"#)),
+            "{name}: {breaker}"
+        );
+    }
+    let status: serde_json::Value = serde_json::from_str(&get(addr, "/v1/status")).unwrap();
+    for ep in status.as_array().unwrap() {
+        let m = &ep["metrics"];
         let failed = m["failures"].as_u64().unwrap() + m["errors"].as_u64().unwrap();
-        assert_eq!(cell(&dom, name, "failed"), failed, "{name}");
+        assert_eq!(cell(&dom, ep["name"].as_str().unwrap(), "failed"), failed);
     }
     assert_eq!(cell(&dom, "audit", "delivered"), 25);
     assert!(dom.contains("disabled: "), "legacy's 410 is shown: {dom}");
@@ -172,5 +165,5 @@ fn the_status_page_renders_what_the_api_says_in_a_real_browser() {
         png.len()
     );
     eprintln!("screenshot: {}", shot.display());
-    let _ = Arc::try_unwrap(d).map(|d| d.shutdown(Duration::from_secs(1)));
+    let _ = server.shutdown();
 }

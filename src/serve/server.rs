@@ -572,7 +572,7 @@ impl Loop {
                     admin::prometheus(&snaps, &self.counters),
                 ))
             }
-            ("GET", "/debug/vars" | "/v1/endpoints" | "/v1/dead-letters")
+            ("GET", "/" | "/v1/status" | "/debug/vars" | "/v1/endpoints" | "/v1/dead-letters")
                 if !admin_open && !authorized(&req, &self.admin_tokens) =>
             {
                 Outcome::Respond(unauthorized())
@@ -598,10 +598,28 @@ impl Loop {
                 let snaps = self.dispatcher.snapshot();
                 Outcome::Respond(Response::json(200, &admin::endpoints(&snaps)))
             }
-            ("POST", "/v1/events" | "/v1/registry") => self.ingest(&req),
-            (_, "/healthz" | "/readyz" | "/metrics" | "/debug/vars" | "/v1/endpoints") => {
-                Outcome::Respond(not_allowed("GET"))
+            ("GET", "/") => {
+                let snaps = self.dispatcher.snapshot();
+                Outcome::Respond(Response::text(
+                    200,
+                    "text/html; charset=utf-8",
+                    crate::stats::render_status_page(&snaps, "/v1/status"),
+                ))
             }
+            ("GET", "/v1/status") => {
+                // The status page's refresh: every endpoint's snapshot, as the page reads it.
+                let snaps = self.dispatcher.snapshot();
+                Outcome::Respond(Response::json(
+                    200,
+                    &serde_json::to_value(&snaps).unwrap_or_default(),
+                ))
+            }
+            ("POST", "/v1/events" | "/v1/registry") => self.ingest(&req),
+            (
+                _,
+                "/" | "/v1/status" | "/healthz" | "/readyz" | "/metrics" | "/debug/vars"
+                | "/v1/endpoints",
+            ) => Outcome::Respond(not_allowed("GET")),
             (_, "/v1/events" | "/v1/registry") => Outcome::Respond(not_allowed("POST")),
             _ => Outcome::Respond(Response::error(404, "no such route")),
         }
@@ -875,6 +893,8 @@ fn route_name(path: &str) -> &'static str {
         "/metrics" => "metrics",
         "/debug/vars" => "debug_vars",
         "/v1/endpoints" => "endpoints",
+        "/" => "status_page",
+        "/v1/status" => "status",
         "/v1/dead-letters" | "/v1/dead-letters/replay" => "dead_letters",
         p if p.starts_with("/v1/endpoints/") => "endpoint_switch",
         _ => "other",

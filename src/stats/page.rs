@@ -3,7 +3,7 @@
 //!
 //! Nothing is fetched from outside (no framework, font, or CDN): the page works on an
 //! air-gapped host and leaks nothing to third parties. It shows, per endpoint, its health,
-//! breaker (closed or disabled), queue depth, delivery lag and round-trip percentiles, and a
+//! breaker state, queue depth (held in memory and not yet read), delivery lag and round-trip percentiles, and a
 //! small chart of events delivered and failed per second over the last five minutes. The
 //! server renders the first view; every second the script fetches the snapshots again as
 //! JSON (the same [`EndpointSnapshot`] serialisation the admin API returns), updates every
@@ -61,7 +61,7 @@ fn row(ep: &EndpointSnapshot) -> String {
     );
     let _ = write!(r, r#"<td data-field="breaker">{breaker}</td>"#);
     for (field, value) in [
-        ("pending", m.pending),
+        ("queue_depth", m.queued + m.unread),
         ("delivered", m.delivered),
         ("failed", m.failures + m.errors),
         ("lag_p99_us", m.delivery_lag.p99_us),
@@ -187,7 +187,7 @@ const PAGE: &str = r##"<!DOCTYPE html>
   function figures(ep) {
     var m = ep.metrics;
     return {
-      pending: m.pending, delivered: m.delivered, failed: m.failures + m.errors,
+      queue_depth: m.queued + m.unread, delivered: m.delivered, failed: m.failures + m.errors,
       lag_p99_us: m.delivery_lag.p99_us, rtt_p50_us: m.rtt.p50_us, rtt_p99_us: m.rtt.p99_us
     };
   }
@@ -209,7 +209,7 @@ const PAGE: &str = r##"<!DOCTYPE html>
         var none = body.querySelector("tr.none"); if (none) none.remove();
         row = document.createElement("tr");
         row.setAttribute("data-endpoint", ep.name);
-        var cells = ["name", "health", "breaker", "pending", "delivered", "failed",
+        var cells = ["name", "health", "breaker", "queue_depth", "delivered", "failed",
                      "lag_p99_us", "rtt_p50_us", "rtt_p99_us"];
         cells.forEach(function (f, i) {
           var td = document.createElement("td");
@@ -295,6 +295,7 @@ mod tests {
         };
         s.metrics.delivered = delivered;
         s.metrics.pending = pending;
+        s.metrics.queued = pending;
         s.metrics.rtt.p50_us = 1_500;
         s
     }
