@@ -1022,3 +1022,42 @@ retry = {{ kind = "exponential", base_ms = 10, max_ms = 1000 }}
     );
     drop(server);
 }
+
+#[test]
+fn an_endpoint_dropped_from_the_config_is_forgotten_over_the_admin_api() {
+    let dir = TempDir::new("serve-forget");
+    let down =
+        Receiver::start(ReceiverConfig::new().fail_for(Duration::from_secs(3600), 503)).unwrap();
+    // First life: two endpoints; `old` keeps 5 undelivered events in the log.
+    let mut cfg = config(&dir, &down);
+    let mut old = service_endpoint("old", down.url());
+    old.allow_private = true;
+    cfg.add_endpoint(old).unwrap();
+    cfg.limits.drain_timeout = Duration::from_millis(200);
+    let server = Server::start(cfg).unwrap();
+    let ids: Vec<String> = (0..5).map(|i| format!("f{i}")).collect();
+    assert_eq!(post_events(server.local_addr(), &ids).status, 200);
+    let _ = server.shutdown();
+    // Second life without `old`: its slot is still taken until it is forgotten.
+    let mut cfg = config(&dir, &down);
+    cfg.limits.drain_timeout = Duration::from_millis(200);
+    let server = Server::start(cfg).unwrap();
+    let mut c = Client::connect(server.local_addr());
+    let a = c.request("POST", "/v1/endpoints/down/forget", &[], b"");
+    assert_eq!(
+        a.status, 409,
+        "a configured endpoint is not forgotten: {a:?}"
+    );
+    let a = c.request("POST", "/v1/endpoints/nobody/forget", &[], b"");
+    assert_eq!(a.status, 404, "{a:?}");
+    let a = c.request("POST", "/v1/endpoints/old/forget", &[], b"");
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.json()["dead_lettered"], 5, "{a:?}");
+    let list = c
+        .request("GET", "/v1/dead-letters?endpoint=old", &[], b"")
+        .json();
+    assert_eq!(list["total"], 5, "{list}");
+    let a = c.request("POST", "/v1/endpoints/old/forget", &[], b"");
+    assert_eq!(a.status, 404, "forgotten already: {a:?}");
+    let _ = server.shutdown();
+}

@@ -628,15 +628,47 @@ impl Loop {
     /// `POST /v1/endpoints/NAME/disable` or `.../enable`.
     fn switch(&self, rest: &str) -> Response {
         let Some((name, action)) = rest.rsplit_once('/') else {
-            return Response::error(404, "expected /v1/endpoints/NAME/disable or /enable");
+            return Response::error(
+                404,
+                "expected /v1/endpoints/NAME/disable, /enable or /forget",
+            );
         };
-        let Some((_, id)) = self.endpoints.iter().find(|(e, _)| e.name == name) else {
+        let configured = self.endpoints.iter().find(|(e, _)| e.name == name);
+        if action == "forget" {
+            // Frees a durable endpoint's slot in the log that the configuration no longer
+            // has (a configured one would come back at the next start or reload): its
+            // backlog goes to the dead letters. Blocks the loop for the copy (bounded by the
+            // drain timeout).
+            if configured.is_some() {
+                return Response::error(
+                    409,
+                    &format!("{name:?} is configured: remove it from the configuration first"),
+                );
+            }
+            return match self
+                .dispatcher
+                .forget_endpoint(name, self.limits.drain_timeout)
+            {
+                Ok(f) => Response::json(
+                    200,
+                    &json!({
+                        "name": name,
+                        "action": "forget",
+                        "dead_lettered": f.dead_lettered,
+                        "lost": f.lost,
+                    }),
+                ),
+                Err(e @ Error::Config { .. }) => Response::error(404, &e.to_string()),
+                Err(e) => Response::error(409, &e.to_string()),
+            };
+        }
+        let Some((_, id)) = configured else {
             return Response::error(404, &format!("no endpoint named {name:?}"));
         };
         let result = match action {
             "disable" => self.dispatcher.disable(*id),
             "enable" => self.dispatcher.enable(*id),
-            _ => return Response::error(404, "expected disable or enable"),
+            _ => return Response::error(404, "expected disable, enable or forget"),
         };
         match result {
             Ok(()) => Response::json(200, &json!({ "name": name, "action": action })),
