@@ -1061,3 +1061,31 @@ fn an_endpoint_dropped_from_the_config_is_forgotten_over_the_admin_api() {
     assert_eq!(a.status, 404, "forgotten already: {a:?}");
     let _ = server.shutdown();
 }
+
+#[test]
+fn serve_takes_its_secret_from_a_file() {
+    let dir = TempDir::new("serve-secret-file");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, format!("{SECRET}\n")).unwrap();
+    let rx = signed_receiver();
+    let data = dir.path().join("data");
+    let child = ServeChild::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--endpoint",
+        &rx.url(),
+        "--secret-file",
+        file.to_str().unwrap(),
+        "--allow-private",
+    ]);
+    assert_eq!(post_events(child.addr, &["s1".to_owned()]).status, 200);
+    assert!(rx.wait_for_distinct(1, Duration::from_secs(10)));
+    assert_eq!(
+        rx.stats().bad_signatures,
+        0,
+        "signed with the file's secret"
+    );
+}

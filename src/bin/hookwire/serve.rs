@@ -24,7 +24,7 @@ use crate::options::default_name;
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// A TOML configuration file (docs/serve.md); the other flags are then not allowed.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "data_dir", "endpoint", "name", "secret", "token", "allow_private"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "data_dir", "endpoint", "name", "secret", "secret_file", "token", "allow_private"])]
     pub config: Option<PathBuf>,
     /// Where to listen (`127.0.0.1:0` picks a free port and prints it).
     #[arg(long, value_name = "ADDR", required_unless_present = "config")]
@@ -43,6 +43,9 @@ pub(crate) struct ServeArgs {
     /// `HOOKWIRE_SECRET` when no `--secret` is given, to keep it out of `ps`.)
     #[arg(long = "secret", value_name = "SECRET")]
     pub secret: Vec<String>,
+    /// Secrets to sign with, one per line, from a file (keeps them out of `ps`).
+    #[arg(long = "secret-file", value_name = "PATH")]
+    pub secret_file: Option<PathBuf>,
     /// A bearer token ingest requires (repeat for several); none: ingest is open.
     #[arg(long = "token", value_name = "TOKEN")]
     pub token: Vec<String>,
@@ -64,12 +67,15 @@ pub(crate) fn config_from_flags(args: &ServeArgs) -> Result<ServeConfig, ConfigE
     if args.name.len() > args.endpoint.len() {
         return Err(flag_error("--name", "more --name than --endpoint flags"));
     }
-    let secrets =
-        crate::secrets::resolve(&args.secret, None, std::env::var(crate::secrets::ENV).ok())
-            .map_err(|e| match e {
-                Error::Config { field, reason } => flag_error(field, &reason),
-                other => flag_error("--secret", &other.to_string()),
-            })?;
+    let secrets = crate::secrets::resolve(
+        &args.secret,
+        args.secret_file.as_deref(),
+        std::env::var(crate::secrets::ENV).ok(),
+    )
+    .map_err(|e| match e {
+        Error::Config { field, reason } => flag_error(field, &reason),
+        other => flag_error("--secret", &other.to_string()),
+    })?;
     for (i, url) in args.endpoint.iter().enumerate() {
         let name = args
             .name
