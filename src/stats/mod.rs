@@ -8,7 +8,26 @@
 //! endpoint), and readers take the lock only to copy it.
 //!
 //! Users read these (`get`, `iter`, `summary`); only hookwire bumps them, so a count always
-//! means what hookwire did, never what a caller added.
+//! means what hookwire did, never what a caller added:
+//!
+//! ```compile_fail
+//! let stats = hookwire::sink::QueueStats::default();
+//! stats.events.inc(); // error: `inc` is private to hookwire
+//! ```
+//!
+//! Report structs grow: they are `#[non_exhaustive]`, so a program reads their fields but
+//! builds one only from `Default` (tests), never with a struct literal that a new field
+//! would break:
+//!
+//! ```compile_fail
+//! let m = hookwire::stats::Metrics { events: 1, ..Default::default() }; // error: non-exhaustive
+//! ```
+//!
+//! ```
+//! let mut m = hookwire::stats::Metrics::default();
+//! m.events = 1; // fields stay readable and writable
+//! assert!(!m.balanced());
+//! ```
 
 mod page;
 mod render;
