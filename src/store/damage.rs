@@ -38,6 +38,7 @@ const MAX_AT_ONE_PLACE: u32 = 100;
 /// What kind of damage a range is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum DamageKind {
     /// Valid records follow it: it is skipped (never cut) and the records in it are lost.
     Corrupt,

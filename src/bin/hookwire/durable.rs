@@ -247,6 +247,11 @@ fn report_damage(dir: &Path, damage: &Damage, read_only: bool, err: &mut dyn Wri
                 ""
             },
         ),
+        other => writeln!(
+            err,
+            "hookwire: warning: {seg}: {} damaged bytes at byte {} ({other:?}: {}); {copied}",
+            damage.bytes, damage.offset, damage.reason
+        ),
     };
 }
 
