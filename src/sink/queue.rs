@@ -129,7 +129,7 @@ impl QueueBuilder {
     }
 
     /// Gives the queue a thread of its own, named as [`thread_name`](Self::thread_name) says,
-    /// instead of the shared drainer pool (see the [module docs](self)). For a downstream
+    /// instead of the shared drainer pool (see [`Queue`]). For a downstream
     /// that blocks for long as a rule (a remote call per event): the pool copes with such a
     /// sink too, but moves it to a thread of its own only after it has blocked a drainer for
     /// a watchdog tick (10-20 ms).
@@ -234,6 +234,15 @@ impl QueueBuilder {
 
 /// A bounded FIFO queue in front of a sink, drained by the shared drainer pool (or by its own
 /// thread: [`QueueBuilder::blocking`]).
+///
+/// The pool: one `hookwire-drain` thread per core serves every queue in the process. A write
+/// that finds its queue idle puts it on the pool's run queue; a drainer delivers up to 128 of
+/// its events in order, then gives the other queues a turn. A downstream `write` that blocks
+/// does not stall the pool: a watchdog replaces a drainer stuck in one call for 10-20 ms with a
+/// new thread, and the stuck thread stays with its queue until that queue is empty. A queue
+/// whose downstream blocks as a rule (a network call per event) is better built with
+/// [`QueueBuilder::blocking`]`(true)`. Below, "the worker" is whichever thread drains the
+/// queue.
 ///
 /// Contract:
 /// - `write` does not wait for the downstream. It waits only with [`Overflow::Block`], for
