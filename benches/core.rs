@@ -85,6 +85,54 @@ fn broadcast_fanout(c: &mut Criterion) {
             })
         });
     }
+    // The same with N=4, beside a fifth queue whose downstream hangs until the iteration is
+    // over: what a hanging neighbour costs healthy queues (the pool's watchdog replaces the
+    // drainer it holds; issue 13).
+    let n = 4usize;
+    g.throughput(Throughput::Elements((EVENTS * n) as u64));
+    g.bench_function(BenchmarkId::new("beside_hanging", n), |bench| {
+        bench.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let count = Arc::new(AtomicU64::new(0));
+                let healthy: Vec<Arc<Queue<Arc<[u8]>>>> = (0..n)
+                    .map(|_| Arc::new(counting_queue(count.clone(), EVENTS)))
+                    .collect();
+                let (release, hang) = crossbeam_channel::bounded::<()>(0);
+                let hanging = Arc::new(
+                    Queue::new(
+                        from_fn(move |_e: Arc<[u8]>| {
+                            let _ = hang.recv();
+                            Ok(())
+                        }),
+                        16,
+                        Overflow::DropNewest,
+                    )
+                    .unwrap(),
+                );
+                let mut sinks: Vec<Arc<dyn Sink<Arc<[u8]>>>> = healthy
+                    .iter()
+                    .map(|q| q.clone() as Arc<dyn Sink<Arc<[u8]>>>)
+                    .collect();
+                sinks.push(hanging.clone());
+                let b = Broadcaster::new(sinks.clone());
+                let start = Instant::now();
+                for i in 0..EVENTS {
+                    let mut ev = [0u8; 24];
+                    ev[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                    b.write(Arc::from(&ev[..])).unwrap();
+                }
+                for q in &healthy {
+                    q.close().unwrap();
+                }
+                total += start.elapsed();
+                assert_eq!(count.load(Ordering::Relaxed), (EVENTS * n) as u64);
+                drop(release);
+                let _ = hanging.close();
+            }
+            total
+        })
+    });
     g.finish();
 }
 

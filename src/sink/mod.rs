@@ -13,6 +13,7 @@ mod broadcast;
 mod channel;
 mod filter;
 mod func;
+mod pool;
 mod queue;
 mod retry;
 

@@ -1,8 +1,8 @@
 //! A bounded queue that decouples writers from a slow sink.
 //!
 //! [`Queue`] is go-events' `Queue` with a bound. `write` puts the event in a buffer of fixed
-//! capacity and returns; one background thread per queue takes events out in FIFO order and
-//! writes them to the downstream sink. `write` never waits for the downstream. When the buffer
+//! capacity and returns; a drainer takes events out in FIFO order and writes them to the
+//! downstream sink. `write` never waits for the downstream. When the buffer
 //! is full, the [`Overflow`] policy decides: wait for room (`Block`, with an optional timeout),
 //! discard the incoming event (`DropNewest`), evict the oldest (`DropOldest`), or refuse
 //! (`Reject`). Every event the queue lets go of is counted in [`QueueStats::dropped`] by
@@ -19,6 +19,31 @@
 //! The buffer is a `VecDeque` behind a `parking_lot::Mutex`, preallocated, with condition
 //! variables for "has events", "has room" and "worker exited". Locks are held only to move an
 //! event in or out; the downstream is never called with the lock held.
+//!
+//! # Who drains a queue
+//!
+//! By default every queue in the process is drained by one shared pool of drainer threads
+//! (`hookwire-drain`, one per core), not by a thread of its own:
+//!
+//! - A write that finds its queue not *scheduled* (a flag kept under the queue's lock) sets
+//!   the flag and puts the queue on the pool's run queue; later writes only push into the
+//!   buffer. A drainer takes a scheduled queue, delivers up to 128 events in order, then puts
+//!   it back at the end of the run queue if more is waiting, or clears the flag. One hand-off
+//!   per batch instead of a futex wake-up per event, and two threads for any number of queues
+//!   on two cores. Only the drainer holding a queue delivers for it: FIFO per queue holds.
+//! - **A downstream that blocks does not stall the pool.** A watchdog thread looks every 10 ms
+//!   (only while some drainer is busy) and retires a drainer it sees inside the same
+//!   downstream call twice in a row (so blocked for 10-20 ms), starting a replacement at once:
+//!   the pool keeps its size in live drainers. The retired thread stays with its queue: it
+//!   finishes the call, keeps draining that queue as its own thread while events are waiting,
+//!   and exits when the queue is empty. A hanging sink thus costs the other queues one tick
+//!   of delay, then nothing but the CPU it uses; a queue whose downstream is slow as a rule
+//!   (a remote call per event) should be built with [`QueueBuilder::blocking`]`(true)`, or
+//!   with a [`QueueBuilder::thread_name`], which give it a thread of its own as before.
+//! - `close` and its deadline work the same either way: a queue stuck in its downstream is
+//!   abandoned at the deadline, its drainer already replaced by the watchdog.
+//!
+//! Below, "the worker" is whichever thread is draining the queue: a pool drainer or its own.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -32,6 +57,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use crate::Error;
 use crate::config::{MAX_DURATION, Overflow};
 use crate::sink::Sink;
+use crate::sink::pool::{self, Drain, Slot};
 use crate::stats::{Counter, DropCounts, DropReason};
 
 /// The largest capacity a queue accepts (the buffer is allocated up front).
@@ -81,6 +107,7 @@ pub struct QueueBuilder {
     overflow: Overflow,
     close_timeout: Duration,
     thread_name: String,
+    own_thread: bool,
 }
 
 impl QueueBuilder {
@@ -91,6 +118,7 @@ impl QueueBuilder {
             overflow,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             thread_name: "hookwire-queue".into(),
+            own_thread: false,
         }
     }
 
@@ -100,13 +128,27 @@ impl QueueBuilder {
         self
     }
 
-    /// The worker thread's name (default `hookwire-queue`), as seen in debuggers and panics.
-    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
-        self.thread_name = name.into();
+    /// Gives the queue a thread of its own, named as [`thread_name`](Self::thread_name) says,
+    /// instead of the shared drainer pool (see [`Queue`]). For a downstream
+    /// that blocks for long as a rule (a remote call per event): the pool copes with such a
+    /// sink too, but moves it to a thread of its own only after it has blocked a drainer for
+    /// a watchdog tick (10-20 ms).
+    pub fn blocking(mut self, yes: bool) -> Self {
+        self.own_thread = yes;
         self
     }
 
-    /// Checks the configuration, allocates the buffer and starts the worker thread.
+    /// The worker thread's name (default `hookwire-queue`), as seen in debuggers and panics.
+    /// Naming the thread gives the queue a thread of its own, as [`blocking`](Self::blocking)
+    /// `(true)` does: pooled queues share the pool's `hookwire-drain` threads.
+    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
+        self.thread_name = name.into();
+        self.own_thread = true;
+        self
+    }
+
+    /// Checks the configuration, allocates the buffer and joins the drainer pool (or starts
+    /// the queue's own thread).
     pub fn build<E, S>(self, downstream: S) -> Result<Queue<E>, Error>
     where
         E: Send + 'static,
@@ -158,6 +200,9 @@ impl QueueBuilder {
                 in_flight: false,
                 worker_exited: false,
                 orphaned: false,
+                scheduled: false,
+                last_warn: None,
+                unlogged_failures: 0,
             }),
             has_events: Condvar::new(),
             has_room: Condvar::new(),
@@ -166,22 +211,38 @@ impl QueueBuilder {
             overflow: self.overflow,
             stats: Arc::default(),
             downstream: Box::new(downstream),
+            pooled: !self.own_thread && pool::available(),
+            submit: submit_to_pool::<E>,
         });
-        let worker = {
+        let worker = if shared.pooled {
+            None
+        } else {
             let shared = shared.clone();
-            std::thread::Builder::new()
-                .name(self.thread_name)
-                .spawn(move || run_worker(&shared))?
+            Some(
+                std::thread::Builder::new()
+                    .name(self.thread_name)
+                    .spawn(move || run_worker(&shared))?,
+            )
         };
         Ok(Queue {
             shared,
             close_timeout: self.close_timeout,
-            worker: Mutex::new(Some(worker)),
+            worker: Mutex::new(worker),
         })
     }
 }
 
-/// A bounded FIFO queue in front of a sink, drained by its own thread.
+/// A bounded FIFO queue in front of a sink, drained by the shared drainer pool (or by its own
+/// thread: [`QueueBuilder::blocking`]).
+///
+/// The pool: one `hookwire-drain` thread per core serves every queue in the process. A write
+/// that finds its queue idle puts it on the pool's run queue; a drainer delivers up to 128 of
+/// its events in order, then gives the other queues a turn. A downstream `write` that blocks
+/// does not stall the pool: a watchdog replaces a drainer stuck in one call for 10-20 ms with a
+/// new thread, and the stuck thread stays with its queue until that queue is empty. A queue
+/// whose downstream blocks as a rule (a network call per event) is better built with
+/// [`QueueBuilder::blocking`]`(true)`. Below, "the worker" is whichever thread drains the
+/// queue.
 ///
 /// Contract:
 /// - `write` does not wait for the downstream. It waits only with [`Overflow::Block`], for
@@ -232,6 +293,15 @@ struct Shared<E> {
     overflow: Overflow,
     stats: Arc<QueueStats>,
     downstream: Box<dyn Sink<E>>,
+    /// Drained by the shared pool (else by a thread of its own, `run_worker`).
+    pooled: bool,
+    /// Puts this queue on the pool's run queue (a function pointer, so that code without
+    /// `E: Send + 'static` in scope, such as `Drop`, can schedule it).
+    submit: fn(Arc<Shared<E>>),
+}
+
+fn submit_to_pool<E: Send + 'static>(sh: Arc<Shared<E>>) {
+    pool::submit(sh);
 }
 
 struct State<E> {
@@ -245,6 +315,114 @@ struct State<E> {
     worker_exited: bool,
     /// The handle was dropped without `close`: the worker closes the downstream itself.
     orphaned: bool,
+    /// Pooled: the queue is on the run queue or held by a drainer. Always set while `buf` is
+    /// not empty or an event is in flight; only the holder clears it.
+    scheduled: bool,
+    /// When a downstream failure was last logged, and how many since.
+    last_warn: Option<Instant>,
+    unlogged_failures: u64,
+}
+
+impl<E> Shared<E> {
+    /// After an event was pushed into `buf` (lock held): wakes whoever drains the queue.
+    #[inline]
+    fn wake_after_push(self: &Arc<Self>, mut st: MutexGuard<'_, State<E>>) {
+        if self.pooled {
+            if !st.scheduled {
+                st.scheduled = true;
+                drop(st);
+                (self.submit)(self.clone());
+            }
+        } else {
+            drop(st);
+            self.has_events.notify_one();
+        }
+    }
+
+    /// Counts a downstream call's outcome (lock held); returns a warning to log, if one is due.
+    fn record(&self, st: &mut State<E>, result: Result<(), Error>) -> Option<String> {
+        st.in_flight = false;
+        match result {
+            Ok(()) => self.stats.forwarded.inc(),
+            Err(Error::Closed) => self.stats.dropped.inc(DropReason::Shutdown),
+            Err(e) => {
+                self.stats.dropped.inc(DropReason::SinkError);
+                st.unlogged_failures += 1;
+                if st.last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                    let msg = format!(
+                        "queue: downstream refused an event, dropped ({} failure(s) since the \
+                         last warning): {e}",
+                        st.unlogged_failures
+                    );
+                    st.last_warn = Some(Instant::now());
+                    st.unlogged_failures = 0;
+                    return Some(msg);
+                }
+            }
+        }
+        None
+    }
+
+    /// One downstream call; a panic in it costs that event (counted), not the drainer.
+    fn deliver(&self, event: E) -> Result<(), Error> {
+        panic::catch_unwind(AssertUnwindSafe(|| self.downstream.write(event))).unwrap_or_else(
+            |_| {
+                Err(Error::Panicked {
+                    what: "the queue's downstream sink",
+                })
+            },
+        )
+    }
+}
+
+impl<E: Send + 'static> Drain for Shared<E> {
+    /// Delivers up to [`pool::BATCH`] events in order (all that are waiting once the watchdog
+    /// has retired this drainer), then reschedules the queue or clears its flag; finishes the
+    /// queue if it is closing and empty.
+    fn drain(self: Arc<Self>, slot: &Slot) {
+        let mut st = self.state.lock();
+        let mut n = 0;
+        loop {
+            if st.stop || st.buf.is_empty() {
+                if !st.closing {
+                    st.scheduled = false;
+                    return;
+                }
+                // Closing and nothing more to deliver: this queue is done. `scheduled` stays
+                // set, so nothing puts it on the run queue again.
+                st.worker_exited = true;
+                let orphaned = st.orphaned;
+                drop(st);
+                self.exited.notify_all();
+                if orphaned {
+                    slot.enter();
+                    let _ = panic::catch_unwind(AssertUnwindSafe(|| self.downstream.close()));
+                    slot.leave();
+                }
+                return;
+            }
+            if n >= pool::BATCH && !slot.retired() {
+                // Others' turn; still scheduled, so writers do not submit it again.
+                drop(st);
+                (self.submit)(self);
+                return;
+            }
+            let event = st.buf.pop_front().expect("checked not empty");
+            st.in_flight = true;
+            drop(st);
+            self.has_room.notify_one();
+            slot.enter();
+            let result = self.deliver(event);
+            slot.leave();
+            n += 1;
+            st = self.state.lock();
+            if let Some(msg) = self.record(&mut st, result) {
+                drop(st);
+                log::warn!("{msg}");
+                st = self.state.lock();
+            }
+        }
+    }
 }
 
 impl<E: Send + 'static> Queue<E> {
@@ -310,6 +488,10 @@ impl<E> Queue<E> {
             return Err(Error::Closed);
         }
         st.closing = true;
+        if sh.pooled && !st.scheduled {
+            // No drainer holds the queue and nothing is waiting: it is done already.
+            st.worker_exited = true;
+        }
         // The worker counts under this lock, so these reads are exact.
         let forwarded_before = sh.stats.forwarded.get();
         sh.has_events.notify_all();
@@ -359,13 +541,14 @@ impl<E> Queue<E> {
 }
 
 impl<E> Queue<E> {
+    #[inline]
     fn block(
         &self,
         mut st: MutexGuard<'_, State<E>>,
         event: E,
         timeout: Option<Duration>,
     ) -> Result<(), Error> {
-        let sh = &*self.shared;
+        let sh = &self.shared;
         // Validated to be at most a year, so this cannot overflow in practice.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
@@ -377,8 +560,7 @@ impl<E> Queue<E> {
             // Room is checked before the clock, so a wake-up that races the timeout still wins.
             if st.buf.len() < sh.capacity {
                 st.buf.push_back(event);
-                drop(st);
-                sh.has_events.notify_one();
+                sh.wake_after_push(st);
                 return Ok(());
             }
             match (deadline, timeout) {
@@ -401,7 +583,7 @@ impl<E> Queue<E> {
 
 impl<E: Send + 'static> Sink<E> for Queue<E> {
     fn write(&self, event: E) -> Result<(), Error> {
-        let sh = &*self.shared;
+        let sh = &self.shared;
         let mut st = sh.state.lock();
         if st.closing {
             return Err(Error::Closed);
@@ -409,8 +591,7 @@ impl<E: Send + 'static> Sink<E> for Queue<E> {
         sh.stats.events.inc();
         if st.buf.len() < sh.capacity {
             st.buf.push_back(event);
-            drop(st);
-            sh.has_events.notify_one();
+            sh.wake_after_push(st);
             return Ok(());
         }
         match sh.overflow {
@@ -457,7 +638,14 @@ impl<E> Drop for Queue<E> {
         if !st.closing {
             st.closing = true;
             st.orphaned = true;
-            self.shared.has_events.notify_all();
+            if !self.shared.pooled {
+                self.shared.has_events.notify_all();
+            } else if !st.scheduled {
+                // A drainer finishes the queue: it closes the downstream (which may block).
+                st.scheduled = true;
+                drop(st);
+                (self.shared.submit)(self.shared.clone());
+            }
         }
     }
 }
@@ -473,10 +661,8 @@ impl<E> fmt::Debug for Queue<E> {
     }
 }
 
-/// The worker: take the oldest event, deliver it without the lock, count the outcome.
+/// A queue's own thread: take the oldest event, deliver it without the lock, count the outcome.
 fn run_worker<E>(sh: &Shared<E>) {
-    let mut last_warn: Option<Instant> = None;
-    let mut unlogged_failures = 0u64;
     loop {
         let event = {
             let mut st = sh.state.lock();
@@ -496,33 +682,10 @@ fn run_worker<E>(sh: &Shared<E>) {
         };
         let Some(event) = event else { break };
         sh.has_room.notify_one();
-
-        // A panicking downstream must not take the worker (and every later event) with it.
-        let result = panic::catch_unwind(AssertUnwindSafe(|| sh.downstream.write(event)))
-            .unwrap_or_else(|_| {
-                Err(Error::Panicked {
-                    what: "the queue's downstream sink",
-                })
-            });
-
-        let mut st = sh.state.lock();
-        st.in_flight = false;
-        match result {
-            Ok(()) => sh.stats.forwarded.inc(),
-            Err(Error::Closed) => sh.stats.dropped.inc(DropReason::Shutdown),
-            Err(e) => {
-                sh.stats.dropped.inc(DropReason::SinkError);
-                drop(st);
-                unlogged_failures += 1;
-                if last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-                    log::warn!(
-                        "queue: downstream refused an event, dropped ({unlogged_failures} \
-                         failure(s) since the last warning): {e}"
-                    );
-                    last_warn = Some(Instant::now());
-                    unlogged_failures = 0;
-                }
-            }
+        let result = sh.deliver(event);
+        let warning = sh.record(&mut sh.state.lock(), result);
+        if let Some(msg) = warning {
+            log::warn!("{msg}");
         }
     }
     let orphaned = {
@@ -1060,6 +1223,152 @@ mod tests {
             assert!(s.dropped.get(DropReason::SinkError) > 0, "{overflow:?}");
             q.close().unwrap();
             assert_accounted(&q);
+        }
+    }
+
+    /// The pool stays live when downstreams hang: more hanging queues than the pool has
+    /// drainers share it with healthy queues, and the healthy ones deliver everything, in
+    /// order, on the pool's threads, while the others hang. Then the hung ones are let go and
+    /// deliver what they held, in order too, and the books balance everywhere.
+    #[test]
+    fn hanging_downstreams_do_not_stall_healthy_queues_on_the_pool() {
+        let stuck = pool::live_drainers() + 2;
+        let mut hung = Vec::new();
+        for _ in 0..stuck {
+            let (p, h) = probe(true, never);
+            let q = QueueBuilder::new(8, Overflow::Reject)
+                .close_timeout(SAFETY_NET)
+                .build(p)
+                .unwrap();
+            for e in 1..=3 {
+                q.write(e).unwrap();
+            }
+            hung.push((q, h));
+        }
+        // Every hanging queue got a drainer: all of them are inside a write at once, so the
+        // pool has replaced the drainers they hold.
+        for (_, h) in &hung {
+            h.wait_entered(1);
+        }
+        let healthy: Vec<_> = (0..4)
+            .map(|_| {
+                let got = Arc::new(Mutex::new(Vec::new()));
+                let names = Arc::new(Mutex::new(Vec::new()));
+                let (g, n) = (got.clone(), names.clone());
+                let sink = crate::sink::from_fn(move |e: u32| {
+                    g.lock().push(e);
+                    let name = std::thread::current().name().map(str::to_owned);
+                    if !n.lock().contains(&name) {
+                        n.lock().push(name);
+                    }
+                    Ok(())
+                });
+                let q = Queue::new(sink, 64, Overflow::Block { timeout: None }).unwrap();
+                (q, got, names)
+            })
+            .collect();
+        for i in 0..1000 {
+            for (q, _, _) in &healthy {
+                q.write(i).unwrap(); // blocks while full: needs the pool to drain
+            }
+        }
+        for (q, got, names) in &healthy {
+            q.close().unwrap();
+            assert_eq!(*got.lock(), (0..1000).collect::<Vec<_>>(), "FIFO");
+            assert_eq!(*names.lock(), vec![Some("hookwire-drain".to_owned())]);
+            assert_eq!(q.stats().forwarded.get(), 1000);
+            assert_accounted(q);
+        }
+        for (q, _) in &hung {
+            assert_eq!((q.len(), q.in_flight()), (2, 1));
+            assert_accounted(q);
+        }
+        for (q, h) in hung {
+            let Handles { got, gate, .. } = h;
+            drop(gate);
+            q.close().unwrap();
+            assert_eq!(*got.lock(), vec![1, 2, 3]);
+            assert_eq!(q.stats().forwarded.get(), 3);
+            assert_accounted(&q);
+        }
+    }
+
+    #[test]
+    fn a_blocking_queue_has_its_own_thread() {
+        let (tx, rx) = bounded(2);
+        let sink = crate::sink::from_fn(move |_: u8| {
+            let _ = tx.send(std::thread::current().name().map(str::to_owned));
+            Ok(())
+        });
+        let q = QueueBuilder::new(1, Overflow::Block { timeout: None })
+            .blocking(true)
+            .build(sink)
+            .unwrap();
+        q.write(0).unwrap();
+        q.write(1).unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                rx.recv_timeout(SAFETY_NET).unwrap().as_deref(),
+                Some("hookwire-queue")
+            );
+        }
+        q.close().unwrap();
+        assert!(q.worker.lock().is_none(), "joined by close");
+    }
+
+    /// Many pooled queues, written by several threads: each queue's events arrive in order and
+    /// the pool never runs one queue on two drainers at once.
+    #[test]
+    fn the_pool_keeps_each_queue_fifo_and_serial() {
+        use std::sync::atomic::AtomicUsize;
+        let queues: Vec<_> = (0..16)
+            .map(|_| {
+                let got = Arc::new(Mutex::new(Vec::new()));
+                let inside = Arc::new(AtomicUsize::new(0));
+                let (g, ins) = (got.clone(), inside.clone());
+                let sink = crate::sink::from_fn(move |e: u32| {
+                    assert_eq!(
+                        ins.fetch_add(1, Ordering::SeqCst),
+                        0,
+                        "two drainers at once"
+                    );
+                    g.lock().push(e);
+                    ins.fetch_sub(1, Ordering::SeqCst);
+                    Ok(())
+                });
+                let q = Queue::new(sink, 32, Overflow::Block { timeout: None }).unwrap();
+                (Arc::new(q), got)
+            })
+            .collect();
+        let writers: Vec<_> = (0..2u32)
+            .map(|w| {
+                let qs: Vec<_> = queues.iter().map(|(q, _)| q.clone()).collect();
+                std::thread::spawn(move || {
+                    for i in 0..2000 {
+                        for q in &qs {
+                            q.write(w * 10_000 + i).unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        for (q, got) in &queues {
+            q.close().unwrap();
+            let got = got.lock();
+            assert_eq!(got.len(), 4000);
+            for w in 0..2u32 {
+                let mine: Vec<u32> = got.iter().copied().filter(|e| e / 10_000 == w).collect();
+                assert_eq!(mine, (0..2000).map(|i| w * 10_000 + i).collect::<Vec<_>>());
+            }
+            assert_eq!(
+                q.stats().dropped.total(),
+                0,
+                "a panic in the sink would drop"
+            );
+            assert_accounted(q);
         }
     }
 }

@@ -1,0 +1,214 @@
+//! The shared pool of drainer threads behind pooled [`Queue`](super::Queue)s.
+//!
+//! One pool per process, started on first use: `available_parallelism()` drainer threads
+//! (named `hookwire-drain`) and one watchdog thread (`hookwire-drain-watchdog`).
+//!
+//! - A queue that has events and is not already *scheduled* is put on the run queue once (the
+//!   queue keeps the flag under its own lock). A drainer takes a scheduled queue, delivers up to
+//!   [`BATCH`] events in order, then puts it back at the end of the run queue if more is
+//!   waiting, or clears the flag. Only the drainer holding a queue delivers for it, so each
+//!   queue stays FIFO; a writer wakes a drainer only when it schedules a queue, not per event.
+//! - **A blocking downstream does not stall the pool.** Each drainer publishes a sequence number
+//!   that is odd while it is inside a downstream call. The watchdog looks every [`TICK`]; a
+//!   drainer seen inside the *same* call at two looks in a row (stuck for at least one tick) is
+//!   retired and a replacement drainer is started at once, so the pool keeps its size in live
+//!   threads. The retired thread finishes its call, then keeps draining that one queue as its
+//!   own thread while events are waiting (a persistently slow sink costs one thread, not one
+//!   spawn per event), and exits when the queue is empty. A hanging sink therefore costs the
+//!   other queues one tick of delay and nothing else.
+//! - The watchdog only ticks while some drainer is busy; an idle pool is all parked threads.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+/// Events a drainer delivers from one queue before giving the others a turn.
+pub(crate) const BATCH: usize = 128;
+/// How often the watchdog looks for drainers stuck in one downstream call. A call that lasts
+/// longer than one to two ticks hands the drainer's place in the pool to a new thread.
+pub(crate) const TICK: Duration = Duration::from_millis(10);
+
+/// A queue the pool can drain.
+pub(crate) trait Drain: Send + Sync {
+    /// Delivers a batch. The implementation reschedules itself (with [`submit`]) if it stops
+    /// with events still waiting, and must call [`Slot::enter`]/[`Slot::leave`] around every
+    /// downstream call.
+    fn drain(self: Arc<Self>, slot: &Slot);
+}
+
+/// One drainer's view for the watchdog.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    /// Odd while inside a downstream call; bumped on entry and exit.
+    seq: AtomicU64,
+    /// The watchdog replaced this drainer: it exits once its current queue is empty.
+    retired: AtomicBool,
+}
+
+impl Slot {
+    /// Marks the start of a downstream call.
+    #[inline]
+    pub(crate) fn enter(&self) {
+        // Only this drainer writes `seq`: a load and a store, no read-modify-write.
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s | 1, Ordering::Relaxed);
+    }
+
+    /// Marks the end of a downstream call.
+    #[inline]
+    pub(crate) fn leave(&self) {
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store((s | 1) + 1, Ordering::Relaxed);
+    }
+
+    /// Whether the watchdog has replaced this drainer (it should stay with its queue).
+    #[inline]
+    pub(crate) fn retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+}
+
+struct RunQueue {
+    tasks: VecDeque<Arc<dyn Drain>>,
+    /// Drainers inside `drain` (the watchdog sleeps while this is 0).
+    busy: usize,
+    watchdog_parked: bool,
+}
+
+struct Pool {
+    run: Mutex<RunQueue>,
+    /// Idle drainers wait here for a scheduled queue.
+    work: Condvar,
+    /// The watchdog waits here while no drainer is busy.
+    watch: Condvar,
+    /// The live and retired-but-busy drainers, with what the watchdog last saw of each.
+    slots: Mutex<Vec<(Arc<Slot>, u64)>>,
+}
+
+static POOL: OnceLock<Arc<Pool>> = OnceLock::new();
+
+fn pool() -> &'static Arc<Pool> {
+    POOL.get_or_init(|| {
+        let p = Arc::new(Pool {
+            run: Mutex::new(RunQueue {
+                tasks: VecDeque::with_capacity(1024),
+                busy: 0,
+                watchdog_parked: false,
+            }),
+            work: Condvar::new(),
+            watch: Condvar::new(),
+            slots: Mutex::new(Vec::new()),
+        });
+        for _ in 0..size() {
+            // Without even one drainer no pooled queue would ever deliver: the pool retries
+            // at each watchdog tick (see `watchdog`), and queues fall back to their own
+            // thread if this first spawn fails (`available`).
+            let _ = start_drainer(&p);
+        }
+        let w = p.clone();
+        let _ = std::thread::Builder::new()
+            .name("hookwire-drain-watchdog".into())
+            .spawn(move || watchdog(&w));
+        p
+    })
+}
+
+/// How many drainers the pool keeps live: one per core.
+fn size() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Whether the pool has at least one drainer (starting it if needed). A queue built when the
+/// system cannot start threads uses its own thread, or fails to build, as before.
+pub(crate) fn available() -> bool {
+    !pool().slots.lock().is_empty()
+}
+
+/// Puts a scheduled queue at the end of the run queue.
+pub(crate) fn submit(task: Arc<dyn Drain>) {
+    let p = pool();
+    let mut rq = p.run.lock();
+    rq.tasks.push_back(task);
+    drop(rq);
+    p.work.notify_one();
+}
+
+fn start_drainer(p: &Arc<Pool>) -> std::io::Result<()> {
+    let slot = Arc::new(Slot::default());
+    let (p2, s2) = (p.clone(), slot.clone());
+    std::thread::Builder::new()
+        .name("hookwire-drain".into())
+        .spawn(move || drainer(&p2, &s2))?;
+    p.slots.lock().push((slot, 0));
+    Ok(())
+}
+
+fn drainer(p: &Pool, slot: &Arc<Slot>) {
+    loop {
+        let task = {
+            let mut rq = p.run.lock();
+            loop {
+                if let Some(t) = rq.tasks.pop_front() {
+                    rq.busy += 1;
+                    if rq.watchdog_parked {
+                        rq.watchdog_parked = false;
+                        p.watch.notify_one();
+                    }
+                    break t;
+                }
+                p.work.wait(&mut rq);
+            }
+        };
+        task.drain(slot);
+        p.run.lock().busy -= 1;
+        if slot.retired() {
+            p.slots.lock().retain(|(s, _)| !Arc::ptr_eq(s, slot));
+            return;
+        }
+    }
+}
+
+fn watchdog(p: &Arc<Pool>) {
+    loop {
+        {
+            let mut rq = p.run.lock();
+            while rq.busy == 0 {
+                rq.watchdog_parked = true;
+                p.watch.wait(&mut rq);
+            }
+        }
+        std::thread::sleep(TICK);
+        // Drainers to start: one per drainer retired now, and any the pool is short of.
+        let replace = {
+            let mut slots = p.slots.lock();
+            for (slot, seen) in slots.iter_mut() {
+                let now = slot.seq.load(Ordering::Relaxed);
+                if now & 1 == 1 && now == *seen && !slot.retired() {
+                    slot.retired.store(true, Ordering::Relaxed);
+                }
+                *seen = now;
+            }
+            let live = slots.iter().filter(|(s, _)| !s.retired()).count();
+            size().saturating_sub(live)
+        };
+        for _ in 0..replace {
+            if let Err(e) = start_drainer(p) {
+                log::warn!("queue pool: cannot start a drainer thread (will retry): {e}");
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn live_drainers() -> usize {
+    pool()
+        .slots
+        .lock()
+        .iter()
+        .filter(|(s, _)| !s.retired())
+        .count()
+}
