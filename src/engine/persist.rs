@@ -199,12 +199,25 @@ impl Durable {
         }
         let counted_from = store.next_seq();
         let mut members = self.members.lock();
+        // The same endpoint removed a moment ago (a reload that changed its settings) may have
+        // delivered past the cursor saved last: its own cursor is final (its worker has let
+        // go of it) and not saved yet. Resume from the further of the two, so nothing it
+        // delivered is delivered again.
+        let mut acked = state.acked;
+        for old in members
+            .iter()
+            .filter(|m| m.slot == state.slot)
+            .map(|m| &m.shared)
+            .chain(self.leaving.lock().iter().filter(|l| l.name == shared.name))
+        {
+            acked = acked.max(old.acked.load(Ordering::Acquire));
+        }
         members.retain(|m| m.slot != state.slot);
         members.push(Member {
             shared: shared.clone(),
             slot: state.slot,
         });
-        Ok((state.slot, state.acked, counted_from))
+        Ok((state.slot, acked, counted_from))
     }
 
     /// Whether a durable endpoint called `name` is a member (added, or removed and not yet
