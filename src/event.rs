@@ -7,7 +7,7 @@
 //! payloads that are already JSON (NDJSON input, `publish_raw`).
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -45,6 +45,11 @@ pub trait Event: Serialize + Send + Sync {
     fn media_type(&self) -> Option<&str> {
         None
     }
+    /// The repository of the event's target (docker distribution's `target.repository`),
+    /// what an endpoint's `repositories` filter matches.
+    fn repository(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl<T: Event + ?Sized> Event for Arc<T> {
@@ -59,6 +64,9 @@ impl<T: Event + ?Sized> Event for Arc<T> {
     }
     fn media_type(&self) -> Option<&str> {
         (**self).media_type()
+    }
+    fn repository(&self) -> Option<&str> {
+        (**self).repository()
     }
 }
 
@@ -75,6 +83,9 @@ impl<T: Event + ?Sized> Event for &T {
     fn media_type(&self) -> Option<&str> {
         (**self).media_type()
     }
+    fn repository(&self) -> Option<&str> {
+        (**self).repository()
+    }
 }
 
 /// An event whose payload is already JSON. Cheap to clone (one `Arc`).
@@ -90,6 +101,9 @@ struct RawInner {
     kind: Option<String>,
     action: Option<String>,
     media_type: Option<String>,
+    /// `target.repository`: known after `parse`; found in the JSON on first use otherwise
+    /// (read back from the log, only routing asks, and only for endpoints that filter by it).
+    repository: OnceLock<Option<String>>,
     json: Box<RawValue>,
 }
 
@@ -117,6 +131,15 @@ enum IdField<'a> {
 struct Target<'a> {
     #[serde(borrow, default, rename = "mediaType")]
     media_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    repository: Option<Cow<'a, str>>,
+}
+
+/// `target.repository` alone, for events that were not parsed with [`Probe`].
+#[derive(serde::Deserialize)]
+struct RepositoryProbe<'a> {
+    #[serde(borrow, default)]
+    target: Option<Target<'a>>,
 }
 
 impl RawEvent {
@@ -135,6 +158,7 @@ impl RawEvent {
             kind: None,
             action: None,
             media_type: None,
+            repository: OnceLock::new(),
             json,
         })))
     }
@@ -172,13 +196,20 @@ impl RawEvent {
         };
         let kind = probe.kind.map(Cow::into_owned);
         let action = probe.action.map(Cow::into_owned);
-        let media_type = probe.target.and_then(|t| t.media_type).map(Cow::into_owned);
+        let (media_type, repository) = match probe.target {
+            Some(t) => (
+                t.media_type.map(Cow::into_owned),
+                t.repository.map(Cow::into_owned),
+            ),
+            None => (None, None),
+        };
         let json = RawValue::from_string(json)?;
         Ok(RawEvent(Arc::new(RawInner {
             id,
             kind,
             action,
             media_type,
+            repository: OnceLock::from(repository),
             json,
         })))
     }
@@ -197,6 +228,7 @@ impl RawEvent {
             kind: event.kind().map(str::to_owned),
             action: event.action().map(str::to_owned),
             media_type: event.media_type().map(str::to_owned),
+            repository: OnceLock::from(event.repository().map(str::to_owned)),
             json,
         })))
     }
@@ -231,6 +263,7 @@ impl RawEvent {
             kind,
             action,
             media_type,
+            repository: OnceLock::new(),
             json,
         })))
     }
@@ -306,6 +339,7 @@ impl RawEvent {
             kind,
             action,
             media_type,
+            repository: OnceLock::new(),
             json,
         })))
     }
@@ -329,6 +363,18 @@ impl Event for RawEvent {
     }
     fn media_type(&self) -> Option<&str> {
         self.0.media_type.as_deref()
+    }
+    fn repository(&self) -> Option<&str> {
+        self.0
+            .repository
+            .get_or_init(|| {
+                serde_json::from_str::<RepositoryProbe<'_>>(self.0.json.get())
+                    .ok()
+                    .and_then(|p| p.target)
+                    .and_then(|t| t.repository)
+                    .map(Cow::into_owned)
+            })
+            .as_deref()
     }
 }
 

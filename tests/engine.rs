@@ -663,3 +663,47 @@ fn snapshots_show_the_breaker_state() {
     assert_eq!(breaker(&d).as_deref(), Some("closed"));
     let _ = d.shutdown(Duration::from_secs(1));
 }
+
+#[test]
+fn an_endpoint_gets_only_the_repositories_its_globs_match() {
+    let all = Receiver::start(ReceiverConfig::default()).unwrap();
+    let library = Receiver::start(ReceiverConfig::default()).unwrap();
+    let d = Dispatcher::builder().workers(1).build().unwrap();
+    d.add_endpoint(quick("all", all.url())).unwrap();
+    let mut cfg = quick("library", library.url());
+    cfg.repositories = vec!["library/*".into(), "team/**".into()];
+    d.add_endpoint(cfg).unwrap();
+    let mut bad = quick("bad", all.url());
+    bad.repositories = vec![" ".into()];
+    assert!(matches!(
+        d.add_endpoint(bad),
+        Err(Error::Config {
+            field: "repositories",
+            ..
+        })
+    ));
+    let repos = [
+        "library/alpine",
+        "library/a/b",
+        "team/app/api",
+        "other/app",
+        "",
+    ];
+    for (i, repo) in repos.iter().enumerate() {
+        let json = if repo.is_empty() {
+            format!(r#"{{"id":"r{i}","action":"push"}}"#)
+        } else {
+            format!(r#"{{"id":"r{i}","action":"push","target":{{"repository":"{repo}"}}}}"#)
+        };
+        d.publish_raw(RawEvent::parse(json).unwrap()).unwrap();
+    }
+    assert!(d.wait_idle(Duration::from_secs(10)));
+    assert_eq!(all.ids(), ["r0", "r1", "r2", "r3", "r4"]);
+    assert_eq!(library.ids(), ["r0", "r2"], "only library/* and team/**");
+    let filtered = d.snapshot()[1].metrics.filtered;
+    assert_eq!(
+        filtered, 3,
+        "the three it does not want are counted as filtered"
+    );
+    let _ = d.shutdown(Duration::from_secs(1));
+}

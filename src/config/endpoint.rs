@@ -79,6 +79,11 @@ pub struct EndpointConfig {
     pub ignored_media_types: Vec<String>,
     /// Events whose action is one of these are not sent.
     pub ignored_actions: Vec<String>,
+    /// If not empty, only events whose target repository (`target.repository`) matches one of
+    /// these globs are sent: `library/*` (one path part), `team/**` (any depth), `app-?`
+    /// (see [`Event::repository`](crate::Event::repository)); an event without a repository is
+    /// not sent. Empty (the default): every repository.
+    pub repositories: Vec<String>,
     /// How many events the endpoint's queue holds. Default 10,000.
     pub capacity: usize,
     /// What happens when the queue is full. Default `Reject`: the writer gets
@@ -160,6 +165,7 @@ impl EndpointConfig {
             backoff: Duration::from_secs(1),
             ignored_media_types: Vec::new(),
             ignored_actions: Vec::new(),
+            repositories: Vec::new(),
             capacity: 10_000,
             overflow: Overflow::Reject,
             retry: RetryConfig::ConsecutiveFailures,
@@ -202,6 +208,9 @@ impl EndpointConfig {
             if d > MAX_DURATION {
                 return Err(Error::config(field, format!("{d:?} is longer than a year")));
             }
+        }
+        for glob in &self.repositories {
+            super::glob::check(glob).map_err(|why| Error::config("repositories", why))?;
         }
         if self.max_attempts == Some(0) {
             return Err(Error::config(

@@ -9,6 +9,7 @@
 
 mod batch;
 mod endpoint;
+pub(crate) mod glob;
 mod overflow;
 
 pub use batch::BatchConfig;

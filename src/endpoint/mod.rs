@@ -23,8 +23,8 @@ use serde::{Serialize, Serializer};
 use crate::http::{HttpConfig, HttpSink, HttpStats};
 use crate::policy::{Clock, SystemClock};
 use crate::sink::{
-    AnyOf, CloseReport, Filter, FilterStats, GivenUp, MatchAction, MatchMediaType, Not, Queue,
-    QueueBuilder, QueueStats, RetryStats, RetryingSink,
+    AnyOf, CloseReport, Filter, FilterStats, GivenUp, MatchAction, MatchMediaType, MatchRepository,
+    Not, Queue, QueueBuilder, QueueStats, RetryStats, RetryingSink,
 };
 use crate::stats::{EndpointSnapshot, LatencyHistogram, Metrics};
 use crate::{Error, Event, Sink};
@@ -56,6 +56,9 @@ impl<E: Event> Event for Timed<E> {
     }
     fn media_type(&self) -> Option<&str> {
         self.event.media_type()
+    }
+    fn repository(&self) -> Option<&str> {
+        self.event.repository()
     }
 }
 
@@ -244,9 +247,14 @@ impl<E: Event + Clone + 'static> EndpointBuilder<E> {
         );
         let queue_stats = queue.stats();
         // distribution's ignore lists: drop what matches either.
-        let wanted = Not(AnyOf::new()
+        // distribution's ignore lists, and the repository globs: drop what matches either.
+        let mut ignored = AnyOf::new()
             .with(MatchMediaType::new(cfg.ignored_media_types.iter().cloned()))
-            .with(MatchAction::new(cfg.ignored_actions.iter().cloned())));
+            .with(MatchAction::new(cfg.ignored_actions.iter().cloned()));
+        if !cfg.repositories.is_empty() {
+            ignored = ignored.with(Not(MatchRepository::new(cfg.repositories.iter().cloned())));
+        }
+        let wanted = Not(ignored);
         let gate = Gate {
             queue: queue.clone(),
             retry: retry.clone(),

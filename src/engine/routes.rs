@@ -19,18 +19,27 @@ pub(crate) struct Ignore {
     pub actions: Box<[String]>,
     /// Target media types not sent.
     pub media_types: Box<[String]>,
+    /// If not empty: the repository globs of the only events sent.
+    pub repositories: Box<[String]>,
 }
 
 impl Ignore {
     /// Whether there is nothing to ignore.
     pub fn is_empty(&self) -> bool {
-        self.actions.is_empty() && self.media_types.is_empty()
+        self.actions.is_empty() && self.media_types.is_empty() && self.repositories.is_empty()
     }
 
     /// Whether `event` passes.
     pub fn passes<E: Event + ?Sized>(&self, event: &E) -> bool {
         let hit = |list: &[String], v: Option<&str>| v.is_some_and(|v| list.iter().any(|x| x == v));
-        !hit(&self.actions, event.action()) && !hit(&self.media_types, event.media_type())
+        !hit(&self.actions, event.action())
+            && !hit(&self.media_types, event.media_type())
+            && (self.repositories.is_empty()
+                || event.repository().is_some_and(|r| {
+                    self.repositories
+                        .iter()
+                        .any(|g| crate::config::glob::glob_match(g, r))
+                }))
     }
 }
 

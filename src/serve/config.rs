@@ -289,6 +289,9 @@ struct RawEndpoint {
     ignored_actions: Vec<String>,
     #[serde(default)]
     ignored_media_types: Vec<String>,
+    /// Only events of these repositories (globs: `library/*`, `team/**`); empty: all.
+    #[serde(default)]
+    repositories: Vec<String>,
     media_type: Option<String>,
     capacity: Option<usize>,
     /// `true` (the default): durable; `false`: in memory, with `overflow`.
@@ -482,6 +485,7 @@ impl RawEndpoint {
         e.connect_timeout = self.connect_timeout_ms.map(ms);
         e.ignored_actions = self.ignored_actions;
         e.ignored_media_types = self.ignored_media_types;
+        e.repositories = self.repositories;
         if let Some(m) = self.media_type {
             e.media_type = match m.as_str() {
                 "v1" | "application/vnd.docker.distribution.events.v1+json" => MediaType::V1,
@@ -640,6 +644,7 @@ retry = { kind = "exponential", base_ms = 100, max_ms = 5000 }
 rate_limit = { per_second = 100 }
 max_in_flight = 2
 allow_private = true
+repositories = ["library/*", "team/**"]
 
 [[endpoint]]
 url = "https://hooks.example.com/x"
@@ -675,6 +680,8 @@ overflow = "drop_oldest"
         ));
         assert_eq!(a.rate_limit.unwrap().per_second, 100.0);
         assert_eq!(a.max_in_flight, 2);
+        assert_eq!(a.repositories, ["library/*", "team/**"]);
+        assert!(b.repositories.is_empty(), "every repository by default");
         assert_eq!(b.name, "endpoint-1");
         assert!(
             !b.allow_private,

@@ -158,6 +158,48 @@ field_matcher!(
     media_type
 );
 
+/// Matches events whose [`Event::repository`] matches one of the given globs: `*` within one
+/// `/`-separated part, `**` across parts, `?` one character (`library/*`, `team/**`). An event
+/// without a repository matches none.
+///
+/// ```
+/// use hookwire::sink::{Matcher, MatchRepository};
+/// use hookwire::RawEvent;
+///
+/// let m = MatchRepository::new(["library/*", "team/**"]);
+/// let ev = |repo: &str| {
+///     RawEvent::parse(format!(r#"{{"id":"1","target":{{"repository":"{repo}"}}}}"#)).unwrap()
+/// };
+/// assert!(m.matches(&ev("library/alpine")) && m.matches(&ev("team/app/api")));
+/// assert!(!m.matches(&ev("library/a/b")) && !m.matches(&ev("other/app")));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchRepository(Box<[String]>);
+
+impl MatchRepository {
+    /// Matches events whose repository matches one of `globs`.
+    pub fn new<I, S>(globs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        MatchRepository(globs.into_iter().map(Into::into).collect())
+    }
+
+    /// The globs it accepts.
+    pub fn globs(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl<E: Event> Matcher<E> for MatchRepository {
+    fn matches(&self, event: &E) -> bool {
+        event
+            .repository()
+            .is_some_and(|r| self.0.iter().any(|g| crate::config::glob::glob_match(g, r)))
+    }
+}
+
 /// What a [`Filter`] has seen.
 #[derive(Debug, Default)]
 pub struct FilterStats {

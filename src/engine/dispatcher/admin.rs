@@ -66,6 +66,7 @@ impl Dispatcher {
         let ignore = Ignore {
             actions: config.ignored_actions.clone().into(),
             media_types: config.ignored_media_types.clone().into(),
+            repositories: config.repositories.clone().into(),
         };
         let full = self.inner.full.clone();
         let capacity = config.capacity as u64;
