@@ -1080,3 +1080,26 @@ fn serve_takes_its_secret_from_a_file() {
         "signed with the file's secret"
     );
 }
+
+#[test]
+fn a_reload_does_not_switch_an_endpoint_between_durable_and_memory() {
+    let dir = TempDir::new("serve-reload-durable");
+    let rx = signed_receiver();
+    let server = Server::start(config(&dir, &rx)).unwrap();
+    let mut changed = config(&dir, &rx);
+    changed.endpoints[0].durability = hookwire::config::Durability::Memory;
+    changed.endpoints[0].overflow = hookwire::sink::Overflow::DropOldest;
+    let report = server
+        .handle()
+        .reload(changed, Duration::from_secs(10))
+        .unwrap();
+    assert!(report.changed.is_empty(), "{report:?}");
+    assert_eq!(report.needs_restart, ["endpoint.durable"], "{report:?}");
+    // Still durable: an acknowledged event is in the log and delivered.
+    assert_eq!(
+        post_events(server.local_addr(), &["d1".to_owned()]).status,
+        200
+    );
+    assert!(rx.wait_for_distinct(1, Duration::from_secs(10)));
+    let _ = server.shutdown();
+}

@@ -497,8 +497,11 @@ impl RawEndpoint {
             e.capacity = c;
         }
         if self.durable == Some(false) {
+            // A memory endpoint drops what does not fit (counted), never refuses: a refusal
+            // would fail the whole request after the durable endpoints stored the event, and
+            // the sender's retry would store it again.
             e.durability = Durability::Memory;
-            e.overflow = Overflow::Reject;
+            e.overflow = Overflow::DropOldest;
         }
         if let Some(o) = self.overflow {
             e.overflow = match (o.as_str(), e.durability) {
@@ -511,15 +514,23 @@ impl RawEndpoint {
                         ),
                     ));
                 }
-                ("reject", _) => Overflow::Reject,
                 ("drop_newest", _) => Overflow::DropNewest,
                 ("drop_oldest", _) => Overflow::DropOldest,
-                ("block", _) => Overflow::Block { timeout: None },
+                ("reject" | "block", _) => {
+                    return Err(f(
+                        "overflow",
+                        format!(
+                            "{o:?}: a memory endpoint of hookwire serve drops what does not fit \
+                             (drop_newest or drop_oldest, counted); refusing or waiting would \
+                             fail requests whose events the durable endpoints already stored"
+                        ),
+                    ));
+                }
                 _ => {
                     return Err(f(
                         "overflow",
                         format!(
-                            "{o:?}: expected reject, drop_newest, drop_oldest or block (memory) or spill (durable)"
+                            "{o:?}: expected drop_newest or drop_oldest (memory) or spill (durable)"
                         ),
                     ));
                 }

@@ -117,8 +117,11 @@ pub(crate) fn parse(buf: &[u8], limits: &Limits) -> Parse {
         if k != "content-length" {
             continue;
         }
+        // Digits only (RFC 9110): `usize::from_str` would take `+11`, which a proxy in front
+        // may frame differently (request smuggling).
+        let digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
         match v.parse::<usize>() {
-            Ok(n) if length.is_none_or(|l| l == n) => length = Some(n),
+            Ok(n) if digits && length.is_none_or(|l| l == n) => length = Some(n),
             _ => {
                 return Parse::Refuse(Response::error(400, "bad Content-Length").closing());
             }
@@ -365,6 +368,11 @@ mod tests {
             400
         );
         assert_eq!(status(parse(b"GARBAGE\x01 / HTTP/1.1\r\n\r\n", &l)), 400);
+        // Digits only: a sign is not a length (a proxy may frame it differently).
+        for bad in ["+5", "-0", " ", "5 5", "0x5"] {
+            let req = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\nhello");
+            assert_eq!(status(parse(req.as_bytes(), &l)), 400, "{bad:?}");
+        }
     }
 
     #[test]

@@ -19,7 +19,18 @@ use crate::engine::Ticket;
 pub(crate) struct BadBody(pub String);
 
 fn event(json: &RawValue, index: usize) -> Result<RawEvent, BadBody> {
-    RawEvent::parse(json.get().to_string()).map_err(|e| BadBody(format!("event {index}: {e}")))
+    let event = RawEvent::parse(json.get().to_string())
+        .map_err(|e| BadBody(format!("event {index}: {e}")))?;
+    // The id goes out as the `webhook-id` header (and is signed): printable ASCII only.
+    // Refused here, before anything is stored, rather than dead-lettered after a 2xx.
+    let id = crate::Event::id(&event);
+    if !id.bytes().all(|c| (0x20..0x7f).contains(&c)) {
+        return Err(BadBody(format!(
+            "event {index}: its \"id\" {id:?} is not printable ASCII, so it cannot be sent \
+             as a webhook-id header"
+        )));
+    }
+    Ok(event)
 }
 
 /// The events of a `/v1/events` body, in order.
@@ -192,6 +203,12 @@ mod tests {
         assert!(parse_events(b"[[{\"id\":1}]]").is_err());
         assert!(parse_events(b"[{\"id\":1}]\n[{\"id\":2}]").is_err());
         assert!(parse_events(b"\xff").is_err());
+        // An id that cannot be a webhook-id header: refused before anything is stored.
+        let e = parse_events("{\"id\":\"a\"}\n{\"id\":\"caf\u{e9}-1\"}\n".as_bytes()).unwrap_err();
+        assert!(
+            e.0.starts_with("event 1:") && e.0.contains("printable ASCII"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -68,6 +68,20 @@ pub(crate) fn apply_endpoints(
                 report.added.push(e.name.clone());
             }
             Some(at) if same(&endpoints[at].0, e) => report.unchanged += 1,
+            Some(at) if endpoints[at].0.durability != e.durability => {
+                // Durable -> memory would strand its backlog in the log (and memory -> durable
+                // starts a backlog the old one never had): kept as it runs. Take it out of the
+                // file (and `POST /v1/endpoints/NAME/forget` it) to change it.
+                log::warn!(
+                    "reload: endpoint {:?} keeps its durability (`durable`): it cannot change \
+                     while running; remove the endpoint, forget it, and add it back instead",
+                    e.name
+                );
+                if !report.needs_restart.contains(&"endpoint.durable") {
+                    report.needs_restart.push("endpoint.durable");
+                }
+                report.unchanged += 1;
+            }
             Some(at) => {
                 let (old, id) = endpoints.remove(at);
                 dispatcher.remove_endpoint(id, drain)?;

@@ -145,6 +145,7 @@ impl Server {
             listener: Some(listener),
             conns: HashMap::new(),
             next_token: 2,
+            accept_again: false,
             limits: config.limits.clone(),
             tokens: config.tokens.clone(),
             admin_tokens: config.admin_tokens.clone(),
@@ -275,6 +276,9 @@ struct Loop {
     listener: Option<TcpListener>,
     conns: HashMap<Token, Conn>,
     next_token: usize,
+    /// An accept failed (out of file descriptors...): connections may wait in the listen
+    /// queue, and the edge-triggered listener says so only once; retried every turn.
+    accept_again: bool,
     limits: Limits,
     tokens: Vec<String>,
     admin_tokens: Vec<String>,
@@ -331,6 +335,9 @@ impl Loop {
                         }
                     }
                 }
+            }
+            if self.accept_again {
+                self.accept();
             }
             self.settle_tickets();
             self.expire(Instant::now());
@@ -439,11 +446,18 @@ impl Loop {
                         },
                     );
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_again = false;
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // Out of file descriptors and the like: try again on the next event.
-                    log::warn!("hookwire serve: accept failed: {e}");
+                    // Out of file descriptors and the like: tried again at the next turn of
+                    // the loop (at most a tick away), not only at the next listener event.
+                    if !self.accept_again {
+                        log::warn!("hookwire serve: accept failed: {e}");
+                    }
+                    self.accept_again = true;
                     return;
                 }
             }

@@ -82,10 +82,14 @@ impl Input {
     /// line, if one comes within [`POLL`]; else the one after the last handed out); `None` if
     /// the input had ended there.
     pub(crate) fn first_unread(&mut self) -> Option<u64> {
+        if !self.stopped {
+            return None; // the input ended (or failed) on its own: nothing was left unread
+        }
         match self.rx.recv_timeout(POLL) {
-            Ok(Ok(None)) => None,
             Ok(Ok(Some((n, _)))) => Some(n),
-            _ => Some(self.last + 1),
+            // The end came next, or the reader is gone (it had ended).
+            Ok(Ok(None)) | Err(RecvTimeoutError::Disconnected) => None,
+            Ok(Err(_)) | Err(RecvTimeoutError::Timeout) => Some(self.last + 1),
         }
     }
 
@@ -124,6 +128,8 @@ mod tests {
         let got: Vec<_> = std::iter::from_fn(|| event_id(input.next(&never, &mut idle))).collect();
         assert_eq!(got, [1, 2, 3]);
         assert_eq!(input.unread_from_line(), None);
+        // It ended on its own: nothing is unread (no "line N: not read" after a store failure).
+        assert_eq!(input.first_unread(), None);
     }
 
     #[test]
@@ -146,6 +152,8 @@ mod tests {
         assert_eq!(event_id(input.next(&stop_now, &mut on_idle)), None);
         assert!(idles.get() >= 1);
         assert_eq!(input.unread_from_line(), Some(3));
+        // Stopped with more to come: the first line not read (the reader is blocked).
+        assert_eq!(input.first_unread(), Some(3));
         drop(w.take());
     }
 }

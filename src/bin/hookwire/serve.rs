@@ -127,6 +127,14 @@ pub(crate) fn main(args: &ServeArgs) -> Result<ExitCode, Error> {
             config.listen
         );
     }
+    if config.admin_tokens.is_empty() && !config.listen.ip().is_loopback() {
+        eprintln!(
+            "hookwire serve: warning: the admin routes (dead letters with their events, replay, \
+             forget, disable, the status page) are open to anyone who can reach {} (no \
+             admin_tokens configured)",
+            config.listen
+        );
+    }
     let server = Server::start(config)?;
     let handle = server.handle();
     let file = args.config.clone();
