@@ -129,6 +129,7 @@ pub fn serve_parse_request(
             body: r.body,
             consumed,
         },
+        Parse::Head(_) => unreachable!("parse never returns a head alone"),
     }
 }
 

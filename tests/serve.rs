@@ -477,6 +477,36 @@ fn limits_auth_and_framing_are_enforced() {
     let a = c.answer().unwrap();
     assert_eq!(a.status, 413);
     assert!(c.closed_by_server());
+    // Refused from the head alone, before a 100 Continue and without reading the body: a
+    // missing token, a route that takes no POST, no such route.
+    let mut cfg2 = config(&TempDir::new("serve-early"), &rx);
+    cfg2.tokens = vec!["tok".into()];
+    let big = Server::start(cfg2).unwrap();
+    for (head, status) in [
+        (
+            "POST /v1/events HTTP/1.1\r\ncontent-length: 5000000\r\nexpect: 100-continue\r\n\r\n",
+            401,
+        ),
+        (
+            "POST /v1/events HTTP/1.1\r\ncontent-length: 5000000\r\n\r\n",
+            401,
+        ),
+        (
+            "POST /healthz HTTP/1.1\r\ncontent-length: 5000000\r\n\r\n",
+            405,
+        ),
+        (
+            "POST /nowhere HTTP/1.1\r\ncontent-length: 5000000\r\n\r\n",
+            404,
+        ),
+    ] {
+        let mut c = Client::connect(big.local_addr());
+        c.send_raw(head.as_bytes());
+        let a = c.answer().unwrap();
+        assert_eq!(a.status, status, "{head:?}: {a:?}");
+        assert!(c.closed_by_server(), "{head:?}");
+    }
+    drop(big);
     // 431 for a head past the limit.
     let mut c = Client::connect(addr);
     let big = "a".repeat(600);

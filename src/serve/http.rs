@@ -55,10 +55,23 @@ pub(crate) enum Parse {
     Complete(Request, usize),
     /// A request this server refuses; the connection is closed after the answer.
     Refuse(Response),
+    /// From [`parse_head`]: the head is in (the body may not be).
+    Head(Request),
 }
 
 /// Looks for one whole request at the start of `buf`.
 pub(crate) fn parse(buf: &[u8], limits: &Limits) -> Parse {
+    parse_inner(buf, limits, false)
+}
+
+/// The request's head alone (body empty), once it is all in and acceptable as framing:
+/// `Parse::Head`; else what [`parse`] says. Lets the server refuse a request (a missing
+/// token, an unknown route) before it sends `100 Continue` or holds the body.
+pub(crate) fn parse_head(buf: &[u8], limits: &Limits) -> Parse {
+    parse_inner(buf, limits, true)
+}
+
+fn parse_inner(buf: &[u8], limits: &Limits, head_only: bool) -> Parse {
     let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -143,7 +156,17 @@ pub(crate) fn parse(buf: &[u8], limits: &Limits) -> Parse {
         }
         None => 0,
     };
-    if buf.len() - head_len < body_len {
+    if head_only || buf.len() - head_len < body_len {
+        if head_only {
+            return Parse::Head(Request {
+                method,
+                path,
+                query,
+                headers,
+                body: Vec::new(),
+                keep_alive,
+            });
+        }
         return Parse::Incomplete {
             expect_continue: has("expect", "100-continue"),
         };

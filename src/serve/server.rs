@@ -509,6 +509,23 @@ impl Loop {
                     }
                     match http::parse(&c.rbuf, &self.limits) {
                         Parse::Incomplete { expect_continue } => {
+                            // Refused from its head alone (no token, no such route): before
+                            // a 100 Continue, and without holding a large body (a small one
+                            // is read, so the connection stays usable after the answer).
+                            if let Parse::Head(head) = http::parse_head(&c.rbuf, &self.limits)
+                                && (expect_continue || declared_length(&head) > EARLY_BODY)
+                                && let Some(r) = self.refuse_early(&head)
+                            {
+                                let route = route_name(&head.path);
+                                if let Some(c) = self.conns.get_mut(&token) {
+                                    c.rbuf.clear();
+                                }
+                                self.respond(token, route, r.closing(), false);
+                                continue;
+                            }
+                            let Some(c) = self.conns.get_mut(&token) else {
+                                return;
+                            };
                             if expect_continue && !c.continue_sent {
                                 c.continue_sent = true;
                                 c.wbuf.extend_from_slice(CONTINUE);
@@ -526,6 +543,7 @@ impl Loop {
                             c.rbuf.clear();
                             self.respond(token, "other", r, false);
                         }
+                        Parse::Head(_) => unreachable!("parse never returns a head alone"),
                         Parse::Complete(req, n) => {
                             c.rbuf.drain(..n);
                             c.continue_sent = false;
@@ -961,6 +979,53 @@ fn not_allowed(allow: &'static str) -> Response {
 
 /// Whether the request carries one of `tokens` as `Authorization: Bearer TOKEN`. Compares
 /// every byte of every token, so the time taken does not say how much of a guess was right.
+impl Loop {
+    /// A POST refused from its head alone: no (right) bearer token for an ingest or admin
+    /// route, or no such route. `None`: read its body.
+    fn refuse_early(&self, head: &Request) -> Option<Response> {
+        if head.method != "POST" {
+            return None;
+        }
+        let p = head.path.as_str();
+        let admin = p.starts_with("/v1/endpoints/") || p == "/v1/dead-letters/replay";
+        let ingest = p == "/v1/events" || p == "/v1/registry";
+        if ingest && !self.tokens.is_empty() && !authorized(head, &self.tokens) {
+            return Some(unauthorized());
+        }
+        if admin && !self.admin_tokens.is_empty() && !authorized(head, &self.admin_tokens) {
+            return Some(unauthorized());
+        }
+        if ingest || admin {
+            return None;
+        }
+        const GET_ROUTES: [&str; 8] = [
+            "/",
+            "/v1/status",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/debug/vars",
+            "/v1/endpoints",
+            "/v1/dead-letters",
+        ];
+        Some(if GET_ROUTES.contains(&p) {
+            not_allowed("GET")
+        } else {
+            Response::error(404, "no such route")
+        })
+    }
+}
+
+/// A body declared larger than this is not read for a request refused from its head.
+const EARLY_BODY: usize = 64 * 1024;
+
+/// The `Content-Length` a head declares (0 if none or bad: `parse` refuses those).
+fn declared_length(head: &Request) -> usize {
+    head.header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 fn authorized(req: &Request, tokens: &[String]) -> bool {
     let Some(given) = req.header("authorization").and_then(|v| {
         v.strip_prefix("Bearer ")
