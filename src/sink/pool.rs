@@ -27,6 +27,8 @@ use parking_lot::{Condvar, Mutex};
 
 /// Events a drainer delivers from one queue before giving the others a turn.
 pub(crate) const BATCH: usize = 128;
+/// The longest a turn goes on once it has delivered one event (see `Shared::drain`).
+pub(crate) const TURN: Duration = Duration::from_millis(1);
 /// How often the watchdog looks for drainers stuck in one downstream call. A call that lasts
 /// longer than one to two ticks hands the drainer's place in the pool to a new thread.
 pub(crate) const TICK: Duration = Duration::from_millis(10);
@@ -118,7 +120,8 @@ fn pool() -> &'static Arc<Pool> {
 
 /// How many drainers the pool keeps live: one per core.
 fn size() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    static SIZE: OnceLock<usize> = OnceLock::new();
+    *SIZE.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
 /// Whether the pool has at least one drainer (starting it if needed). A queue built when the
@@ -162,7 +165,9 @@ fn drainer(p: &Pool, slot: &Arc<Slot>) {
                 p.work.wait(&mut rq);
             }
         };
-        task.drain(slot);
+        // A queue contains its downstream's panics; this is for anything that escapes all the
+        // same: the drainer lives on (a dead one would never be replaced: its slot looks live).
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.drain(slot)));
         p.run.lock().busy -= 1;
         if slot.retired() {
             p.slots.lock().retain(|(s, _)| !Arc::ptr_eq(s, slot));

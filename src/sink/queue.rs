@@ -11,10 +11,10 @@
 //!
 //! `close` stops accepting events, lets the worker drain until a deadline, drops what is left
 //! (counted `Shutdown`), closes the downstream and returns. It never hangs: if the downstream's
-//! `write` is stuck, that thread is left behind (detached) and the stuck event is counted as
-//! dropped (`Shutdown`) and reported undelivered right away; should that write succeed later,
-//! it is not counted again, so the accounts `close` returns are final. (Such an event may then
-//! reach its endpoint even though it was reported undelivered: receivers dedupe on event id.)
+//! `write` is stuck, that call is left behind (its thread is not waited for), the event stays
+//! counted in flight, and [`CloseReport::worker_stuck`] says so; it is counted once, as
+//! forwarded or dropped, when the call returns. That keeps
+//! `events == forwarded + dropped + len + in_flight` true at every moment.
 //!
 //! The buffer is a `VecDeque` behind a `parking_lot::Mutex`, preallocated, with condition
 //! variables for "has events", "has room" and "worker exited". Locks are held only to move an
@@ -382,10 +382,13 @@ impl<E: Send + 'static> Drain for Shared<E> {
     fn drain(self: Arc<Self>, slot: &Slot) {
         let mut st = self.state.lock();
         let mut n = 0;
+        let started = Instant::now();
         loop {
             if st.stop || st.buf.is_empty() {
                 if !st.closing {
                     st.scheduled = false;
+                    drop(st);
+                    release(self, slot);
                     return;
                 }
                 // Closing and nothing more to deliver: this queue is done. `scheduled` stays
@@ -399,9 +402,13 @@ impl<E: Send + 'static> Drain for Shared<E> {
                     let _ = panic::catch_unwind(AssertUnwindSafe(|| self.downstream.close()));
                     slot.leave();
                 }
+                release(self, slot);
                 return;
             }
-            if n >= pool::BATCH && !slot.retired() {
+            // A turn is at most BATCH events and about TURN long, whichever comes first: a
+            // sink slower than usual (but never stuck long enough for the watchdog) must not
+            // hold a drainer for 128 of its calls while other queues wait.
+            if (n >= pool::BATCH || (n > 0 && started.elapsed() >= pool::TURN)) && !slot.retired() {
                 // Others' turn; still scheduled, so writers do not submit it again.
                 drop(st);
                 (self.submit)(self);
@@ -423,6 +430,16 @@ impl<E: Send + 'static> Drain for Shared<E> {
             }
         }
     }
+}
+
+/// Lets go of a drainer's reference to a queue. It may be the last one (the handle was
+/// dropped, or closed, while the queue was on the run queue): then the downstream is dropped
+/// here, on the drainer, so its `Drop` runs as a downstream call (the watchdog sees one that
+/// blocks) and a panic in it is contained (it would otherwise kill the drainer for good).
+fn release<T: ?Sized>(queue: Arc<T>, slot: &Slot) {
+    slot.enter();
+    let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(queue)));
+    slot.leave();
 }
 
 impl<E: Send + 'static> Queue<E> {
@@ -1224,6 +1241,129 @@ mod tests {
             q.close().unwrap();
             assert_accounted(&q);
         }
+    }
+
+    /// Sinks slower than usual but never stuck (2 ms a call, under the watchdog's bound) on
+    /// every drainer: a healthy queue written after them is served once each had one short
+    /// turn (about `pool::TURN`), not after 128 of their calls. (Found by review: each slow
+    /// queue held its drainer for a whole batch, about a second at 8 ms a call.)
+    #[test]
+    fn slow_sinks_take_short_turns_on_the_pool() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let slow_calls = Arc::new(AtomicU64::new(0));
+        let mut slow = Vec::new();
+        for _ in 0..pool::live_drainers().max(1) {
+            let calls = slow_calls.clone();
+            let q = QueueBuilder::new(1000, Overflow::Reject)
+                .close_timeout(Duration::ZERO)
+                .build(crate::sink::from_fn(move |_: u32| {
+                    std::thread::sleep(Duration::from_millis(2));
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }))
+                .unwrap();
+            for e in 0..300 {
+                q.write(e).unwrap();
+            }
+            slow.push(q);
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let seen = slow_calls.clone();
+        let healthy = Queue::new(
+            crate::sink::from_fn(move |_: u32| {
+                let _ = tx.try_send(seen.load(Ordering::SeqCst));
+                Ok(())
+            }),
+            8,
+            Overflow::Reject,
+        )
+        .unwrap();
+        healthy.write(1).unwrap();
+        let slow_calls_before = rx
+            .recv_timeout(SAFETY_NET)
+            .expect("the healthy queue is served");
+        // Each slow queue had at most a couple of short turns first, not a batch of 128.
+        let bound = 16 * slow.len() as u64;
+        assert!(
+            slow_calls_before < bound,
+            "{slow_calls_before} slow calls before the healthy event (bound {bound})"
+        );
+        for q in slow {
+            let _ = q.close_within(Duration::ZERO);
+        }
+    }
+
+    /// A downstream whose `Drop` panics, dropped on a drainer (the queue's handle went away
+    /// while a write was in progress): the drainer lives on. Twice as many times as there are
+    /// drainers, then a healthy queue still delivers. (Found by review: each such drop killed
+    /// a drainer the watchdog never replaced, and the pool died.)
+    #[test]
+    fn a_panicking_drop_on_a_drainer_does_not_kill_it() {
+        /// Says so when dropped: as the panicking `Drop` above it unwinds.
+        struct Unwound(crossbeam_channel::Sender<()>);
+        impl Drop for Unwound {
+            fn drop(&mut self) {
+                let _ = self.0.send(());
+            }
+        }
+        struct PanicsOnDrop {
+            entered: crossbeam_channel::Sender<()>,
+            gate: crossbeam_channel::Receiver<()>,
+            _unwound: Unwound,
+        }
+        impl Sink<u32> for PanicsOnDrop {
+            fn write(&self, _: u32) -> Result<(), Error> {
+                let _ = self.entered.send(());
+                let _ = self.gate.recv();
+                Ok(())
+            }
+            fn close(&self) -> Result<(), Error> {
+                Ok(())
+            }
+        }
+        impl Drop for PanicsOnDrop {
+            fn drop(&mut self) {
+                panic!("a downstream's Drop panicked (on purpose)");
+            }
+        }
+        for _ in 0..2 * pool::live_drainers().max(1) {
+            let (entered_tx, entered) = crossbeam_channel::bounded(1);
+            let (open, gate) = crossbeam_channel::bounded(1);
+            let (unwound_tx, unwound) = crossbeam_channel::bounded(1);
+            let q = Queue::new(
+                PanicsOnDrop {
+                    entered: entered_tx,
+                    gate,
+                    _unwound: Unwound(unwound_tx),
+                },
+                8,
+                Overflow::Reject,
+            )
+            .unwrap();
+            q.write(1).unwrap();
+            entered.recv_timeout(SAFETY_NET).unwrap();
+            drop(q); // the drainer now holds the last reference
+            open.send(()).unwrap();
+            // Its Drop ran on the drainer and panicked (the drainer is unwinding, and takes no
+            // more work unless it survives).
+            unwound.recv_timeout(SAFETY_NET).unwrap();
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let healthy = Queue::new(
+            crate::sink::from_fn(move |e: u32| {
+                let _ = tx.try_send(e);
+                Ok(())
+            }),
+            8,
+            Overflow::Reject,
+        )
+        .unwrap();
+        healthy.write(7).unwrap();
+        assert_eq!(
+            rx.recv_timeout(SAFETY_NET),
+            Ok(7),
+            "the pool still delivers"
+        );
     }
 
     /// The pool stays live when downstreams hang: more hanging queues than the pool has
