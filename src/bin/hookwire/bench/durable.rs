@@ -18,10 +18,10 @@ use super::rss::vm_kb;
 use super::{Ctx, Values, failed};
 
 /// A data directory for one run, removed when dropped.
-struct DataDir(PathBuf);
+pub(super) struct DataDir(pub(super) PathBuf);
 
 impl DataDir {
-    fn new(id: &str) -> DataDir {
+    pub(super) fn new(id: &str) -> DataDir {
         let dir = std::env::temp_dir().join(format!("hookwire-bench-{id}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         DataDir(dir)

@@ -7,7 +7,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,25 +16,9 @@ use hookwire::config::BatchConfig;
 use hookwire::serve::{ServeConfig, Server, service_endpoint};
 use hookwire::testkit::{Receiver, ReceiverConfig};
 
+use super::durable::DataDir;
 use super::rss::vm_kb;
 use super::{Ctx, Values, failed};
-
-/// A data directory for one run, removed when dropped.
-struct DataDir(PathBuf);
-
-impl DataDir {
-    fn new(id: &str) -> DataDir {
-        let dir = std::env::temp_dir().join(format!("hookwire-bench-{id}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        DataDir(dir)
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// One keep-alive connection that posts and reads each answer before the next request.
 struct Client {
