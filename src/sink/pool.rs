@@ -29,6 +29,8 @@ use parking_lot::{Condvar, Mutex};
 pub(crate) const BATCH: usize = 128;
 /// The longest a turn goes on once it has delivered one event (see `Shared::drain`).
 pub(crate) const TURN: Duration = Duration::from_millis(1);
+/// How many events a turn delivers between two looks at the clock.
+pub(crate) const TURN_CHECK: usize = 4;
 /// How often the watchdog looks for drainers stuck in one downstream call. A call that lasts
 /// longer than one to two ticks hands the drainer's place in the pool to a new thread.
 pub(crate) const TICK: Duration = Duration::from_millis(10);
