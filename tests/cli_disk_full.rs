@@ -120,14 +120,17 @@ fn a_full_disk_stops_the_run_once_and_keeps_the_durable_contract() {
     let n = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("{k} in {s}"));
     assert_eq!(out.code, Some(1), "stderr: {}", out.stderr);
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
-    // One clear error: a few lines, not one per event.
+    // One clear error: a few lines, not one per event (main printed 15,068). The few: the
+    // store's failure, the refused group, a publish that raced the failure (sometimes), where
+    // reading stopped, and the endpoint's one-line report.
     let lines: Vec<&str> = out.stderr.lines().collect();
-    assert!(lines.len() <= 4, "stderr: {}", out.stderr);
+    assert!(lines.len() <= 6, "stderr: {}", out.stderr);
     let full = lines
         .iter()
         .filter(|l| l.contains("No space left on device"))
         .count();
-    assert!((1..=2).contains(&full), "stderr: {}", out.stderr);
+    // The failure itself, the group it refused, and at most one publish that raced it.
+    assert!((1..=3).contains(&full), "stderr: {}", out.stderr);
     let error = s["storage_error"].as_str().unwrap_or_else(|| panic!("{s}"));
     assert!(error.contains("No space left on device"), "{error}");
     assert!(error.contains("rolled back"), "{error}");

@@ -7,56 +7,36 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::TempDir;
 use common::registry::{self, Registry};
+use common::serve_child::ServeChild;
 use hookwire::testkit::{Receiver, ReceiverConfig};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-/// `hookwire serve` as a child process; killed (SIGKILL) when dropped.
-struct Serve(Child, SocketAddr);
-
-impl Serve {
-    fn start(listen: &str, dir: &TempDir, a: &Receiver, b: &Receiver) -> Serve {
-        let (url_a, url_b) = (a.url(), b.url());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hookwire"))
-            .args(["serve", "--listen", listen, "--data-dir", dir.arg()])
-            .args(["--endpoint", &url_a, "--name", "audit"])
-            .args(["--endpoint", &url_b, "--name", "mirror"])
-            .args(["--secret", SECRET, "--allow-private"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start hookwire serve");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let v: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-        let addr = v["listening"].as_str().expect("listening").parse().unwrap();
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut out, &mut std::io::sink());
-        });
-        Serve(child, addr)
-    }
-
-    fn kill_9(mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// `hookwire serve` relaying to `a` (as `audit`) and `b` (as `mirror`), signed.
+fn serve(listen: &str, dir: &TempDir, a: &Receiver, b: &Receiver) -> ServeChild {
+    let (url_a, url_b) = (a.url(), b.url());
+    ServeChild::start(&[
+        "--listen",
+        listen,
+        "--data-dir",
+        dir.arg(),
+        "--endpoint",
+        &url_a,
+        "--name",
+        "audit",
+        "--endpoint",
+        &url_b,
+        "--name",
+        "mirror",
+        "--secret",
+        SECRET,
+        "--allow-private",
+    ])
 }
 
 fn signed_receiver() -> Receiver {
@@ -89,8 +69,8 @@ fn a_real_registry_relayed_to_two_receivers_across_a_kill_9() {
     }
     let dir = TempDir::new("serve-registry");
     let (a, b) = (signed_receiver(), signed_receiver());
-    let serve = Serve::start("127.0.0.1:0", &dir, &a, &b);
-    let addr = serve.1;
+    let first_life = serve("127.0.0.1:0", &dir, &a, &b);
+    let addr = first_life.addr;
     let reg = Registry::start(&format!("http://{addr}/v1/registry"));
 
     // First life: an image pushed (two blobs and a manifest: three events).
@@ -99,13 +79,15 @@ fn a_real_registry_relayed_to_two_receivers_across_a_kill_9() {
     wait_for(&b, 3);
 
     // kill -9 hookwire; the registry keeps what it could not send in its own queue and retries.
-    serve.kill_9();
+    let mut first_life = first_life;
+    first_life.child.kill().unwrap();
+    first_life.child.wait().unwrap();
     let second = reg.push("library/busybox", "1.36");
     // Second life on the same port and data directory.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let serve = loop {
+    let second_life = loop {
         if TcpStream::connect(addr).is_err() {
-            break Serve::start(&addr.to_string(), &dir, &a, &b);
+            break serve(&addr.to_string(), &dir, &a, &b);
         }
         assert!(Instant::now() < deadline, "the old process still listens");
         std::thread::sleep(Duration::from_millis(20));
@@ -123,5 +105,5 @@ fn a_real_registry_relayed_to_two_receivers_across_a_kill_9() {
     // Both downstreams saw the registry's events in the same order.
     assert_eq!(first_arrivals(&a), first_arrivals(&b));
     assert!(!second.manifest.is_empty());
-    drop(serve);
+    drop(second_life);
 }

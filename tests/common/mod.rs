@@ -10,6 +10,7 @@ use hookwire::RawEvent;
 use hookwire::stats::Metrics;
 
 pub mod registry;
+pub mod serve_child;
 
 /// A small event with id `e{i}` and action `push`.
 pub fn event(i: usize) -> RawEvent {
