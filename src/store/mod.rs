@@ -29,6 +29,8 @@ mod files;
 pub(crate) mod forget;
 mod log_store;
 mod meta;
+#[cfg(feature = "postgres")]
+pub mod pg;
 mod reader;
 mod segment;
 #[cfg(test)]
@@ -414,6 +416,22 @@ pub trait Store: Send + 'static {
 
     /// What opening the store found and repaired.
     fn recovery(&self) -> &Recovery;
+
+    /// Whether a failed append or commit may succeed if tried again (a database that
+    /// reconnects). `false` (the default, and the local log's answer): a failure is for good,
+    /// and every later durable publish fails. `true`: the failed group's publishes fail, and
+    /// the next group tries again.
+    fn retries_failures(&self) -> bool {
+        false
+    }
+
+    /// Whether other processes append to the same log (a shared database): a durable
+    /// endpoint then always reads the log, since the ring only carries this process's events,
+    /// and [`durable_through`](Store::durable_through) may move without a local commit.
+    /// Default `false`.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// Wall-clock milliseconds, for records and dead letters.
