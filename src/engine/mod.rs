@@ -16,6 +16,7 @@
 mod dispatcher;
 mod driver;
 pub(crate) mod endpoint;
+mod lease;
 mod persist;
 mod reader;
 mod resolver;
@@ -29,4 +30,5 @@ pub(crate) mod wake;
 mod worker;
 
 pub use dispatcher::{Dispatcher, DispatcherBuilder, DispatcherStats, EndpointId, ShutdownReport};
+pub use lease::LeaseBoard;
 pub use ticket::{OnComplete, Ticket};

@@ -129,6 +129,14 @@ pub(crate) struct Durable {
     /// Failed dead-letter writes and cursor saves are retried every turn: said at most once
     /// per interval (a full disk would otherwise fill stderr).
     warn_io: Mutex<super::endpoint::warn::Throttle>,
+    /// The store is shared with other processes ([`Store::shared`]): durable endpoints always
+    /// read the log, and count what they read when they take it (not at commit: another
+    /// node's endpoint may deliver what this one commits).
+    pub shared: bool,
+    /// A failed append or commit fails its group only ([`Store::retries_failures`]).
+    retries: bool,
+    /// The leases of a shared store's endpoints (`DispatcherBuilder::leases`).
+    pub board: Option<Arc<super::lease::LeaseBoard>>,
 }
 
 impl std::fmt::Debug for Durable {
@@ -148,7 +156,11 @@ impl Durable {
         let recovery = store.recovery().clone();
         let letters = store.dead_letters();
         let through = store.durable_through();
+        let (shared, retries) = (store.shared(), store.retries_failures());
         Durable {
+            shared,
+            retries,
+            board: None,
             store: Mutex::new(Some(store)),
             marks: Arc::new(LogMarks::at(through)),
             recovery,
@@ -197,7 +209,12 @@ impl Durable {
                 source: None,
             });
         }
-        let counted_from = store.next_seq();
+        // A shared store: every record is counted when taken (see `shared`).
+        let counted_from = if self.shared {
+            u64::MAX
+        } else {
+            store.next_seq()
+        };
         let mut members = self.members.lock();
         // The same endpoint removed a moment ago (a reload that changed its settings) may have
         // delivered past the cursor saved last: its own cursor is final (its worker has let
@@ -454,6 +471,9 @@ impl Durable {
         let mut buf = Vec::with_capacity(1024);
         // With the store's lock held: see `floors`.
         let floors = *self.floors.lock();
+        // A store that retries: an append that failed rolled the whole group back (as the
+        // local log does), so the rest of the group fails with it and is not committed.
+        let mut group_failed: Option<Error> = None;
         for mut p in group {
             p.slots = live_slots(p.slots, p.version, &floors);
             if p.slots == 0 {
@@ -472,7 +492,7 @@ impl Durable {
                 }
                 continue;
             }
-            if let Some(e) = self.failed.get() {
+            if let Some(e) = self.failed.get().or(group_failed.as_ref()) {
                 Self::refuse(&by_slot, p, e.clone(), DropReason::SinkError);
                 continue;
             }
@@ -489,11 +509,21 @@ impl Durable {
                     // rolled its log back to the last commit, so the events appended before
                     // this one in the group are gone too, and the commit below fails.
                     self.fail(&e);
+                    if self.retries {
+                        group_failed = Some(e.clone());
+                    }
                     Self::refuse(&by_slot, p, e, DropReason::SinkError);
                 }
                 // This event only (too large for a record, say).
                 Err(e) => Self::refuse(&by_slot, p, e, DropReason::SinkError),
             }
+        }
+        if let Some(e) = group_failed {
+            drop(store);
+            for (p, _) in appended {
+                Self::refuse(&by_slot, p, e.clone(), DropReason::SinkError);
+            }
+            return Vec::new();
         }
         if appended.is_empty() {
             return Vec::new();
@@ -501,11 +531,15 @@ impl Durable {
         match store.commit() {
             Ok(through) => {
                 drop(store);
-                self.marks.durable_through.store(through, Ordering::Release);
+                self.marks
+                    .durable_through
+                    .fetch_max(through, Ordering::AcqRel);
                 let mut out = Vec::with_capacity(appended.len());
                 for (p, seq) in appended {
-                    // Accepted for each durable endpoint once committed.
-                    Self::count(&by_slot, p.slots, |s| s.taken.inc());
+                    // Accepted for each durable endpoint once committed (shared: when taken).
+                    if !self.shared {
+                        Self::count(&by_slot, p.slots, |s| s.taken.inc());
+                    }
                     if let Some(t) = &p.ticket {
                         t.succeed(seq);
                     }
@@ -530,7 +564,19 @@ impl Durable {
     }
 
     /// The store failed for good: every later durable publish fails with `e`. Said once.
+    /// A store that retries its failures (a database) fails the group only: said at most
+    /// once per interval.
     fn fail(&self, e: &Error) {
+        if self.retries {
+            if let Some(held) = self.warn_io.lock().check(Instant::now()) {
+                log::error!(
+                    "hookwire: a durable commit failed ({e}); its publishes failed, the next \
+                     ones try again{}",
+                    super::endpoint::warn::more(held)
+                );
+            }
+            return;
+        }
         if self.failed.set(e.clone()).is_ok() {
             log::error!(
                 "hookwire: the durable store failed ({e}); durable publishes fail from now on"

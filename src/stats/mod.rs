@@ -101,11 +101,16 @@ pub enum DropReason {
     /// `docs/durable.md`). The record's mask was lost with it, so every durable endpoint
     /// that read past the range counts its records.
     Corrupt,
+    /// A durable endpoint of a store shared by several nodes lost its lease (or could not
+    /// renew it in time) while it held the event: it let go of it, and the node that takes
+    /// the lease over delivers it from the store (the cluster loses nothing; counted here so
+    /// that this node's identity holds).
+    HandedOver,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Newest,
         DropReason::Oldest,
         DropReason::Rejected,
@@ -115,6 +120,7 @@ impl DropReason {
         DropReason::Quota,
         DropReason::Failed,
         DropReason::Corrupt,
+        DropReason::HandedOver,
     ];
 
     /// The reason's name in JSON and Prometheus output.
@@ -129,6 +135,7 @@ impl DropReason {
             DropReason::Quota => "quota",
             DropReason::Failed => "failed",
             DropReason::Corrupt => "corrupt",
+            DropReason::HandedOver => "handed_over",
         }
     }
 }

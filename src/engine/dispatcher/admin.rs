@@ -178,7 +178,10 @@ impl Dispatcher {
             Some(d) => {
                 let (slot, acked, counted_from) = d.join(&shared)?;
                 let _ = shared.slot.set(slot);
-                Some(LogLink::new(d.marks.clone(), slot, acked, counted_from))
+                let mut link = LogLink::new(d.marks.clone(), slot, acked, counted_from);
+                link.shared = d.shared;
+                link.gate = d.board.as_ref().map(|b| b.gate(&shared.name));
+                Some(link)
             }
         };
         let leave = |e: Error| {

@@ -17,6 +17,7 @@ use crate::stats::Counter;
 use crate::store::{LogStore, Store, StoreConfig};
 
 use super::{Admin, Dispatcher, Inner};
+use crate::engine::lease::LeaseBoard;
 use crate::engine::persist::Durable;
 use crate::engine::ring::Ring;
 use crate::engine::ring::sync::Arc as RingArc;
@@ -34,6 +35,7 @@ pub struct DispatcherBuilder {
     publish_timeout: Option<Duration>,
     shutdown_timeout: Option<Duration>,
     store: Option<StoreChoice>,
+    leases: bool,
 }
 
 enum StoreChoice {
@@ -49,6 +51,7 @@ impl fmt::Debug for DispatcherBuilder {
             .field("publish_timeout", &self.publish_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("store", &self.store.is_some())
+            .field("leases", &self.leases)
             .finish()
     }
 }
@@ -98,6 +101,16 @@ impl DispatcherBuilder {
         self
     }
 
+    /// With a store shared by several processes ([`Store::shared`], a PostgreSQL store): each
+    /// durable endpoint delivers only while this process holds its lease, as granted on the
+    /// [`LeaseBoard`](crate::engine::LeaseBoard) ([`Dispatcher::lease_board`]) by a lease
+    /// manager (`hookwire::store::pg::LeaseManager`). Without it, every process that shares
+    /// the store would deliver every endpoint. Default off.
+    pub fn leases(mut self, on: bool) -> Self {
+        self.leases = on;
+        self
+    }
+
     /// Starts the workers (and, with a store, opens it, recovering what a crash left, and
     /// starts the persistence thread). Fails with [`Error::Config`] for a bad setting,
     /// [`Error::Storage`] if the store cannot be opened (or another process has it), or
@@ -128,11 +141,21 @@ impl DispatcherBuilder {
         }
         let durable = match self.store {
             None => None,
-            Some(StoreChoice::Open(s)) => Some(Arc::new(Durable::new(s))),
-            Some(StoreChoice::Config(c)) => {
-                Some(Arc::new(Durable::new(Box::new(LogStore::open(c)?))))
-            }
+            Some(StoreChoice::Open(s)) => Some(Durable::new(s)),
+            Some(StoreChoice::Config(c)) => Some(Durable::new(Box::new(LogStore::open(c)?))),
         };
+        if self.leases && durable.is_none() {
+            return Err(Error::config(
+                "leases",
+                "leases need a store shared with other processes (DispatcherBuilder::store)",
+            ));
+        }
+        let durable = durable.map(|mut d| {
+            if self.leases {
+                d.board = Some(Arc::new(LeaseBoard::new(d.marks.clone())));
+            }
+            Arc::new(d)
+        });
         let ring = RingArc::new(Ring::new(ring_capacity));
         let full = Arc::new(AtomicU64::new(0));
         let clock = Arc::new(CoarseClock::new());
@@ -157,6 +180,9 @@ impl DispatcherBuilder {
                 clock.clone(),
                 services.clone(),
             )?);
+        }
+        if let Some(board) = durable.as_ref().and_then(|d| d.board.as_ref()) {
+            board.set_wakes(handles.iter().map(|h| h.wake.clone()).collect());
         }
         // The workers hold the only senders: once they exit, the reader thread ends.
         drop(services);

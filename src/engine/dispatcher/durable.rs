@@ -83,6 +83,12 @@ impl Dispatcher {
         )
     }
 
+    /// The leases of a shared store's endpoints, for the lease manager (`None` unless built
+    /// with [`DispatcherBuilder::leases`](crate::engine::DispatcherBuilder::leases)).
+    pub fn lease_board(&self) -> Option<Arc<crate::engine::LeaseBoard>> {
+        self.inner.durable.as_ref()?.board.clone()
+    }
+
     pub(super) fn store(&self) -> Result<&Arc<Durable>, Error> {
         self.inner.durable.as_ref().ok_or_else(|| {
             Error::config(

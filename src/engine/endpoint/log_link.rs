@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use crate::Error;
+use crate::engine::lease::Gate;
 use crate::engine::source::Events;
 use crate::stats::DropReason;
 use crate::store::Damage;
@@ -109,6 +110,16 @@ pub(crate) struct LogLink {
     pub reading: bool,
     /// When a failed read may be tried again.
     pub retry_read: Option<Instant>,
+    /// The log is shared with other processes: the endpoint always reads it (the ring only
+    /// carries this process's events).
+    pub shared: bool,
+    /// Its lease, when a lease manager decides which process delivers it (see
+    /// `engine/lease.rs`).
+    pub gate: Option<std::sync::Arc<Gate>>,
+    /// The lease epoch it is delivering under (0: none).
+    pub epoch: u64,
+    /// Answers still to come to reads asked under an epoch it has left: ignored.
+    pub stale_reads: u32,
 }
 
 impl LogLink {
@@ -123,7 +134,19 @@ impl LogLink {
             disk: true,
             reading: false,
             retry_read: None,
+            shared: false,
+            gate: None,
+            epoch: 0,
+            stale_reads: 0,
         }
+    }
+
+    /// Whether more may be read from the log now (a shared log: up to what is committed).
+    pub fn more_to_read(&self) -> bool {
+        if !self.disk || (self.gate.is_some() && self.epoch == 0) {
+            return false;
+        }
+        !self.shared || self.next_seq <= self.marks.durable_through.load(Ordering::Acquire)
     }
 }
 
@@ -153,7 +176,8 @@ impl super::Endpoint {
         }
         d.retry_read = None;
         if d.next_seq > through {
-            if routed {
+            // A shared log: the ring does not carry other processes' events; stay on the log.
+            if routed && !d.shared {
                 d.disk = false;
                 self.shared.disk.store(false, Ordering::Release);
             }
@@ -181,6 +205,11 @@ impl super::Endpoint {
         let Some(d) = &mut self.log else {
             return;
         };
+        if d.stale_reads > 0 {
+            // Asked under a lease it has since left: another node may have moved on.
+            d.stale_reads -= 1;
+            return;
+        }
         d.reading = false;
         let (mut old, mut bad, mut lost, mut reach) = (0u64, 0u64, 0u64, None::<u64>);
         // Lost ranges come in log order: each is counted from where the last one ended (or
@@ -258,6 +287,86 @@ impl super::Endpoint {
         self.gauges();
     }
 
+    /// With a lease (a shared store): whether this endpoint may deliver at `now`. A lease
+    /// taken at a new epoch resumes from the cursor the store had then; a lease lost, lapsed
+    /// or changed hands makes it hand back everything it holds (connections closed at once,
+    /// events counted as `dropped.handed_over`: they stay in the log for the next holder).
+    /// Without a lease: always true.
+    pub(super) fn check_lease<S: Events>(&mut self, src: &mut S, now: Instant) -> bool {
+        let Some(d) = &mut self.log else {
+            return true;
+        };
+        let Some(gate) = &d.gate else {
+            return true;
+        };
+        let st = gate.get();
+        let open = st.open(now);
+        if open && st.epoch == d.epoch {
+            return true;
+        }
+        if d.epoch != 0 {
+            log::info!(
+                "{}: lease epoch {} {}; handing back what it holds",
+                self.shared.name,
+                d.epoch,
+                if open {
+                    "changed hands"
+                } else {
+                    "lost or lapsed"
+                }
+            );
+            self.hand_over();
+        }
+        let Some(d) = &mut self.log else {
+            return false;
+        };
+        src.skip_all();
+        if open {
+            d.epoch = st.epoch;
+            d.next_seq = st.resume;
+            d.disk = true;
+            d.retry_read = None;
+            self.shared.disk.store(true, Ordering::Release);
+            self.gauges();
+            true
+        } else {
+            d.epoch = 0;
+            false
+        }
+    }
+
+    /// Lets go of everything held, for another node to deliver: counted as
+    /// `dropped.handed_over`; connections closed; a read still out is ignored when it comes.
+    fn hand_over(&mut self) {
+        let mut n = self.backlog.len() as u64;
+        n += self.open.as_ref().map_or(0, super::batch::Batch::len);
+        n += self.ready.iter().map(super::batch::Batch::len).sum::<u64>();
+        n += self.flights.iter().map(|f| f.batch.len()).sum::<u64>();
+        self.shared.dropped.add(DropReason::HandedOver, n);
+        self.backlog.clear();
+        self.open = None;
+        self.ready.clear();
+        self.flights.clear();
+        self.close_all();
+        if let Some(d) = &mut self.log {
+            if d.reading {
+                d.reading = false;
+                d.stale_reads += 1;
+            }
+            d.epoch = 0;
+        }
+        self.gauges();
+    }
+
+    /// When a lease this endpoint delivers under lapses (its worker must look then).
+    pub(super) fn lease_deadline(&self) -> Option<Instant> {
+        let d = self.log.as_ref()?;
+        if d.epoch == 0 {
+            return None;
+        }
+        d.gate.as_ref()?.get().until
+    }
+
     /// A durable endpoint that holds nothing and has read the ring to its head has finished
     /// every record the persistence thread has put in the ring, its own or not: its cursor
     /// moves past them, so an endpoint that filters everything out does not pin the log.
@@ -268,6 +377,10 @@ impl super::Endpoint {
         let Some(d) = &mut self.log else {
             return;
         };
+        if d.shared {
+            // The ring does not carry every record: the log reads pass them instead.
+            return;
+        }
         // The mark first: every record up to it is in the ring before it is stored.
         let mark = d.marks.published_through.load(Ordering::Acquire);
         src.skip_foreign();
@@ -313,6 +426,115 @@ mod tests {
             at: now,
             seq,
         })
+    }
+
+    /// Issue 12: with a lease (a shared store), the endpoint reads and sends only while its
+    /// gate is open; a new epoch resumes from the store's cursor; losing the lease closes
+    /// its connections at once, counts what it held as handed over, and ignores the answer
+    /// of a read asked under the old epoch. Driven with an injected clock.
+    #[test]
+    fn a_leased_endpoint_delivers_only_while_its_gate_is_open() {
+        let config = EndpointConfig::new("ep", "http://127.0.0.1:9/").durable();
+        let secrets = config.validate().unwrap();
+        let p = Prepared::new(&config, secrets).unwrap();
+        let shared = Arc::new(Shared::new(
+            EndpointId(1),
+            0,
+            0,
+            &config,
+            config.url.clone(),
+        ));
+        let marks = Arc::new(LogMarks::at(100));
+        let board = crate::engine::lease::LeaseBoard::new(marks.clone());
+        let mut link = LogLink::new(marks, 0, 1, u64::MAX);
+        link.shared = true;
+        link.gate = Some(board.gate("ep"));
+        let now = Instant::now();
+        let mut ep = Endpoint::new(
+            p,
+            shared.clone(),
+            Arc::new(AtomicU64::new(0)),
+            Some(link),
+            false,
+            SystemTime::now(),
+            now,
+        );
+        let mut src = Queue::default();
+        let actions =
+            |ep: &mut Endpoint| std::iter::from_fn(|| ep.poll_action()).collect::<Vec<_>>();
+        // Not held: nothing is read, and it holds nothing (a removal need not wait for it).
+        ep.pump(&mut src, now);
+        assert!(actions(&mut ep).is_empty());
+        assert!(!ep.holds_events());
+        // Granted at epoch 1 from cursor 5: it reads from 5 up to what is committed.
+        let until = now + std::time::Duration::from_secs(10);
+        board.grant("ep", 1, 5, until);
+        ep.pump(&mut src, now);
+        let a = actions(&mut ep);
+        assert!(
+            matches!(
+                a.as_slice(),
+                [Action::ReadLog {
+                    from: 5,
+                    through: 100,
+                    ..
+                }]
+            ),
+            "{a:?}"
+        );
+        ep.handle_log(
+            LogRead {
+                records: vec![held(5, now), held(6, now)],
+                next: 101,
+                error: None,
+            },
+            now,
+        );
+        ep.pump(&mut src, now);
+        let a = actions(&mut ep);
+        assert!(a.iter().any(|x| matches!(x, Action::Send { .. })), "{a:?}");
+        assert_eq!(shared.taken.get(), 2, "counted when taken (a shared store)");
+        assert_eq!(ep.poll_timeout().map(|t| t <= until), Some(true));
+        // The lease lapses (no renewal came): at the deadline it closes its connection and
+        // hands back the two events, without another request.
+        ep.pump(&mut src, until);
+        let a = actions(&mut ep);
+        assert!(a.iter().any(|x| matches!(x, Action::Close { .. })), "{a:?}");
+        assert!(
+            !a.iter()
+                .any(|x| matches!(x, Action::Send { .. } | Action::ReadLog { .. })),
+            "{a:?}"
+        );
+        let m = shared.snapshot(0);
+        assert_eq!(m.metrics.dropped[&DropReason::HandedOver], 2, "{m:?}");
+        assert!(!ep.holds_events());
+        // Granted again at epoch 2 (another node moved the cursor to 50): it resumes there.
+        board.grant("ep", 2, 50, until + std::time::Duration::from_secs(10));
+        ep.pump(&mut src, until);
+        let a = actions(&mut ep);
+        assert!(
+            matches!(a.as_slice(), [Action::ReadLog { from: 50, .. }]),
+            "{a:?}"
+        );
+        // Revoked while that read is out: the answer, when it comes, is ignored.
+        board.revoke("ep");
+        ep.pump(&mut src, until);
+        ep.handle_log(
+            LogRead {
+                records: vec![held(50, until)],
+                next: 101,
+                error: None,
+            },
+            until,
+        );
+        assert_eq!(shared.taken.get(), 2, "the stale answer was not taken");
+        board.grant("ep", 3, 60, until + std::time::Duration::from_secs(10));
+        ep.pump(&mut src, until);
+        let a = actions(&mut ep);
+        assert!(
+            matches!(a.as_slice(), [Action::ReadLog { from: 60, .. }]),
+            "{a:?}"
+        );
     }
 
     /// Issue 10, item 2: records lost to damage are counted (`dropped.corrupt`; those of an

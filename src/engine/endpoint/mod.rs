@@ -235,7 +235,7 @@ impl Endpoint {
 
     /// Whether it holds any event (backlog, batches, requests), or may have some in the log.
     pub fn holds_events(&self) -> bool {
-        self.log.as_ref().is_some_and(|d| d.disk)
+        self.log.as_ref().is_some_and(LogLink::more_to_read)
             || !self.backlog.is_empty()
             || self.open.as_ref().is_some_and(|b| !b.is_empty())
             || !self.ready.is_empty()
@@ -262,6 +262,7 @@ impl Endpoint {
             .chain(self.not_before)
             .chain(linger)
             .chain(retry_read)
+            .chain(self.lease_deadline())
             .min()
     }
 
@@ -276,6 +277,13 @@ impl Endpoint {
         #[cfg(test)]
         tests::maybe_panic(&self.shared.name);
         let mut progress = self.relieve(src);
+        if !self.check_lease(src, now) {
+            // Not this node's to deliver now (a shared store): nothing is read or sent.
+            self.pos = src.position();
+            self.unread = src.lag();
+            self.gauges();
+            return progress;
+        }
         progress |= self.read_log(src, now);
         if let Some(t) = self.not_before
             && now >= t
