@@ -11,8 +11,22 @@
 //! connections, and no delivery worker ever waits on the database.
 
 mod leases;
+mod letters;
+mod outbox;
+mod reader;
+mod schema;
+mod store;
+#[cfg(test)]
+mod tests;
 
 pub use leases::Fence;
+pub use letters::PgDeadLetters;
+pub use outbox::{OUTBOX_INSERT_SQL, insert_outbox, outbox_insert_sql};
+#[allow(unused_imports)] // The outbox relay (`serve`) is wired in by the lead.
+pub(crate) use outbox::{delete_outbox, fetch_outbox};
+pub use reader::PgReader;
+pub use schema::{SCHEMA_VERSION, migrate};
+pub use store::PgStore;
 
 use std::time::Duration;
 
@@ -61,22 +75,7 @@ impl PgConfig {
 
     /// Checks the settings: the schema name and the partition size.
     pub fn validate(&self) -> Result<(), Error> {
-        let s = self.schema.as_bytes();
-        let ok = !s.is_empty()
-            && s.len() <= 63
-            && !s[0].is_ascii_digit()
-            && s.iter()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_');
-        if !ok {
-            return Err(Error::config(
-                "schema",
-                format!(
-                    "{:?} is not a schema name hookwire uses: lower-case letters, digits and \
-                     `_`, not starting with a digit, 1 to 63 characters",
-                    self.schema
-                ),
-            ));
-        }
+        validate_schema(&self.schema)?;
         if self.partition_events < 1024 {
             return Err(Error::config(
                 "partition_events",
@@ -90,6 +89,26 @@ impl PgConfig {
     pub fn redacted(&self) -> String {
         redact(&self.url)
     }
+}
+
+/// Checks that `schema` is a name hookwire uses (so it can be double-quoted as is).
+pub(crate) fn validate_schema(schema: &str) -> Result<(), Error> {
+    let s = schema.as_bytes();
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && !s[0].is_ascii_digit()
+        && s.iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_');
+    if ok {
+        return Ok(());
+    }
+    Err(Error::config(
+        "schema",
+        format!(
+            "{schema:?} is not a schema name hookwire uses: lower-case letters, digits and \
+             `_`, not starting with a digit, 1 to 63 characters"
+        ),
+    ))
 }
 
 /// `url` without a password (`postgres://u:secret@h/db` -> `postgres://u:***@h/db`;
@@ -118,4 +137,55 @@ pub(crate) fn redact(url: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Where errors say they happened: the connection string without its password, and the
+/// schema (`host=... user=... schema hookwire`).
+pub(crate) fn location(config: &PgConfig) -> String {
+    format!("{} schema {}", config.redacted(), config.schema)
+}
+
+/// An [`Error::Storage`] for `op` at `location` (a database error, rendered: rust-postgres
+/// never puts the password in one).
+pub(crate) fn storage_error(op: &'static str, location: &str, e: impl std::fmt::Display) -> Error {
+    Error::Storage {
+        op,
+        path: location.to_string(),
+        message: e.to_string(),
+        source: None,
+    }
+}
+
+/// Opens a connection as `config` says: its connect timeout, the server-side
+/// `statement_timeout` (through the startup `options`, which replaces any the URL set) and
+/// `application_name=hookwire`. Without TLS (`sslmode=require` fails).
+pub(crate) fn connect(config: &PgConfig) -> Result<postgres::Client, Error> {
+    let at = location(config);
+    let mut pg: postgres::Config = config
+        .url
+        .parse()
+        .map_err(|e: postgres::Error| storage_error("connect", &at, e))?;
+    pg.connect_timeout(config.connect_timeout)
+        .options(&format!(
+            "-c statement_timeout={}",
+            config.statement_timeout.as_millis().max(1)
+        ))
+        .application_name("hookwire");
+    pg.connect(postgres::NoTls)
+        .map_err(|e| storage_error("connect", &at, e))
+}
+
+/// `"schema"`, quoted as an SQL identifier (the name was validated: no quote in it).
+pub(crate) fn quoted(schema: &str) -> String {
+    format!("\"{schema}\"")
+}
+
+/// A `u64` sequence number or bound as the database's `bigint` (saturating at `i64::MAX`).
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A `bigint` the store wrote from a `u64` back (negative: 0).
+pub(crate) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
 }
