@@ -100,6 +100,22 @@ pub(crate) fn endpoints(snaps: &[EndpointSnapshot]) -> Value {
     json!({ "endpoints": list })
 }
 
+/// With a database: each endpoint of `/v1/endpoints` gets its `lease` (owner, epoch, expiry),
+/// and the document the cluster as this node sees it.
+pub(crate) fn add_leases(body: &mut Value, cluster: Value) {
+    if let Some(list) = body["endpoints"].as_array_mut() {
+        for e in list {
+            let lease = cluster["leases"]
+                .as_array()
+                .and_then(|l| l.iter().find(|l| l["endpoint"] == e["name"]))
+                .cloned()
+                .unwrap_or(Value::Null);
+            e["lease"] = lease;
+        }
+    }
+    body["cluster"] = cluster;
+}
+
 /// `/debug/vars`: distribution's expvar document, with the server's counters under `serve`.
 pub(crate) fn expvar(snaps: &[EndpointSnapshot], c: &ServerCounters) -> Value {
     let mut v = render_expvar(snaps);

@@ -138,14 +138,77 @@ impl Default for Limits {
     }
 }
 
+/// Where the endpoints' events are kept when several nodes share them: a PostgreSQL
+/// database (top-level `database_url`, `schema`, `node` and `lease_ms` in the file;
+/// `--database-url`, `--schema`, `--node`, `--lease` as flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DatabaseConfig {
+    /// The connection string (`postgres://user@host:5432/db`).
+    pub url: String,
+    /// The schema hookwire's tables live in. Default `hookwire`.
+    pub schema: String,
+    /// This node's name, unique among the nodes (default: host name and process id).
+    pub node: Option<String>,
+    /// How long an endpoint lease lasts without renewal. Default 10 s.
+    pub lease: Duration,
+}
+
+impl DatabaseConfig {
+    /// The defaults, for the database at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        DatabaseConfig {
+            url: url.into(),
+            schema: "hookwire".into(),
+            node: None,
+            lease: Duration::from_secs(10),
+        }
+    }
+
+    /// Checks the schema name and the lease time.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let s = self.schema.as_bytes();
+        if s.is_empty()
+            || s.len() > 63
+            || s[0].is_ascii_digit()
+            || !s
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+        {
+            return Err(ConfigError::field(
+                "schema",
+                format!(
+                    "{:?}: lower-case letters, digits and `_`, not starting with a digit, 1 to \
+                     63 characters",
+                    self.schema
+                ),
+            ));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.lease) {
+            return Err(ConfigError::field("lease_ms", "must be 1 s to 1 h"));
+        }
+        if self
+            .node
+            .as_ref()
+            .is_some_and(|n| n.is_empty() || n.len() > 200)
+        {
+            return Err(ConfigError::field("node", "must be 1 to 200 bytes"));
+        }
+        Ok(())
+    }
+}
+
 /// The whole service configuration.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServeConfig {
     /// Where to listen (`127.0.0.1:0` picks a free port).
     pub listen: SocketAddr,
-    /// The durable log's directory.
+    /// The durable log's directory (unused with a `database`).
     pub data_dir: PathBuf,
+    /// A PostgreSQL database shared by several nodes, instead of the local log (feature
+    /// `postgres`; docs/scale-out.md).
+    pub database: Option<DatabaseConfig>,
     /// Bearer tokens accepted by the ingest routes; empty: ingest is open.
     pub tokens: Vec<String>,
     /// Bearer tokens for the admin routes (`/v1/endpoints`, `/debug/vars`); empty: open.
@@ -164,6 +227,7 @@ impl ServeConfig {
         ServeConfig {
             listen,
             data_dir: data_dir.into(),
+            database: None,
             tokens: Vec::new(),
             admin_tokens: Vec::new(),
             workers: 1,
@@ -245,7 +309,11 @@ fn check_endpoint(e: &EndpointConfig, at: &str) -> Result<(), ConfigError> {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: toml::Spanned<String>,
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    schema: Option<String>,
+    node: Option<String>,
+    lease_ms: Option<u64>,
     #[serde(default)]
     tokens: Vec<String>,
     #[serde(default)]
@@ -368,7 +436,39 @@ impl RawConfig {
             ConfigError::field("listen", format!("{:?}: {e}", self.listen.get_ref()))
                 .at(text, self.listen.span().start)
         })?;
-        let mut config = ServeConfig::new(listen, self.data_dir);
+        let database = match self.database_url {
+            Some(url) => {
+                let mut d = DatabaseConfig::new(url);
+                if let Some(s) = self.schema {
+                    d.schema = s;
+                }
+                d.node = self.node;
+                if let Some(l) = self.lease_ms {
+                    d.lease = ms(l);
+                }
+                d.check()?;
+                Some(d)
+            }
+            None if self.schema.is_some() || self.node.is_some() || self.lease_ms.is_some() => {
+                return Err(ConfigError::field(
+                    "database_url",
+                    "schema, node and lease_ms need a database_url",
+                ));
+            }
+            None => None,
+        };
+        let data_dir = match (self.data_dir, &database) {
+            (Some(d), _) => d,
+            (None, Some(_)) => PathBuf::new(),
+            (None, None) => {
+                return Err(ConfigError::field(
+                    "data_dir",
+                    "missing: the durable log's directory (or a database_url)",
+                ));
+            }
+        };
+        let mut config = ServeConfig::new(listen, data_dir);
+        config.database = database;
         if self.tokens.iter().chain(&self.admin_tokens).any(|t| {
             t.is_empty()
                 || t.bytes()

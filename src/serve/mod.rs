@@ -37,12 +37,13 @@
 //! ```
 
 mod admin;
+mod cluster;
 mod config;
 pub(crate) mod http;
 pub(crate) mod ingest;
 mod reload;
 mod server;
 
-pub use config::{ConfigError, Limits, ServeConfig, service_endpoint};
+pub use config::{ConfigError, DatabaseConfig, Limits, ServeConfig, service_endpoint};
 pub use reload::ReloadReport;
 pub use server::{Handle, Server};

@@ -116,6 +116,9 @@ pub(crate) fn apply_limits(
     if new.data_dir != running.data_dir {
         report.needs_restart.push("data_dir");
     }
+    if new.database != running.database {
+        report.needs_restart.push("database");
+    }
     if new.workers != running.workers {
         report.needs_restart.push("workers");
     }

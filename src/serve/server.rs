@@ -30,10 +30,11 @@ use parking_lot::Mutex;
 
 use crate::config::EndpointConfig;
 use crate::engine::{Dispatcher, EndpointId, OnComplete, ShutdownReport, Ticket};
-use crate::store::{DeadLetterFilter, StoreConfig};
+use crate::store::DeadLetterFilter;
 use crate::{Error, Event, RawEvent};
 
 use super::admin::{self, ServerCounters};
+use super::cluster::{self, Cluster};
 use super::config::{Limits, ServeConfig};
 use super::http::{self, CONTINUE, Parse, Request, Response};
 use super::ingest::{self, Dedup, Seen};
@@ -97,6 +98,7 @@ pub struct Server {
     addr: SocketAddr,
     control: Arc<Control>,
     dispatcher: Arc<Dispatcher>,
+    cluster: Option<Arc<dyn Cluster>>,
     thread: Option<JoinHandle<()>>,
     drain: Duration,
 }
@@ -113,21 +115,20 @@ impl Server {
     /// Opens the durable log in `config.data_dir` (resuming every durable endpoint from its
     /// cursor), adds the endpoints, binds `config.listen` and starts the loop thread.
     pub fn start(config: ServeConfig) -> Result<Server, Error> {
-        let mut store = StoreConfig::new(&config.data_dir);
-        store.quota_bytes = config.limits.quota_bytes;
-        // The store needs at least two segments under the quota; four keep removal steady.
-        store.segment_bytes = store.segment_bytes.min(store.quota_bytes / 4);
-        let dispatcher = Dispatcher::builder()
+        let builder = Dispatcher::builder()
             .workers(config.workers)
             // The loop publishes: never let it wait long for room (503 instead).
             .publish_timeout(Duration::from_millis(200))
-            .shutdown_timeout(config.limits.drain_timeout)
-            .store_config(store)
-            .build()?;
+            .shutdown_timeout(config.limits.drain_timeout);
+        let (dispatcher, start_cluster) = cluster::engine(&config, builder)?;
         let mut endpoints = Vec::new();
         for e in &config.endpoints {
             endpoints.push((e.clone(), dispatcher.add_endpoint(e.clone())?));
         }
+        let cluster = match start_cluster {
+            Some(start) => Some(start(&dispatcher, cluster::durable_names(&config))?),
+            None => None,
+        };
         let mut listener = TcpListener::bind(config.listen)?;
         let addr = listener.local_addr()?;
         let poll = Poll::new()?;
@@ -162,6 +163,7 @@ impl Server {
                 })
             },
             dedup: Dedup::new(config.limits.dedup_window),
+            cluster: cluster.clone(),
             unresolved: Vec::new(),
             counters: ServerCounters::default(),
             stopping_since: None,
@@ -173,6 +175,7 @@ impl Server {
             addr,
             control,
             dispatcher,
+            cluster,
             thread: Some(thread),
             drain: config.limits.drain_timeout,
         })
@@ -200,7 +203,13 @@ impl Server {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        self.dispatcher.shutdown(self.drain)
+        let report = self.dispatcher.shutdown(self.drain);
+        // The engine has let go of every endpoint: give the leases back, so the other nodes
+        // take them over now rather than when they expire.
+        if let Some(c) = &self.cluster {
+            c.stop();
+        }
+        report
     }
 
     /// Stops the server and waits for it ([`Handle::stop`], then [`wait`](Self::wait)).
@@ -294,6 +303,8 @@ struct Loop {
     unresolved: Vec<(String, Arc<Ticket>)>,
     counters: ServerCounters,
     stopping_since: Option<Instant>,
+    /// With a database: the other nodes and the leases.
+    cluster: Option<Arc<dyn Cluster>>,
 }
 
 impl Loop {
@@ -360,14 +371,19 @@ impl Loop {
             self.limits.drain_timeout,
             &mut report,
         )?;
-        let (listen, data_dir, workers) = (
+        if let Some(c) = &self.cluster {
+            c.set_endpoints(cluster::durable_names(&new));
+        }
+        let (listen, data_dir, database, workers) = (
             self.running.listen,
             self.running.data_dir.clone(),
+            self.running.database.clone(),
             self.running.workers,
         );
         self.running = ServeConfig {
             listen,
             data_dir,
+            database,
             workers,
             limits: self.limits.clone(),
             ..new
@@ -588,10 +604,21 @@ impl Loop {
             ("GET", "/healthz") => {
                 let snaps = self.dispatcher.snapshot();
                 let stopping = self.stopping_since.is_some();
-                Outcome::Respond(Response::json(200, &admin::healthz(&snaps, stopping)))
+                let mut body = admin::healthz(&snaps, stopping);
+                let db_ok = self.cluster.as_ref().is_none_or(|c| c.healthy());
+                if let Some(c) = &self.cluster {
+                    body["database"] = json!(if db_ok { "ok" } else { "unreachable" });
+                    body["cluster"] = c.view();
+                }
+                if !db_ok {
+                    body["status"] = json!("database unreachable");
+                }
+                Outcome::Respond(Response::json(if db_ok { 200 } else { 503 }, &body))
             }
             ("GET", "/readyz") => Outcome::Respond(if self.stopping_since.is_some() {
                 Response::unavailable("stopping", self.limits.retry_after)
+            } else if self.cluster.as_ref().is_some_and(|c| !c.healthy()) {
+                Response::unavailable("the database is unreachable", self.limits.retry_after)
             } else {
                 Response::json(200, &json!({ "ready": true }))
             }),
@@ -628,7 +655,11 @@ impl Loop {
             }
             ("GET", "/v1/endpoints") => {
                 let snaps = self.dispatcher.snapshot();
-                Outcome::Respond(Response::json(200, &admin::endpoints(&snaps)))
+                let mut body = admin::endpoints(&snaps);
+                if let Some(c) = &self.cluster {
+                    admin::add_leases(&mut body, c.view());
+                }
+                Outcome::Respond(Response::json(200, &body))
             }
             ("GET", "/") => {
                 let snaps = self.dispatcher.snapshot();
@@ -771,6 +802,13 @@ impl Loop {
                 Response::unavailable("shutting down", self.limits.retry_after).closing(),
             );
         }
+        if self.cluster.as_ref().is_some_and(|c| !c.healthy()) {
+            // It could not be made durable: refused now, never accepted and then lost.
+            return Outcome::Respond(Response::unavailable(
+                "the database is unreachable",
+                self.limits.retry_after,
+            ));
+        }
         let registry = req.path == "/v1/registry";
         let parsed = if registry {
             if !ingest::registry_media_type(req.header("content-type")) {
@@ -843,6 +881,10 @@ impl Loop {
             Error::Closed => Response::unavailable("shutting down", retry),
             Error::Broadcast { first, .. } => self.refusal(first),
             Error::Disabled { .. } => Response::unavailable(&e.to_string(), retry),
+            // A shared database that failed a commit: the next one reconnects.
+            Error::Storage { .. } if self.cluster.is_some() => {
+                Response::unavailable(&format!("not stored, try again: {e}"), retry)
+            }
             other => Response::error(500, &format!("not stored: {other}")),
         }
     }

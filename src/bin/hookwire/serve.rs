@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use hookwire::Error;
-use hookwire::serve::{ConfigError, Handle, ServeConfig, Server, service_endpoint};
+use hookwire::serve::{ConfigError, DatabaseConfig, Handle, ServeConfig, Server, service_endpoint};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -30,8 +30,23 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "ADDR", required_unless_present = "config")]
     pub listen: Option<SocketAddr>,
     /// The durable log's directory (created if missing; a restart resumes from it).
-    #[arg(long, value_name = "DIR", required_unless_present = "config")]
+    #[arg(long, value_name = "DIR", required_unless_present_any = ["config", "database_url"])]
     pub data_dir: Option<PathBuf>,
+    /// Share the endpoints with other nodes through this PostgreSQL database
+    /// (`postgres://user@host:5432/db`) instead of a local log (docs/scale-out.md). With
+    /// `--config`, it overrides the file's `database_url`.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// The schema hookwire's tables live in (default `hookwire`).
+    #[arg(long, value_name = "NAME", requires = "database_url")]
+    pub schema: Option<String>,
+    /// This node's name among those sharing the database (default: host name and pid).
+    #[arg(long, value_name = "NAME", requires = "database_url")]
+    pub node: Option<String>,
+    /// How long an endpoint lease lasts without renewal (`10s` by default); a dead node's
+    /// endpoints move to the others after about this long.
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::secs_arg, requires = "database_url")]
+    pub lease: Option<u64>,
     /// A webhook URL to relay to (repeat for several).
     #[arg(long = "endpoint", value_name = "URL")]
     pub endpoint: Vec<String>,
@@ -56,13 +71,36 @@ pub(crate) struct ServeArgs {
 
 /// The configuration the flags describe.
 pub(crate) fn config_from_flags(args: &ServeArgs) -> Result<ServeConfig, ConfigError> {
-    if let Some(path) = &args.config {
-        return ServeConfig::load(path);
-    }
-    let (Some(listen), Some(dir)) = (args.listen, &args.data_dir) else {
-        unreachable!("clap requires --listen and --data-dir without --config")
+    let mut config = match &args.config {
+        Some(path) => ServeConfig::load(path)?,
+        None => flags_config(args)?,
     };
-    let mut config = ServeConfig::new(listen, dir);
+    if let Some(url) = &args.database_url {
+        let mut db = config
+            .database
+            .take()
+            .unwrap_or_else(|| DatabaseConfig::new(url.clone()));
+        db.url = url.clone();
+        if let Some(s) = &args.schema {
+            db.schema = s.clone();
+        }
+        if args.node.is_some() {
+            db.node = args.node.clone();
+        }
+        if let Some(l) = args.lease {
+            db.lease = std::time::Duration::from_secs(l);
+        }
+        db.check()?;
+        config.database = Some(db);
+    }
+    Ok(config)
+}
+
+fn flags_config(args: &ServeArgs) -> Result<ServeConfig, ConfigError> {
+    let Some(listen) = args.listen else {
+        unreachable!("clap requires --listen without --config")
+    };
+    let mut config = ServeConfig::new(listen, args.data_dir.clone().unwrap_or_default());
     config.tokens = args.token.clone();
     if args.name.len() > args.endpoint.len() {
         return Err(flag_error("--name", "more --name than --endpoint flags"));

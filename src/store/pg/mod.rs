@@ -19,7 +19,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use leases::Fence;
+pub use leases::{ClusterView, Fence, Lease, LeaseManager, LeaseOptions};
 pub use letters::PgDeadLetters;
 pub use outbox::{OUTBOX_INSERT_SQL, insert_outbox, outbox_insert_sql};
 #[allow(unused_imports)] // The outbox relay (`serve`) is wired in by the lead.
@@ -170,7 +170,12 @@ pub(crate) fn connect(config: &PgConfig) -> Result<postgres::Client, Error> {
             "-c statement_timeout={}",
             config.statement_timeout.as_millis().max(1)
         ))
-        .application_name("hookwire");
+        .application_name("hookwire")
+        // A database that vanished without closing the connection (a dead host, a cut
+        // network) is noticed too, not waited on forever.
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .tcp_user_timeout(config.statement_timeout + Duration::from_secs(5));
     pg.connect(postgres::NoTls)
         .map_err(|e| storage_error("connect", &at, e))
 }

@@ -495,7 +495,7 @@ fn letter(endpoint: &str, seq: u64) -> DeadLetter {
         seq,
         published_ms: 1000 + seq,
         failed_ms: 2000 + seq,
-        status: (seq % 2 == 0).then_some(500),
+        status: seq.is_multiple_of(2).then_some(500),
         error: format!("failed {seq}"),
         attempts: 3,
         event: RawEvent::new(id.clone(), format!(r#"{{"id":"{id}","n":{seq}}}"#)).unwrap(),
