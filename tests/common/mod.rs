@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use hookwire::RawEvent;
 use hookwire::stats::Metrics;
 
+pub mod cluster;
 pub mod registry;
 pub mod serve_child;
 

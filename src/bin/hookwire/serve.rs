@@ -37,15 +37,16 @@ pub(crate) struct ServeArgs {
     /// `--config`, it overrides the file's `database_url`.
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
-    /// The schema hookwire's tables live in (default `hookwire`).
-    #[arg(long, value_name = "NAME", requires = "database_url")]
+    /// The schema hookwire's tables live in (default `hookwire`; overrides the file's).
+    #[arg(long, value_name = "NAME")]
     pub schema: Option<String>,
-    /// This node's name among those sharing the database (default: host name and pid).
-    #[arg(long, value_name = "NAME", requires = "database_url")]
+    /// This node's name among those sharing the database (default: host name and pid;
+    /// overrides the file's `node`).
+    #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
     /// How long an endpoint lease lasts without renewal (`10s` by default); a dead node's
     /// endpoints move to the others after about this long.
-    #[arg(long, value_name = "DURATION", value_parser = crate::duration::secs_arg, requires = "database_url")]
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::secs_arg)]
     pub lease: Option<u64>,
     /// A webhook URL to relay to (repeat for several).
     #[arg(long = "endpoint", value_name = "URL")]
@@ -81,6 +82,9 @@ pub(crate) fn config_from_flags(args: &ServeArgs) -> Result<ServeConfig, ConfigE
             .take()
             .unwrap_or_else(|| DatabaseConfig::new(url.clone()));
         db.url = url.clone();
+        config.database = Some(db);
+    }
+    if let Some(mut db) = config.database.take() {
         if let Some(s) = &args.schema {
             db.schema = s.clone();
         }
@@ -92,6 +96,11 @@ pub(crate) fn config_from_flags(args: &ServeArgs) -> Result<ServeConfig, ConfigE
         }
         db.check()?;
         config.database = Some(db);
+    } else if args.schema.is_some() || args.node.is_some() || args.lease.is_some() {
+        return Err(flag_error(
+            "--database-url",
+            "--schema, --node and --lease need a database (--database-url or database_url)",
+        ));
     }
     Ok(config)
 }
