@@ -495,7 +495,7 @@ fn letter(endpoint: &str, seq: u64) -> DeadLetter {
         seq,
         published_ms: 1000 + seq,
         failed_ms: 2000 + seq,
-        status: (seq % 2 == 0).then_some(500),
+        status: seq.is_multiple_of(2).then_some(500),
         error: format!("failed {seq}"),
         attempts: 3,
         event: RawEvent::new(id.clone(), format!(r#"{{"id":"{id}","n":{seq}}}"#)).unwrap(),
@@ -594,7 +594,7 @@ fn dead_letters_are_taken_a_page_at_a_time() {
     let mut chunks = Vec::new();
     let mut calls = 0;
     // The second chunk fails: the first stays taken, the rest stay.
-    let e = dl.take_each(&|d| d.seq % 2 == 0, &mut |chunk| {
+    let e = dl.take_each(&|d| d.seq.is_multiple_of(2), &mut |chunk| {
         calls += 1;
         chunks.push(chunk.len());
         if calls == 2 {
