@@ -230,6 +230,10 @@ pub(crate) fn storage_error(
 /// server noticed the connection was dead, which TCP alone may take hours to do. It is half
 /// the statement timeout so that a commit waiting for the lock (a statement) outlasts a
 /// stalled holder.
+///
+/// Transactions are `READ COMMITTED` whatever the database's default: the head lock relies
+/// on it (a commit waiting for the lock then reads the head the last one left; under
+/// `REPEATABLE READ` it would fail with a serialization error instead).
 pub(crate) fn connect(config: &PgConfig) -> Result<postgres::Client, Error> {
     let at = location(config);
     let mut pg: postgres::Config = config
@@ -238,7 +242,8 @@ pub(crate) fn connect(config: &PgConfig) -> Result<postgres::Client, Error> {
         .map_err(|e: postgres::Error| storage_error("connect", &at, e))?;
     pg.connect_timeout(config.connect_timeout)
         .options(&format!(
-            "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+            "-c statement_timeout={} -c idle_in_transaction_session_timeout={} \
+             -c default_transaction_isolation=read\\ committed",
             config.statement_timeout.as_millis().max(1),
             (config.statement_timeout.as_millis() / 2).max(1)
         ))

@@ -415,6 +415,16 @@ impl PgStore {
         Ok(())
     }
 
+    /// A setting of this store's session, as `SHOW` gives it.
+    #[cfg(test)]
+    pub(crate) fn show(&mut self, setting: &str) -> String {
+        self.ensure_conn("test").unwrap();
+        self.client()
+            .query_one(&format!("SHOW {setting}"), &[])
+            .unwrap()
+            .get(0)
+    }
+
     /// The backend serving this store's connection (tests terminate it).
     #[cfg(test)]
     pub(crate) fn backend_pid(&mut self) -> i32 {

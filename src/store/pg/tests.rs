@@ -120,6 +120,13 @@ fn append_commit_and_read_back_by_mask() {
     let db = db!();
     let mut store = db.open();
     assert_eq!(store.recovery().next_seq, 1);
+    assert_eq!(
+        store.show("default_transaction_isolation"),
+        "read committed"
+    );
+    assert_eq!(store.show("statement_timeout"), "30s");
+    assert_eq!(store.show("idle_in_transaction_session_timeout"), "15s");
+    assert_eq!(store.show("application_name"), "hookwire");
     assert_eq!((store.durable_through(), store.next_seq()), (0, 1));
     assert_eq!(store.commit().unwrap(), 0, "nothing appended");
     let masks = [1u64, 2, 1 << 63, 3];
