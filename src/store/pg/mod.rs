@@ -47,7 +47,10 @@ pub struct PgConfig {
     pub partition_events: u64,
     /// How long connecting may take. Default 5 s.
     pub connect_timeout: Duration,
-    /// The server-side `statement_timeout` of every hookwire connection. Default 30 s.
+    /// The server-side `statement_timeout` of every hookwire connection; its
+    /// `idle_in_transaction_session_timeout` is half of it (a node that stalls holding the
+    /// head lock loses its connection after that long, and the other nodes go on, their
+    /// commits having waited less than a statement timeout). Default 30 s.
     pub statement_timeout: Duration,
     /// The most bytes the dead letters may take (the table's size); past it an append fails
     /// with [`Error::DeadLettersFull`]. Default 256 MiB.
@@ -114,29 +117,71 @@ pub(crate) fn validate_schema(schema: &str) -> Result<(), Error> {
 /// `url` without a password (`postgres://u:secret@h/db` -> `postgres://u:***@h/db`;
 /// `password=secret` -> `password=***`).
 pub(crate) fn redact(url: &str) -> String {
+    let hide = |kv: &str| {
+        if kv.starts_with("password=") {
+            "password=***".to_string()
+        } else {
+            kv.to_string()
+        }
+    };
     if let Some(rest) = url
         .strip_prefix("postgres://")
         .or_else(|| url.strip_prefix("postgresql://"))
     {
-        let scheme = &url[..url.len() - rest.len()];
-        if let Some(at) = rest.find('@') {
-            let userinfo = &rest[..at];
-            if let Some(colon) = userinfo.find(':') {
-                return format!("{scheme}{}:***{}", &userinfo[..colon], &rest[at..]);
+        let mut out = url[..url.len() - rest.len()].to_string();
+        let (main, query) = match rest.find('?') {
+            Some(q) => (&rest[..q], Some(&rest[q + 1..])),
+            None => (rest, None),
+        };
+        // The last `@`: a password may hold one (it should be percent-encoded, but).
+        match main.rfind('@').map(|at| (&main[..at], &main[at..])) {
+            Some((userinfo, host)) => match userinfo.find(':') {
+                Some(colon) => out.push_str(&format!("{}:***{host}", &userinfo[..colon])),
+                None => out.push_str(main),
+            },
+            None => out.push_str(main),
+        }
+        if let Some(query) = query {
+            out.push('?');
+            out.push_str(&query.split('&').map(hide).collect::<Vec<_>>().join("&"));
+        }
+        return out;
+    }
+    // `key = value` pairs, values maybe 'quoted' (with \' and \\ escapes), as libpq reads them.
+    let mut pairs = Vec::new();
+    let mut chars = url.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return pairs.join(" ");
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next() != Some('=') {
+            return "(a connection string that cannot be read)".into();
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            loop {
+                match chars.next() {
+                    Some('\\') => value.extend(chars.next()),
+                    Some('\'') => break,
+                    Some(c) => value.push(c),
+                    None => return "(a connection string that cannot be read)".into(),
+                }
+            }
+            value = format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"));
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                value.push(c);
             }
         }
-        return url.to_string();
+        pairs.push(hide(&format!("{key}={value}")));
     }
-    url.split_whitespace()
-        .map(|kv| {
-            if kv.starts_with("password=") {
-                "password=***".to_string()
-            } else {
-                kv.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// Where errors say they happened: the connection string without its password, and the
@@ -145,20 +190,50 @@ pub(crate) fn location(config: &PgConfig) -> String {
     format!("{} schema {}", config.redacted(), config.schema)
 }
 
-/// An [`Error::Storage`] for `op` at `location` (a database error, rendered: rust-postgres
-/// never puts the password in one).
-pub(crate) fn storage_error(op: &'static str, location: &str, e: impl std::fmt::Display) -> Error {
+/// An [`Error::Storage`] for `op` at `location`. A `postgres::Error` is rendered with its
+/// causes (its own `Display` says only "db error"); rust-postgres never puts the password in
+/// one.
+pub(crate) fn storage_error(
+    op: &'static str,
+    location: &str,
+    e: impl std::fmt::Display + 'static,
+) -> Error {
+    let any: &dyn std::any::Any = &e;
+    let message = match any.downcast_ref::<postgres::Error>() {
+        Some(pg) => {
+            let mut message = pg.to_string();
+            let mut cause = std::error::Error::source(pg);
+            while let Some(c) = cause {
+                message.push_str(": ");
+                message.push_str(&c.to_string());
+                cause = c.source();
+            }
+            message
+        }
+        None => e.to_string(),
+    };
     Error::Storage {
         op,
         path: location.to_string(),
-        message: e.to_string(),
+        message,
         source: None,
     }
 }
 
 /// Opens a connection as `config` says: its connect timeout, the server-side
-/// `statement_timeout` (through the startup `options`, which replaces any the URL set) and
+/// `statement_timeout` and an `idle_in_transaction_session_timeout` of half that (through
+/// the startup `options`, which replace any the URL set) and
 /// `application_name=hookwire`. Without TLS (`sslmode=require` fails).
+///
+/// The idle-in-transaction timeout matters for the head lock: a node that stalls (or whose
+/// network goes) with a group open would otherwise hold every node's commits back until the
+/// server noticed the connection was dead, which TCP alone may take hours to do. It is half
+/// the statement timeout so that a commit waiting for the lock (a statement) outlasts a
+/// stalled holder.
+///
+/// Transactions are `READ COMMITTED` whatever the database's default: the head lock relies
+/// on it (a commit waiting for the lock then reads the head the last one left; under
+/// `REPEATABLE READ` it would fail with a serialization error instead).
 pub(crate) fn connect(config: &PgConfig) -> Result<postgres::Client, Error> {
     let at = location(config);
     let mut pg: postgres::Config = config
@@ -167,8 +242,10 @@ pub(crate) fn connect(config: &PgConfig) -> Result<postgres::Client, Error> {
         .map_err(|e: postgres::Error| storage_error("connect", &at, e))?;
     pg.connect_timeout(config.connect_timeout)
         .options(&format!(
-            "-c statement_timeout={}",
-            config.statement_timeout.as_millis().max(1)
+            "-c statement_timeout={} -c idle_in_transaction_session_timeout={} \
+             -c default_transaction_isolation=read\\ committed",
+            config.statement_timeout.as_millis().max(1),
+            (config.statement_timeout.as_millis() / 2).max(1)
         ))
         .application_name("hookwire")
         // A database that vanished without closing the connection (a dead host, a cut

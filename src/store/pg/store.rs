@@ -415,6 +415,16 @@ impl PgStore {
         Ok(())
     }
 
+    /// A setting of this store's session, as `SHOW` gives it.
+    #[cfg(test)]
+    pub(crate) fn show(&mut self, setting: &str) -> String {
+        self.ensure_conn("test").unwrap();
+        self.client()
+            .query_one(&format!("SHOW {setting}"), &[])
+            .unwrap()
+            .get(0)
+    }
+
     /// The backend serving this store's connection (tests terminate it).
     #[cfg(test)]
     pub(crate) fn backend_pid(&mut self) -> i32 {
@@ -527,10 +537,13 @@ impl Store for PgStore {
         self.durable.max(self.group_start.saturating_sub(1))
     }
 
+    /// The head as last seen: the next append's seq while a group is open; else the head
+    /// at open or after this store's last group (other nodes may have moved it since).
     fn next_seq(&self) -> u64 {
         self.next_seq
     }
 
+    /// The first seq as of the open or the last [`save_cursors`](Store::save_cursors).
     fn first_seq(&self) -> u64 {
         self.first_seq
     }

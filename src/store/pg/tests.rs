@@ -120,6 +120,13 @@ fn append_commit_and_read_back_by_mask() {
     let db = db!();
     let mut store = db.open();
     assert_eq!(store.recovery().next_seq, 1);
+    assert_eq!(
+        store.show("default_transaction_isolation"),
+        "read committed"
+    );
+    assert_eq!(store.show("statement_timeout"), "30s");
+    assert_eq!(store.show("idle_in_transaction_session_timeout"), "15s");
+    assert_eq!(store.show("application_name"), "hookwire");
     assert_eq!((store.durable_through(), store.next_seq()), (0, 1));
     assert_eq!(store.commit().unwrap(), 0, "nothing appended");
     let masks = [1u64, 2, 1 << 63, 3];
@@ -488,6 +495,31 @@ fn a_failed_commit_writes_nothing_and_the_next_one_reconnects() {
     assert_eq!(read_all(&mut *r, 1, 5, 1, 100).0.len(), 5);
 }
 
+#[test]
+fn a_node_stalled_in_a_group_loses_the_head_lock() {
+    let db = db!();
+    let mut config = db.config.clone();
+    config.statement_timeout = Duration::from_millis(800);
+    let mut stalled = PgStore::open(&config, None).unwrap();
+    let mut other = PgStore::open(&config, None).unwrap();
+    assert_eq!(stalled.append(1, 0, b"a").unwrap(), 1);
+    // `stalled` holds the head lock and does nothing: after the idle-in-transaction timeout
+    // the server ends its session, and `other` commits.
+    let started = Instant::now();
+    assert_eq!(other.append(1, 0, b"b").unwrap(), 1);
+    assert_eq!(other.commit().unwrap(), 1);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    let e = stalled.commit().unwrap_err();
+    assert!(storage(&e), "{e}");
+    assert!(
+        e.to_string().contains("idle"),
+        "the server's reason is kept: {e}"
+    );
+    assert_eq!(stalled.append(1, 0, b"c").unwrap(), 2);
+    assert_eq!(stalled.commit().unwrap(), 2);
+}
+
 fn letter(endpoint: &str, seq: u64) -> DeadLetter {
     let id = format!("ev{seq}");
     DeadLetter {
@@ -594,7 +626,7 @@ fn dead_letters_are_taken_a_page_at_a_time() {
     let mut chunks = Vec::new();
     let mut calls = 0;
     // The second chunk fails: the first stays taken, the rest stay.
-    let e = dl.take_each(&|d| d.seq % 2 == 0, &mut |chunk| {
+    let e = dl.take_each(&|d| d.seq.is_multiple_of(2), &mut |chunk| {
         calls += 1;
         chunks.push(chunk.len());
         if calls == 2 {
@@ -703,6 +735,19 @@ fn config_is_validated_and_passwords_never_shown() {
     assert_eq!(
         PgConfig::new("host=h password=secret user=u").redacted(),
         "host=h password=*** user=u"
+    );
+    assert_eq!(
+        PgConfig::new("host = h  password = 'se cr\\'et' application_name='a b'").redacted(),
+        "host=h password=*** application_name='a b'"
+    );
+    assert_eq!(
+        PgConfig::new("postgres://u:p@ss@h/db?sslmode=disable&password=secret").redacted(),
+        "postgres://u:***@h/db?sslmode=disable&password=***"
+    );
+    assert!(
+        !PgConfig::new("host=h password='unterminated")
+            .redacted()
+            .contains("unterm")
     );
 
     // A database that cannot be reached: a storage error that does not show the password.
