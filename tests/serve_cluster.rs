@@ -134,3 +134,60 @@ fn three_nodes_share_the_endpoints_and_a_kill_9_loses_nothing() {
         "took {takeover:?}"
     );
 }
+
+/// Issue 12, item 3: a host program's transactional outbox. Events inserted in a transaction
+/// that commits are delivered (once, in order); those of one that rolls back never are; the
+/// relay empties the outbox.
+#[test]
+fn the_outbox_publishes_exactly_what_committed() {
+    let Some(schema) = Schema::new("the_outbox_publishes_exactly_what_committed") else {
+        return;
+    };
+    let dir = TempDir::new("serve-cluster-outbox");
+    let rx = Receiver::start(ReceiverConfig::default()).unwrap();
+    let config = dir.path().join("node.toml");
+    write_config(
+        &config,
+        &pg_url(),
+        &schema,
+        LEASE_MS,
+        &[("audit", rx.url(), "")],
+    );
+    let n = node(&config, "n1");
+    wait_until(Duration::from_secs(30), || holders(n.addr)?[0].1.clone()).expect("audit leased");
+    let mut db = postgres::Client::connect(&pg_url(), postgres::NoTls).unwrap();
+    let event = |i: usize| {
+        hookwire::RawEvent::parse(format!(r#"{{"id":"e{i}","action":"push"}}"#)).unwrap()
+    };
+    // A business change and its events, committed together.
+    let mut tx = db.transaction().unwrap();
+    for i in 0..3 {
+        hookwire::store::pg::insert_outbox(&mut tx, &schema.name, &event(i)).unwrap();
+    }
+    tx.commit().unwrap();
+    // Another, rolled back: its events never existed.
+    let mut tx = db.transaction().unwrap();
+    for i in 100..102 {
+        hookwire::store::pg::insert_outbox(&mut tx, &schema.name, &event(i)).unwrap();
+    }
+    tx.rollback().unwrap();
+    // And the documented SQL, as a program in another language would run it.
+    let sql = hookwire::store::pg::outbox_insert_sql(&schema.name).unwrap();
+    let mut tx = db.transaction().unwrap();
+    tx.execute(&sql, &[&r#"{"id":"e3","action":"push"}"#])
+        .unwrap();
+    tx.commit().unwrap();
+    assert!(
+        rx.wait_for_distinct(4, Duration::from_secs(30)),
+        "{:?}",
+        rx.ids()
+    );
+    let left = wait_until(Duration::from_secs(10), || {
+        let n: i64 = schema.query("SELECT count(*) FROM {schema}.outbox")[0].get(0);
+        (n == 0).then_some(n)
+    });
+    assert_eq!(left, Some(0), "the relay deletes what it published");
+    // Nothing else comes: give the relay a few more passes.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(rx.ids(), ["e0", "e1", "e2", "e3"]);
+}

@@ -18,13 +18,15 @@ pub(crate) trait Cluster: Send + Sync {
     fn view(&self) -> Value;
     /// The durable endpoints to share from now on (a reload).
     fn set_endpoints(&self, names: Vec<String>);
+    /// Stops taking events from the outbox (before the engine's shutdown).
+    fn stop_relay(&self);
     /// Gives the leases back (after the engine's shutdown).
     fn stop(&self);
 }
 
 /// Starts the lease manager once the endpoints are added (registered in the database).
 pub(crate) type StartCluster =
-    Box<dyn FnOnce(&Dispatcher, Vec<String>) -> Result<Arc<dyn Cluster>, Error>>;
+    Box<dyn FnOnce(&Arc<Dispatcher>, Vec<String>) -> Result<Arc<dyn Cluster>, Error>>;
 
 /// The engine for `config`: the local log, or with a database, a PostgreSQL store shared
 /// with the other nodes, and how to start the lease manager that decides which endpoints
@@ -75,30 +77,47 @@ mod pg {
     use crate::Error;
     use crate::engine::{Dispatcher, DispatcherBuilder};
     use crate::serve::config::DatabaseConfig;
-    use crate::store::pg::{Fence, LeaseManager, LeaseOptions, PgConfig, PgStore};
+    use crate::store::pg::{Fence, LeaseManager, LeaseOptions, OutboxRelay, PgConfig, PgStore};
 
-    struct Manager(Mutex<Option<LeaseManager>>);
+    struct Manager {
+        leases: Mutex<Option<LeaseManager>>,
+        relay: Mutex<Option<OutboxRelay>>,
+    }
 
     impl Cluster for Manager {
         fn healthy(&self) -> bool {
-            self.0.lock().as_ref().is_some_and(LeaseManager::healthy)
+            self.leases
+                .lock()
+                .as_ref()
+                .is_some_and(LeaseManager::healthy)
         }
 
         fn view(&self) -> Value {
-            match self.0.lock().as_ref() {
+            let mut v = match self.leases.lock().as_ref() {
                 Some(m) => serde_json::to_value(m.view()).unwrap_or_default(),
                 None => json!({ "stopped": true }),
+            };
+            if let Some(r) = self.relay.lock().as_ref() {
+                v["outbox"] = serde_json::to_value(r.stats()).unwrap_or_default();
             }
+            v
         }
 
         fn set_endpoints(&self, names: Vec<String>) {
-            if let Some(m) = self.0.lock().as_ref() {
+            if let Some(m) = self.leases.lock().as_ref() {
                 m.set_endpoints(names);
             }
         }
 
+        fn stop_relay(&self) {
+            if let Some(r) = self.relay.lock().take() {
+                r.stop();
+            }
+        }
+
         fn stop(&self) {
-            if let Some(m) = self.0.lock().take() {
+            self.stop_relay();
+            if let Some(m) = self.leases.lock().take() {
                 m.stop();
             }
         }
@@ -115,18 +134,23 @@ mod pg {
         let fence = Fence::new(options.node.clone());
         let store = PgStore::open(&pg, Some(fence.clone()))?;
         let dispatcher = builder.store(store).leases(true).build()?;
-        let start: StartCluster = Box::new(move |dispatcher: &Dispatcher, names| {
+        let start: StartCluster = Box::new(move |dispatcher: &Arc<Dispatcher>, names| {
             let board = dispatcher
                 .lease_board()
                 .expect("built with leases and a store");
             let manager = LeaseManager::start(&pg, &options, board, fence, names)?;
+            // Host programs' transactional outbox, relayed by whichever node gets to it.
+            let relay = OutboxRelay::start(&pg, dispatcher.clone())?;
             log::info!(
                 "hookwire serve: node {:?} shares the endpoints through {} (schema {})",
                 options.node,
                 pg.redacted(),
                 pg.schema
             );
-            Ok(Arc::new(Manager(Mutex::new(Some(manager)))) as Arc<dyn Cluster>)
+            Ok(Arc::new(Manager {
+                leases: Mutex::new(Some(manager)),
+                relay: Mutex::new(Some(relay)),
+            }) as Arc<dyn Cluster>)
         });
         Ok((dispatcher, Some(start)))
     }

@@ -125,6 +125,7 @@ impl Server {
         for e in &config.endpoints {
             endpoints.push((e.clone(), dispatcher.add_endpoint(e.clone())?));
         }
+        let dispatcher = Arc::new(dispatcher);
         let cluster = match start_cluster {
             Some(start) => Some(start(&dispatcher, cluster::durable_names(&config))?),
             None => None,
@@ -140,7 +141,6 @@ impl Server {
             tickets_done: AtomicBool::new(false),
             waker: Waker::new(poll.registry(), WAKER)?,
         });
-        let dispatcher = Arc::new(dispatcher);
         let mut lp = Loop {
             poll,
             listener: Some(listener),
@@ -202,6 +202,9 @@ impl Server {
     pub fn wait(mut self) -> ShutdownReport {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if let Some(c) = &self.cluster {
+            c.stop_relay();
         }
         let report = self.dispatcher.shutdown(self.drain);
         // The engine has let go of every endpoint: give the leases back, so the other nodes

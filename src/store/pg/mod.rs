@@ -14,6 +14,7 @@ mod leases;
 mod letters;
 mod outbox;
 mod reader;
+mod relay;
 mod schema;
 mod store;
 #[cfg(test)]
@@ -22,9 +23,9 @@ mod tests;
 pub use leases::{ClusterView, Fence, Lease, LeaseManager, LeaseOptions};
 pub use letters::PgDeadLetters;
 pub use outbox::{OUTBOX_INSERT_SQL, insert_outbox, outbox_insert_sql};
-#[allow(unused_imports)] // The outbox relay (`serve`) is wired in by the lead.
 pub(crate) use outbox::{delete_outbox, fetch_outbox};
 pub use reader::PgReader;
+pub use relay::{OutboxRelay, RelayStats};
 pub use schema::{SCHEMA_VERSION, migrate};
 pub use store::PgStore;
 

@@ -44,8 +44,6 @@ pub fn insert_outbox(
 
 /// The oldest `limit` events of the outbox (by id), with their ids, as JSON text. Only
 /// committed rows are seen.
-// The relay in `serve` is wired in separately; until then only the tests call these two.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn fetch_outbox(
     client: &mut impl GenericClient,
     schema: &str,
@@ -65,7 +63,6 @@ pub(crate) fn fetch_outbox(
 }
 
 /// Deletes the outbox rows `ids` (published).
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn delete_outbox(
     client: &mut impl GenericClient,
     schema: &str,

@@ -620,6 +620,17 @@ impl Store for PgStore {
 
     /// Removes `name` and its lease (under the head lock). Commits the open group first.
     fn forget(&mut self, name: &str) -> Result<Option<EndpointState>, Error> {
+        if self.fence.is_some() {
+            // Several nodes: one that still has the endpoint configured would go on writing
+            // its slot's bit, which a new endpoint given the slot would then receive. The
+            // slot's owner would have to be known cluster-wide (a generation per slot):
+            // not built yet (docs/scale-out.md, "Limits").
+            return Err(Error::config(
+                "forget",
+                "forgetting an endpoint is not supported on a database shared by several \
+                 nodes yet: remove it from every node's configuration; its slot stays taken",
+            ));
+        }
         self.finish_group()?;
         self.ensure_conn("forget")?;
         let schema = self.config.schema.clone();
