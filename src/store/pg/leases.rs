@@ -284,23 +284,11 @@ impl Round {
         format!("\"{}\"", self.config.schema)
     }
 
-    fn err(&self, op: &'static str, e: impl std::fmt::Display + 'static) -> Error {
-        Error::storage(
-            op,
-            std::path::Path::new(&format!(
-                "{} schema {}",
-                self.config.redacted(),
-                self.config.schema
-            )),
-            e,
-        )
-    }
-
     fn client(&mut self) -> Result<&mut postgres::Client, Error> {
         if self.client.is_none() {
             let mut c = super::connect(&self.config)?;
             c.batch_execute(&format!("LISTEN \"hookwire_{}\"", self.config.schema))
-                .map_err(|e| self.err("listen", e))?;
+                .map_err(|e| pg_err("listen", e))?;
             self.client = Some(c);
         }
         Ok(self.client.as_mut().expect("just set"))
@@ -437,6 +425,13 @@ impl Round {
                  ON CONFLICT (name) DO UPDATE SET expires_at = EXCLUDED.expires_at"
             ),
             &[&node, &ttl_ms],
+        )
+        .map_err(|e| pg_err("heartbeat", e))?;
+        // Nodes gone for a day (default names carry the process id, so every restart adds
+        // one): forgotten, so the table stays small.
+        tx.execute(
+            &format!("DELETE FROM {s}.nodes WHERE expires_at < now() - interval '1 day'"),
+            &[],
         )
         .map_err(|e| pg_err("heartbeat", e))?;
         // Free what was revoked here last round (its requests have stopped since).
@@ -599,10 +594,5 @@ impl Round {
 }
 
 fn pg_err(op: &'static str, e: postgres::Error) -> Error {
-    Error::Storage {
-        op,
-        path: "leases".into(),
-        message: e.to_string(),
-        source: None,
-    }
+    super::storage_error(op, "the lease manager's connection", e)
 }

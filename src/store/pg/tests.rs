@@ -788,3 +788,88 @@ fn ingest_rate_through_pg_store() {
         100_000.0 / secs
     );
 }
+
+/// Issue 12: two lease managers on one schema share three endpoints by their fair share
+/// (ceil(3 / 2)): the first takes all three alone, gives one back when the second node
+/// appears (revoked in its engine first, freed in the database a round later), and takes it
+/// again at a new epoch when the second stops. Gates never stay open past half a lease from
+/// the round that renewed them. (The waits poll the real database: bounded, not timed.)
+#[test]
+fn lease_managers_share_endpoints_by_fair_share_and_hand_them_over() {
+    let db = db!();
+    let ttl = Duration::from_secs(1);
+    let mut store = PgStore::open(&db.config, Some(Fence::new("n1"))).unwrap();
+    for name in ["a", "b", "c"] {
+        store.endpoint(name).unwrap();
+    }
+    let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+    let board = || {
+        Arc::new(crate::engine::LeaseBoard::new(Arc::new(
+            crate::engine::endpoint::LogMarks::at(0),
+        )))
+    };
+    let start = |node: &str, board: &Arc<crate::engine::LeaseBoard>, fence: &Arc<Fence>| {
+        let mut options = LeaseOptions::new(node);
+        options.ttl = ttl;
+        LeaseManager::start(
+            &db.config,
+            &options,
+            board.clone(),
+            fence.clone(),
+            names.clone(),
+        )
+        .unwrap()
+    };
+    let held = |b: &crate::engine::LeaseBoard| -> Vec<&str> {
+        ["a", "b", "c"]
+            .into_iter()
+            .filter(|n| b.held(n, Instant::now()).is_some())
+            .collect()
+    };
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let (b1, f1) = (board(), Fence::new("n1"));
+    let m1 = start("n1", &b1, &f1);
+    assert_eq!(
+        held(&b1),
+        ["a", "b", "c"],
+        "alone: all three, from the first round"
+    );
+    assert_eq!(f1.epoch("c"), Some(1));
+    let until = b1.gate("a").get().until.unwrap();
+    assert!(
+        until <= Instant::now() + ttl / 2,
+        "the gate lapses within half a lease"
+    );
+    let (b2, f2) = (board(), Fence::new("n2"));
+    let m2 = start("n2", &b2, &f2);
+    wait("n1 to give one back and n2 to take it", &|| {
+        held(&b1) == ["a", "b"] && held(&b2) == ["c"]
+    });
+    assert_eq!(f1.epoch("c"), None, "n1's cursor saves no longer touch c");
+    assert_eq!(f2.epoch("c"), Some(2), "a new holder, a new epoch");
+    let view = m2.view();
+    assert!(view.healthy && view.nodes == ["n1", "n2"], "{view:?}");
+    assert_eq!(view.held, ["c"]);
+    m2.stop();
+    assert!(held(&b2).is_empty(), "a stopped node holds nothing");
+    wait("n1 to take c back", &|| held(&b1) == ["a", "b", "c"]);
+    assert_eq!(f1.epoch("c"), Some(3));
+    drop(m1);
+    assert_eq!(
+        db_count(&db, "SELECT count(*) FROM S.leases WHERE owner IS NOT NULL"),
+        0,
+        "a clean stop frees every lease"
+    );
+}
+
+fn db_count(db: &TestDb, sql: &str) -> i64 {
+    let mut c = Client::connect(&url(), NoTls).unwrap();
+    let sql = sql.replace("S.", &format!("\"{}\".", db.config.schema));
+    c.query_one(&sql, &[]).unwrap().get(0)
+}
