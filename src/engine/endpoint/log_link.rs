@@ -528,11 +528,36 @@ mod tests {
             until,
         );
         assert_eq!(shared.taken.get(), 2, "the stale answer was not taken");
-        board.grant("ep", 3, 60, until + std::time::Duration::from_secs(10));
+        let until3 = until + std::time::Duration::from_secs(10);
+        board.grant("ep", 3, 60, until3);
         ep.pump(&mut src, until);
         let a = actions(&mut ep);
         assert!(
             matches!(a.as_slice(), [Action::ReadLog { from: 60, .. }]),
+            "{a:?}"
+        );
+        ep.handle_log(
+            LogRead {
+                records: vec![held(60, until)],
+                next: 65,
+                error: None,
+            },
+            until,
+        );
+        // A renewal of the epoch it delivers under (the store's cursor lags): it goes on
+        // from where it is.
+        board.grant("ep", 3, 55, until3);
+        ep.pump(&mut src, until);
+        assert_eq!(ep.log.as_ref().unwrap().next_seq, 65);
+        // Its gate lapses (the database was away), then the same epoch is renewed in time:
+        // it starts again from the store's cursor, not from where the epoch began.
+        ep.pump(&mut src, until3);
+        actions(&mut ep);
+        board.grant("ep", 3, 61, until3 + std::time::Duration::from_secs(10));
+        ep.pump(&mut src, until3);
+        let a = actions(&mut ep);
+        assert!(
+            matches!(a.as_slice(), [Action::ReadLog { from: 61, .. }]),
             "{a:?}"
         );
     }
