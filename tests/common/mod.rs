@@ -10,6 +10,8 @@ use hookwire::RawEvent;
 use hookwire::stats::Metrics;
 
 pub mod cluster;
+pub mod proxy;
+pub mod recorder;
 pub mod registry;
 pub mod serve_child;
 
