@@ -48,11 +48,15 @@ pub struct PgConfig {
     pub partition_events: u64,
     /// How long connecting may take. Default 5 s.
     pub connect_timeout: Duration,
-    /// The server-side `statement_timeout` of every hookwire connection; its
-    /// `idle_in_transaction_session_timeout` is half of it (a node that stalls holding the
-    /// head lock loses its connection after that long, and the other nodes go on, their
-    /// commits having waited less than a statement timeout). Default 30 s.
+    /// The server-side `statement_timeout` of every hookwire connection. Default 30 s.
     pub statement_timeout: Duration,
+    /// The server-side `idle_in_transaction_session_timeout` of every hookwire connection
+    /// (at most half the statement timeout): a node that stalls in the middle of one of its
+    /// transactions (paused, cut off) loses its connection after this long, so the locks it
+    /// held (the head row every commit takes, lease rows) stall the other nodes no longer.
+    /// hookwire's transactions are only idle between their statements, for microseconds.
+    /// Default 2 s.
+    pub idle_in_transaction_timeout: Duration,
     /// The most bytes the dead letters may take (the table's size); past it an append fails
     /// with [`Error::DeadLettersFull`]. Default 256 MiB.
     pub dead_letter_bytes: u64,
@@ -67,6 +71,7 @@ impl PgConfig {
             partition_events: 1 << 20,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
+            idle_in_transaction_timeout: Duration::from_secs(2),
             dead_letter_bytes: 256 << 20,
         }
     }
@@ -222,15 +227,15 @@ pub(crate) fn storage_error(
 }
 
 /// Opens a connection as `config` says: its connect timeout, the server-side
-/// `statement_timeout` and an `idle_in_transaction_session_timeout` of half that (through
-/// the startup `options`, which replace any the URL set) and
+/// `statement_timeout` and `idle_in_transaction_session_timeout` (at most half the
+/// statement timeout; through the startup `options`, which replace any the URL set) and
 /// `application_name=hookwire`. Without TLS (`sslmode=require` fails).
 ///
 /// The idle-in-transaction timeout matters for the head lock: a node that stalls (or whose
 /// network goes) with a group open would otherwise hold every node's commits back until the
-/// server noticed the connection was dead, which TCP alone may take hours to do. It is half
-/// the statement timeout so that a commit waiting for the lock (a statement) outlasts a
-/// stalled holder.
+/// server noticed the connection was dead, which TCP alone may take hours to do. It is at
+/// most half the statement timeout so that a commit waiting for the lock (a statement)
+/// outlasts a stalled holder.
 ///
 /// Transactions are `READ COMMITTED` whatever the database's default: the head lock relies
 /// on it (a commit waiting for the lock then reads the head the last one left; under
@@ -246,7 +251,11 @@ pub(crate) fn connect(config: &PgConfig) -> Result<postgres::Client, Error> {
             "-c statement_timeout={} -c idle_in_transaction_session_timeout={} \
              -c default_transaction_isolation=read\\ committed",
             config.statement_timeout.as_millis().max(1),
-            (config.statement_timeout.as_millis() / 2).max(1)
+            config
+                .idle_in_transaction_timeout
+                .as_millis()
+                .min(config.statement_timeout.as_millis() / 2)
+                .max(1)
         ))
         .application_name("hookwire")
         // A database that vanished without closing the connection (a dead host, a cut

@@ -125,7 +125,7 @@ fn append_commit_and_read_back_by_mask() {
         "read committed"
     );
     assert_eq!(store.show("statement_timeout"), "30s");
-    assert_eq!(store.show("idle_in_transaction_session_timeout"), "15s");
+    assert_eq!(store.show("idle_in_transaction_session_timeout"), "2s");
     assert_eq!(store.show("application_name"), "hookwire");
     assert_eq!((store.durable_through(), store.next_seq()), (0, 1));
     assert_eq!(store.commit().unwrap(), 0, "nothing appended");
