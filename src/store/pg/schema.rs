@@ -14,6 +14,8 @@
 //!                 attempts, event): the event in the log's record encoding
 //! S.outbox        (id bigserial, event json, created_at): events host programs insert in
 //!                 their own transactions
+//! S.retired_slots (slot, name, retired_at): slots of endpoints forgotten while several
+//!                 nodes share the schema, never given to another endpoint
 //! ```
 
 use postgres::Client;
@@ -114,7 +116,11 @@ pub fn migrate(client: &mut Client, config: &PgConfig) -> Result<(), Error> {
          CREATE TABLE {s}.outbox (
              id bigserial PRIMARY KEY,
              event json NOT NULL,
-             created_at timestamptz NOT NULL DEFAULT now());",
+             created_at timestamptz NOT NULL DEFAULT now());
+         CREATE TABLE {s}.retired_slots (
+             slot smallint PRIMARY KEY,
+             name text NOT NULL,
+             retired_at timestamptz NOT NULL DEFAULT now());",
         first = partition_name(1),
     ))
     .map_err(fail)?;

@@ -586,7 +586,14 @@ impl Store for PgStore {
                 tx.commit()?;
                 return Ok(Ok((st, known)));
             }
-            let taken = known.iter().fold(0u64, |m, (_, e)| m | 1 << (e.slot % 64));
+            // Retired slots (forgotten while shared) are never given out again.
+            let retired = tx
+                .query(&format!("SELECT slot FROM {s}.retired_slots"), &[])?
+                .iter()
+                .fold(0u64, |m, r| m | 1 << (r.get::<_, i16>(0) as u64 % 64));
+            let taken = known
+                .iter()
+                .fold(retired, |m, (_, e)| m | 1 << (e.slot % 64));
             let slot = (!taken).trailing_zeros() as usize;
             if slot >= SLOTS {
                 return Ok(Err(Error::TooManyEndpoints {
@@ -620,21 +627,11 @@ impl Store for PgStore {
 
     /// Removes `name` and its lease (under the head lock). Commits the open group first.
     fn forget(&mut self, name: &str) -> Result<Option<EndpointState>, Error> {
-        if self.fence.is_some() {
-            // Several nodes: one that still has the endpoint configured would go on writing
-            // its slot's bit, which a new endpoint given the slot would then receive. The
-            // slot's owner would have to be known cluster-wide (a generation per slot):
-            // not built yet (docs/scale-out.md, "Limits").
-            return Err(Error::config(
-                "forget",
-                "forgetting an endpoint is not supported on a database shared by several \
-                 nodes yet: remove it from every node's configuration; its slot stays taken",
-            ));
-        }
         self.finish_group()?;
         self.ensure_conn("forget")?;
         let schema = self.config.schema.clone();
         let s = quoted(&schema);
+        let shared = self.fence.is_some();
         let r = (|| -> Result<_, postgres::Error> {
             let mut tx = self.client().transaction()?;
             tx.execute(
@@ -649,6 +646,15 @@ impl Store for PgStore {
                 &format!("DELETE FROM {s}.leases WHERE endpoint = $1"),
                 &[&name],
             )?;
+            if shared && let Some(r) = &gone {
+                // Several nodes: one that still has the endpoint configured would go on
+                // writing its slot's bit, which a new endpoint given the slot would receive.
+                // The slot is retired instead (docs/scale-out.md, "Forgetting an endpoint").
+                tx.execute(
+                    &format!("INSERT INTO {s}.retired_slots (slot, name) VALUES ($1, $2)"),
+                    &[&r.get::<_, i16>(0), &name],
+                )?;
+            }
             let known = load_endpoints(&mut tx, &schema)?;
             tx.commit()?;
             let gone = gone.map(|r| EndpointState {

@@ -873,3 +873,29 @@ fn db_count(db: &TestDb, sql: &str) -> i64 {
     let sql = sql.replace("S.", &format!("\"{}\".", db.config.schema));
     c.query_one(&sql, &[]).unwrap().get(0)
 }
+
+/// Issue 12: forgetting an endpoint of a schema shared by several nodes (a store with a
+/// fence) retires its slot: the endpoint is gone (it no longer holds old partitions back),
+/// but its slot is never given to another endpoint, since a node that still has it
+/// configured may go on writing its bit. Without a fence (one node) the slot is reused.
+#[test]
+fn forgetting_a_shared_endpoint_retires_its_slot() {
+    let db = db!();
+    let mut shared = PgStore::open(&db.config, Some(Fence::new("n1"))).unwrap();
+    let a = shared.endpoint("a").unwrap();
+    let b = shared.endpoint("b").unwrap();
+    assert_eq!((a.slot, b.slot), (0, 1));
+    assert_eq!(shared.forget("a").unwrap().map(|s| s.slot), Some(0));
+    assert!(shared.endpoints().iter().all(|(n, _)| n != "a"));
+    let c = shared.endpoint("c").unwrap();
+    assert_eq!(c.slot, 2, "slot 0 is retired, not reused");
+    assert_eq!(
+        db_count(&db, "SELECT count(*) FROM S.retired_slots WHERE slot = 0"),
+        1
+    );
+    drop(shared);
+    // One node alone (no fence): a forgotten slot is free again.
+    let mut alone = PgStore::open(&db.config, None).unwrap();
+    alone.forget("c").unwrap();
+    assert_eq!(alone.endpoint("d").unwrap().slot, 2);
+}
