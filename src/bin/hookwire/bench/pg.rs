@@ -216,6 +216,22 @@ fn get(addr: SocketAddr, path: &str) -> Option<String> {
     (head.split(' ').nth(1)? == "200").then(|| body.to_string())
 }
 
+/// A POST with an empty body and `Connection: close` (the admin API); whether it was 200.
+fn admin(addr: SocketAddr, path: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut out = String::new();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .is_ok()
+        && s.read_to_string(&mut out).is_ok()
+        && out.split(' ').nth(1) == Some("200")
+}
+
 /// Each endpoint's lease holder, as `addr`'s `/v1/endpoints` shows it.
 fn holders(addr: SocketAddr) -> Option<Vec<(String, Option<String>)>> {
     let v: serde_json::Value = serde_json::from_str(&get(addr, "/v1/endpoints")?).ok()?;
@@ -260,11 +276,12 @@ fn wait_spread(
     )))
 }
 
-/// Posts `per_conn` bodies of `PER` events (`evt-K`, K unique) on each of `CONNS` keep-alive
+/// Posts `per_conn` bodies of `PER` events (`evt-K`, K unique from `base` on) on each of `CONNS` keep-alive
 /// connections, connection `c` to `addrs[c % len]`; returns (seconds, latencies in us,
 /// non-2xx answers).
 fn post_all(
     addrs: &[SocketAddr],
+    base: u64,
     per_conn: u64,
     progress: &super::progress::Progress,
 ) -> Result<(f64, Vec<u64>, u64), Error> {
@@ -279,7 +296,7 @@ fn post_all(
                 let mut lat = Vec::with_capacity(per_conn as usize);
                 let mut bad = 0;
                 for i in 0..per_conn {
-                    let body = ndjson((c * per_conn + i) * PER, PER);
+                    let body = ndjson(base + (c * per_conn + i) * PER, PER);
                     let t = Instant::now();
                     let status = client.post("/v1/events", "application/x-ndjson", &body)?;
                     lat.push(t.elapsed().as_micros() as u64);
@@ -321,7 +338,7 @@ pub(crate) fn ingest(ctx: &Ctx, id: &str) -> Result<Values, Error> {
     let per_conn = ctx.count(5_000) / CONNS; // 500k events (50k quick)
     let events = per_conn * CONNS * PER;
     let progress = ctx.progress(id, "events", events);
-    let (secs, lat, bad) = post_all(&[node.addr], per_conn, &progress)?;
+    let (secs, lat, bad) = post_all(&[node.addr], 0, per_conn, &progress)?;
     drop(progress);
     let stored = schema.scalar("SELECT count(*) FROM {s}.events")?;
     if bad > 0 || stored != events as i64 {
@@ -345,8 +362,12 @@ pub(crate) fn ingest(ctx: &Ctx, id: &str) -> Result<Values, Error> {
 
 /// `pg_e2e_N`: `nodes` nodes share 3 endpoints (batches of 100) through the database; 16
 /// keep-alive connections spread over the nodes post 100-event bodies while the nodes deliver
-/// (concurrent load, not preload-then-drain). Timed from the first post to the last delivery
-/// each receiver counts; every event must reach every endpoint.
+/// (concurrent load). Timed from the first post to the last delivery each receiver counts;
+/// every event must reach every endpoint.
+///
+/// Then, to tell delivery's own rate from ingest's, a second phase preloads as many new
+/// events with every endpoint disabled on every node (`POST /v1/endpoints/NAME/disable`),
+/// enables them, and times the drain (`drain_per_s`: deliveries/s, all endpoints).
 pub(crate) fn e2e(ctx: &Ctx, id: &str, nodes: usize) -> Result<Values, Error> {
     const ENDPOINTS: usize = 3;
     let load = load1();
@@ -364,7 +385,7 @@ pub(crate) fn e2e(ctx: &Ctx, id: &str, nodes: usize) -> Result<Values, Error> {
     }
     let spread = wait_spread(ns[0].addr, ENDPOINTS, nodes)?;
     let addrs: Vec<SocketAddr> = ns.iter().map(|n| n.addr).collect();
-    let per_conn = ctx.count(1_000) / CONNS; // 100k events (10k quick), to each of 3 endpoints
+    let per_conn = ctx.count(2_000) / CONNS; // 200k events (20k quick), to each of 3 endpoints
     let events = per_conn * CONNS * PER;
     let progress = ctx.progress(id, "events posted", events);
     let t0 = Instant::now();
@@ -378,18 +399,18 @@ pub(crate) fn e2e(ctx: &Ctx, id: &str, nodes: usize) -> Result<Values, Error> {
                 })
             })
             .collect();
-        let posted = post_all(&addrs, per_conn, &progress);
+        let posted = post_all(&addrs, 0, per_conn, &progress);
+        let post_end = t0.elapsed().as_secs_f64();
         let finished: Vec<(bool, f64)> = waiters
             .into_iter()
             .map(|w| w.join().unwrap_or((false, f64::NAN)))
             .collect();
-        (posted, finished)
+        (posted.map(|p| (p, post_end)), finished)
     });
     drop(progress);
-    let (post_s, lat, bad) = posted?;
+    let ((_, lat, bad), post_s) = posted?;
     let stats: Vec<_> = rx.iter().map(Receiver::stats).collect();
     let lost: u64 = stats.iter().map(|s| events - s.distinct.min(events)).sum();
-    let duplicates: u64 = stats.iter().map(|s| s.duplicates).sum();
     if bad > 0 || lost > 0 || finished.iter().any(|(ok, _)| !ok) {
         let logs: Vec<String> = ns
             .iter()
@@ -400,8 +421,44 @@ pub(crate) fn e2e(ctx: &Ctx, id: &str, nodes: usize) -> Result<Values, Error> {
             logs.join(" | ")
         )));
     }
-    drop(ns);
     let total_s = finished.iter().map(|(_, t)| *t).fold(0.0, f64::max);
+
+    // Preload, then drain.
+    let toggle = |what: &str| -> Result<(), Error> {
+        for n in &ns {
+            for name in names {
+                if !admin(n.addr, &format!("/v1/endpoints/{name}/{what}")) {
+                    return Err(failed(format!("{what} {name} on {} failed", n.name)));
+                }
+            }
+        }
+        Ok(())
+    };
+    toggle("disable")?;
+    let progress = ctx.progress(&format!("{id} preload"), "events posted", events);
+    let (_, _, bad) = post_all(&addrs, events, per_conn, &progress)?;
+    drop(progress);
+    if bad > 0 {
+        return Err(failed(format!("{bad} preload requests refused")));
+    }
+    let t1 = Instant::now();
+    toggle("enable")?;
+    let drained = rx
+        .iter()
+        .all(|r| r.wait_for_distinct(2 * events, Duration::from_secs(300)));
+    let drain_s = t1.elapsed().as_secs_f64();
+    let stats: Vec<_> = rx.iter().map(Receiver::stats).collect();
+    let lost: u64 = stats
+        .iter()
+        .map(|s| 2 * events - s.distinct.min(2 * events))
+        .sum();
+    let duplicates: u64 = stats.iter().map(|s| s.duplicates).sum();
+    if !drained || lost > 0 {
+        return Err(failed(format!(
+            "{lost} deliveries missing after the preload drained"
+        )));
+    }
+    drop(ns);
     let (_, p99) = percentiles(lat);
     let mut v = Values::default();
     v.put(
@@ -418,6 +475,7 @@ pub(crate) fn e2e(ctx: &Ctx, id: &str, nodes: usize) -> Result<Values, Error> {
     v.put("ingest_per_s", events as f64 / post_s)
         .put("ingest_p99_ms", p99 as f64 / 1e3)
         .put("drain_after_last_post_s", total_s - post_s)
+        .put("drain_per_s", (events * ENDPOINTS as u64) as f64 / drain_s)
         .put("lost", lost as f64)
         .put("duplicates", duplicates as f64)
         .put("nodes", nodes as f64)

@@ -101,6 +101,11 @@ const PG_E2E: &[Metric] = &[
         "last delivery after last ack, s",
         2,
     ),
+    m(
+        "drain_per_s",
+        "then preloaded with endpoints disabled: drain deliveries/s",
+        0,
+    ),
     m("lost", "lost", 0),
     m("duplicates", "duplicates", 0),
     m("load1", "1-min load average at start", 2),
@@ -302,17 +307,17 @@ pub(crate) const SPECS: &[Spec] = &[
     },
     Spec {
         id: "pg_e2e_1",
-        desc: "PostgreSQL, 1 node, 3 endpoints, batches of 100: first post to last delivery (100k x 3)",
+        desc: "PostgreSQL, 1 node, 3 endpoints, batches of 100: first post to last delivery (200k x 3), then a preload drained",
         metrics: PG_E2E,
     },
     Spec {
         id: "pg_e2e_2",
-        desc: "PostgreSQL, 2 nodes, 3 endpoints, batches of 100: first post to last delivery (100k x 3)",
+        desc: "PostgreSQL, 2 nodes, 3 endpoints, batches of 100: first post to last delivery (200k x 3), then a preload drained",
         metrics: PG_E2E,
     },
     Spec {
         id: "pg_e2e_3",
-        desc: "PostgreSQL, 3 nodes, 3 endpoints, batches of 100: first post to last delivery (100k x 3)",
+        desc: "PostgreSQL, 3 nodes, 3 endpoints, batches of 100: first post to last delivery (200k x 3), then a preload drained",
         metrics: PG_E2E,
     },
     Spec {
