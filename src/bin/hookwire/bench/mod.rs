@@ -14,6 +14,7 @@ mod durable;
 mod event;
 mod fanout;
 mod http;
+mod pg;
 mod progress;
 mod report;
 mod rss;
@@ -198,6 +199,11 @@ pub(crate) fn run_scenario(id: &str, ctx: &Ctx) -> Result<Values, Error> {
         "serve_ingest_batch" => serve::ingest_batch(ctx, id),
         "serve_ingest_1" => serve::ingest_1(ctx, id),
         "serve_registry" => serve::registry(ctx, id),
+        "pg_ingest" => pg::ingest(ctx, id),
+        "pg_e2e_1" => pg::e2e(ctx, id, 1),
+        "pg_e2e_2" => pg::e2e(ctx, id, 2),
+        "pg_e2e_3" => pg::e2e(ctx, id, 3),
+        "pg_takeover" => pg::takeover(ctx, id),
         "loopback_ceiling_c1" => ceiling::ceiling(ctx, id, 1, 50_000),
         "loopback_ceiling_c16" => ceiling::ceiling(ctx, id, 16, 100_000),
         _ => Err(Error::config(

@@ -21,14 +21,14 @@ use super::rss::vm_kb;
 use super::{Ctx, Values, failed};
 
 /// One keep-alive connection that posts and reads each answer before the next request.
-struct Client {
+pub(super) struct Client {
     out: TcpStream,
     rd: BufReader<TcpStream>,
     head: Vec<u8>,
 }
 
 impl Client {
-    fn connect(addr: SocketAddr) -> Result<Client, Error> {
+    pub(super) fn connect(addr: SocketAddr) -> Result<Client, Error> {
         let s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -40,7 +40,7 @@ impl Client {
     }
 
     /// POSTs `body` to `path`; returns the status.
-    fn post(&mut self, path: &str, ctype: &str, body: &[u8]) -> Result<u16, Error> {
+    pub(super) fn post(&mut self, path: &str, ctype: &str, body: &[u8]) -> Result<u16, Error> {
         self.head.clear();
         write!(
             self.head,
@@ -93,7 +93,7 @@ fn server(dir: &DataDir, urls: &[String]) -> Result<Server, Error> {
 }
 
 /// NDJSON of events `from..from+n` (about 120 bytes each).
-fn ndjson(from: u64, n: u64) -> Vec<u8> {
+pub(super) fn ndjson(from: u64, n: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(n as usize * 128);
     for k in from..from + n {
         let _ = writeln!(
@@ -105,7 +105,7 @@ fn ndjson(from: u64, n: u64) -> Vec<u8> {
 }
 
 /// Microsecond latencies -> (p50, p99) in microseconds.
-fn percentiles(mut us: Vec<u64>) -> (u64, u64) {
+pub(super) fn percentiles(mut us: Vec<u64>) -> (u64, u64) {
     us.sort_unstable();
     let at = |q: f64| {
         us.get(((us.len() as f64 - 1.0) * q) as usize)

@@ -88,6 +88,29 @@ const CEILING: &[Metric] = &[
     m("receiver_cpu_s", "receiver CPU s (--target only)", 2),
 ];
 
+const PG_E2E: &[Metric] = &[
+    m("delivered_per_s", "deliveries/s, all endpoints", 0),
+    m("events_per_s", "events/s delivered to every endpoint", 0),
+    m("ep0_per_s", "ep0 events/s", 0),
+    m("ep1_per_s", "ep1 events/s", 0),
+    m("ep2_per_s", "ep2 events/s", 0),
+    m("ingest_per_s", "events/s acknowledged while delivering", 0),
+    m("ingest_p99_ms", "ingest p99 ms", 1),
+    m(
+        "drain_after_last_post_s",
+        "last delivery after last ack, s",
+        2,
+    ),
+    m(
+        "drain_per_s",
+        "then preloaded with endpoints disabled: drain deliveries/s",
+        0,
+    ),
+    m("lost", "lost", 0),
+    m("duplicates", "duplicates", 0),
+    m("load1", "1-min load average at start", 2),
+];
+
 /// Every scenario, in the peer's order, then hookwire's own.
 pub(crate) const SPECS: &[Spec] = &[
     Spec {
@@ -270,6 +293,47 @@ pub(crate) const SPECS: &[Spec] = &[
             m("duplicates", "duplicates", 0),
             m("failing_pending", "failing endpoint's backlog", 0),
             m("rss_end_kb", "RSS at the end, kB", 0),
+        ],
+    },
+    Spec {
+        id: "pg_ingest",
+        desc: "hookwire serve on PostgreSQL, 1 node: 100-event bodies, 16 connections, 2xx after commit (500k)",
+        metrics: &[
+            m("events_per_s", "events/s committed and acknowledged", 0),
+            m("request_p50_us", "request p50 us", 0),
+            m("request_p99_us", "request p99 us", 0),
+            m("load1", "1-min load average at start", 2),
+        ],
+    },
+    Spec {
+        id: "pg_e2e_1",
+        desc: "PostgreSQL, 1 node, 3 endpoints, batches of 100: first post to last delivery (200k x 3), then a preload drained",
+        metrics: PG_E2E,
+    },
+    Spec {
+        id: "pg_e2e_2",
+        desc: "PostgreSQL, 2 nodes, 3 endpoints, batches of 100: first post to last delivery (200k x 3), then a preload drained",
+        metrics: PG_E2E,
+    },
+    Spec {
+        id: "pg_e2e_3",
+        desc: "PostgreSQL, 3 nodes, 3 endpoints, batches of 100: first post to last delivery (200k x 3), then a preload drained",
+        metrics: PG_E2E,
+    },
+    Spec {
+        id: "pg_takeover",
+        desc: "PostgreSQL, 2 nodes, lease 2 s: kill -9 of a node, until the survivor holds and delivers its endpoint",
+        metrics: &[
+            m("takeover_s", "kill to survivor holding the lease, s", 2),
+            m(
+                "first_delivery_s",
+                "kill to survivor's first delivery, s",
+                2,
+            ),
+            m("lease_s", "lease s", 1),
+            m("lost", "lost", 0),
+            m("duplicates", "duplicates", 0),
+            m("load1", "1-min load average at start", 2),
         ],
     },
     Spec {
