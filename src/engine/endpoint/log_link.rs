@@ -420,6 +420,30 @@ mod tests {
         }
     }
 
+    /// A durable endpoint called `ep` on `link`, and its counters.
+    fn durable_endpoint(link: LogLink, now: Instant) -> (Endpoint, Arc<Shared>) {
+        let config = EndpointConfig::new("ep", "http://127.0.0.1:9/").durable();
+        let secrets = config.validate().unwrap();
+        let p = Prepared::new(&config, secrets).unwrap();
+        let shared = Arc::new(Shared::new(
+            EndpointId(1),
+            0,
+            0,
+            &config,
+            config.url.clone(),
+        ));
+        let ep = Endpoint::new(
+            p,
+            shared.clone(),
+            Arc::new(AtomicU64::new(0)),
+            Some(link),
+            false,
+            SystemTime::now(),
+            now,
+        );
+        (ep, shared)
+    }
+
     fn held(seq: u64, now: Instant) -> Result<Held, Unread> {
         Ok(Held {
             event: RawEvent::parse(format!(r#"{{"id":"e{seq}"}}"#)).unwrap(),
@@ -434,31 +458,13 @@ mod tests {
     /// of a read asked under the old epoch. Driven with an injected clock.
     #[test]
     fn a_leased_endpoint_delivers_only_while_its_gate_is_open() {
-        let config = EndpointConfig::new("ep", "http://127.0.0.1:9/").durable();
-        let secrets = config.validate().unwrap();
-        let p = Prepared::new(&config, secrets).unwrap();
-        let shared = Arc::new(Shared::new(
-            EndpointId(1),
-            0,
-            0,
-            &config,
-            config.url.clone(),
-        ));
         let marks = Arc::new(LogMarks::at(100));
         let board = crate::engine::lease::LeaseBoard::new(marks.clone());
         let mut link = LogLink::new(marks, 0, 1, u64::MAX);
         link.shared = true;
         link.gate = Some(board.gate("ep"));
         let now = Instant::now();
-        let mut ep = Endpoint::new(
-            p,
-            shared.clone(),
-            Arc::new(AtomicU64::new(0)),
-            Some(link),
-            false,
-            SystemTime::now(),
-            now,
-        );
+        let (mut ep, shared) = durable_endpoint(link, now);
         let mut src = Queue::default();
         let actions =
             |ep: &mut Endpoint| std::iter::from_fn(|| ep.poll_action()).collect::<Vec<_>>();
@@ -566,29 +572,11 @@ mod tests {
     /// earlier run in `events` too), once, and the endpoint goes on after them.
     #[test]
     fn records_lost_to_damage_are_counted_once_and_passed() {
-        let config = EndpointConfig::new("ep", "http://127.0.0.1:9/").durable();
-        let secrets = config.validate().unwrap();
-        let p = Prepared::new(&config, secrets).unwrap();
-        let shared = Arc::new(Shared::new(
-            EndpointId(1),
-            0,
-            0,
-            &config,
-            config.url.clone(),
-        ));
         // Resumes at 5; this run counts from 20 (what is below came from an earlier run).
         let marks = Arc::new(LogMarks::at(30));
         let link = LogLink::new(marks, 0, 5, 20);
         let now = Instant::now();
-        let mut ep = Endpoint::new(
-            p,
-            shared.clone(),
-            Arc::new(AtomicU64::new(0)),
-            Some(link),
-            false,
-            SystemTime::now(),
-            now,
-        );
+        let (mut ep, shared) = durable_endpoint(link, now);
         let mut src = Queue::default();
         ep.pump(&mut src, now);
         while ep.poll_action().is_some() {}
