@@ -416,26 +416,26 @@ impl<T> Drop for Consumer<T> {
 }
 
 /// The concurrency primitives the ring and the wake protocol use: std's, or loom's in test
-/// builds under `--cfg loom` (loom is a dev-dependency), so the same code can be model-checked.
+/// builds under `--cfg hookwire_loom` (loom is a dev-dependency), so the same code can be model-checked.
 pub(crate) mod sync {
-    #[cfg(all(loom, test))]
+    #[cfg(all(hookwire_loom, test))]
     pub(crate) use loom::sync::Arc;
-    #[cfg(all(loom, test))]
+    #[cfg(all(hookwire_loom, test))]
     pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
-    #[cfg(not(all(loom, test)))]
+    #[cfg(not(all(hookwire_loom, test)))]
     pub(crate) use std::sync::Arc;
-    #[cfg(not(all(loom, test)))]
+    #[cfg(not(all(hookwire_loom, test)))]
     pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 
     /// Waits a little before a retry: a few CPU spin hints, then yielding the thread (loom:
     /// always a yield, so the model can switch threads).
     pub(crate) fn spin(step: &mut u32) {
-        #[cfg(all(loom, test))]
+        #[cfg(all(hookwire_loom, test))]
         {
             let _ = step;
             loom::thread::yield_now();
         }
-        #[cfg(not(all(loom, test)))]
+        #[cfg(not(all(hookwire_loom, test)))]
         {
             if *step < 6 {
                 for _ in 0..(1u32 << *step) {
@@ -449,12 +449,12 @@ pub(crate) mod sync {
     }
 
     /// A shared borrow of a slot's value: `&'a T`.
-    #[cfg(not(all(loom, test)))]
+    #[cfg(not(all(hookwire_loom, test)))]
     pub(crate) type Ref<'a, T> = &'a T;
 
     /// A shared borrow of a slot's value that keeps loom's read tracking alive while it lives,
     /// so a producer writing the slot meanwhile is reported as a data race.
-    #[cfg(all(loom, test))]
+    #[cfg(all(hookwire_loom, test))]
     pub(crate) struct Ref<'a, T> {
         /// loom's tracked read access to the cell.
         guard: loom::cell::ConstPtr<Option<(u64, T)>>,
@@ -462,7 +462,7 @@ pub(crate) mod sync {
         _borrow: std::marker::PhantomData<&'a T>,
     }
 
-    #[cfg(all(loom, test))]
+    #[cfg(all(hookwire_loom, test))]
     impl<T> std::ops::Deref for Ref<'_, T> {
         type Target = T;
         fn deref(&self) -> &T {
@@ -478,10 +478,10 @@ pub(crate) mod sync {
     /// A slot's mask and value: an `UnsafeCell` (std's or loom's) accessed by the ring's protocol.
     pub(crate) struct ValueCell<T> {
         /// `None` until the slot's first publish.
-        #[cfg(not(all(loom, test)))]
+        #[cfg(not(all(hookwire_loom, test)))]
         inner: std::cell::UnsafeCell<Option<(u64, T)>>,
         /// `None` until the slot's first publish.
-        #[cfg(all(loom, test))]
+        #[cfg(all(hookwire_loom, test))]
         inner: loom::cell::UnsafeCell<Option<(u64, T)>>,
     }
 
@@ -498,12 +498,12 @@ pub(crate) mod sync {
         /// # Safety
         /// The caller has exclusive access: no other thread reads or writes the cell meanwhile.
         pub(crate) unsafe fn replace(&self, mask: u64, value: T) -> Option<(u64, T)> {
-            #[cfg(not(all(loom, test)))]
+            #[cfg(not(all(hookwire_loom, test)))]
             {
                 // SAFETY: exclusive access, promised by the caller.
                 unsafe { (*self.inner.get()).replace((mask, value)) }
             }
-            #[cfg(all(loom, test))]
+            #[cfg(all(hookwire_loom, test))]
             {
                 // SAFETY: exclusive access, promised by the caller (and checked by loom).
                 self.inner
@@ -517,13 +517,13 @@ pub(crate) mod sync {
         /// No thread writes the cell while the returned borrow lives, and the last write
         /// happened before this call.
         pub(crate) unsafe fn read(&self) -> Option<(u64, Ref<'_, T>)> {
-            #[cfg(not(all(loom, test)))]
+            #[cfg(not(all(hookwire_loom, test)))]
             {
                 // SAFETY: no concurrent writer, promised by the caller.
                 let held = unsafe { &*self.inner.get() };
                 held.as_ref().map(|(mask, value)| (*mask, value))
             }
-            #[cfg(all(loom, test))]
+            #[cfg(all(hookwire_loom, test))]
             {
                 let guard = self.inner.get();
                 // SAFETY: no concurrent writer, promised by the caller (and checked by loom).
@@ -540,7 +540,7 @@ pub(crate) mod sync {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(hookwire_loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU8;
@@ -910,13 +910,13 @@ mod tests {
     }
 }
 
-/// loom models: run with `RUSTFLAGS="--cfg loom" cargo test --release --lib engine::`.
+/// loom models: run with `RUSTFLAGS="--cfg hookwire_loom" cargo test --release --lib engine::`.
 ///
 /// Waiting threads make loom explore unbounded schedules (a spinning thread can be picked again
 /// and again), so no thread here waits for another: producers try each value once and keep
 /// what a full ring gives back, and consumers read what is there a bounded number of times,
 /// then read the rest after joining the producers. Every outcome is checked.
-#[cfg(all(test, loom))]
+#[cfg(all(test, hookwire_loom))]
 mod loom_models {
     use super::*;
     use loom::thread;

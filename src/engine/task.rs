@@ -420,7 +420,7 @@ fn failed_letter(
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(hookwire_loom)))]
 mod tests {
     use std::sync::Arc;
     use std::time::Duration;

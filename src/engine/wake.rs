@@ -154,7 +154,7 @@ impl<W: Wakes> Wake<W> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(hookwire_loom)))]
 mod tests {
     use super::*;
     use std::time::Duration;
@@ -228,9 +228,9 @@ mod tests {
     }
 }
 
-/// loom models of the protocol: run with `RUSTFLAGS="--cfg loom" cargo test --release --lib
+/// loom models of the protocol: run with `RUSTFLAGS="--cfg hookwire_loom" cargo test --release --lib
 /// engine::`.
-#[cfg(all(test, loom))]
+#[cfg(all(test, hookwire_loom))]
 mod loom_models {
     use super::*;
     use crate::engine::ring::sync::Arc;

@@ -118,7 +118,7 @@ fn forget(
     Ok(done)
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(hookwire_loom)))]
 mod tests {
     use std::sync::Arc;
 
