@@ -472,10 +472,10 @@ impl<E: Send + 'static> Drain for Shared<E> {
         let mut n = 0;
         // A turn is at most BATCH events and about TURN long, whichever comes first: a sink
         // slower than usual (but never stuck long enough for the watchdog) must not hold a
-        // drainer for 128 of its calls while other queues wait. The clock is read every
-        // TURN_CHECK events, from the TURN_CHECK-th on: a short turn (the common case when
-        // the pool keeps up) reads it not at all, a slow sink hands over after at most
-        // 2 * TURN_CHECK calls.
+        // drainer for 128 of its calls while other queues wait. The clock starts after the
+        // second event and is read every TURN_CHECK events: a turn of one event (common when
+        // the pool keeps up with its writers) reads it not at all, a slow sink hands over
+        // after TURN_CHECK calls.
         let mut started: Option<Instant> = None;
         let mut turn_over = false;
         loop {
@@ -490,11 +490,12 @@ impl<E: Send + 'static> Drain for Shared<E> {
                 slot.leave();
                 self.record(result);
                 n += 1;
-                if n % pool::TURN_CHECK == 0 {
-                    match started {
-                        None => started = Some(Instant::now()),
-                        Some(t) => turn_over = t.elapsed() >= pool::TURN,
-                    }
+                if n == 2 {
+                    started = Some(Instant::now());
+                } else if n % pool::TURN_CHECK == 0
+                    && let Some(t) = started
+                {
+                    turn_over = t.elapsed() >= pool::TURN;
                 }
                 continue;
             }
