@@ -201,13 +201,13 @@ impl QueueBuilder {
         drop(probe);
         let (tx, rx) = crossbeam_channel::bounded(self.capacity);
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
+            state: CachePadded::new(Mutex::new(State {
                 closing: false,
                 worker_exited: false,
                 orphaned: false,
                 last_warn: None,
                 unlogged_failures: 0,
-            }),
+            })),
             tx,
             rx,
             has_events: Condvar::new(),
@@ -295,8 +295,10 @@ pub struct Queue<E> {
 struct Shared<E> {
     /// What writers, `close` and the worker agree on under a lock. Writers hold it to push
     /// (so they are serialized and none pushes once `closing` is set); the worker takes it
-    /// only to finish, to log a failure, or to wake a `Block` writer, never per event.
-    state: Mutex<State>,
+    /// only to finish, to log a failure, or to wake a `Block` writer, never per event. On a
+    /// cache line of its own: the worker reads the fields below per event, and a writer's
+    /// lock would otherwise take that line from it at every write.
+    state: CachePadded<Mutex<State>>,
     /// The buffer: a bounded lock-free ring (crossbeam's array channel), pushed by writers
     /// under `state`, popped without it by the worker (and by `close` for its leftovers, and
     /// by a `DropOldest` writer evicting the front).
