@@ -3,11 +3,19 @@
 //! One pool per process, started on first use: `available_parallelism()` drainer threads
 //! (named `hookwire-drain`) and one watchdog thread (`hookwire-drain-watchdog`).
 //!
-//! - A queue that has events and is not already *scheduled* is put on the run queue once (the
-//!   queue keeps the flag under its own lock). A drainer takes a scheduled queue, delivers up to
-//!   [`BATCH`] events in order, then puts it back at the end of the run queue if more is
-//!   waiting, or clears the flag. Only the drainer holding a queue delivers for it, so each
-//!   queue stays FIFO; a writer wakes a drainer only when it schedules a queue, not per event.
+//! - A queue that has events and is not already *scheduled* is put on the run queue once (an
+//!   atomic flag in the queue). A drainer takes a scheduled queue, delivers up to [`BATCH`]
+//!   events in order, then puts it back at the end of the run queue if more is waiting, or
+//!   clears the flag. Only the drainer holding a queue delivers for it, so each queue stays
+//!   FIFO.
+//! - **Wake-ups.** Putting a queue on the run queue wakes a parked drainer only if no drainer
+//!   is awake (draining, or looking for work): an awake one takes the task at the end of its
+//!   current turn. A drainer that takes a task and leaves [`WAKE_BACKLOG`] or more waiting
+//!   wakes a parked one itself, and the watchdog wakes one at each tick while tasks wait. So a
+//!   writer pays a futex wake-up (and the context switch that often comes with it) only when
+//!   the whole pool is asleep, not each time one drainer catches up while another sleeps. The
+//!   cost: a task submitted while every awake drainer is inside a slow (not stuck) turn waits
+//!   for that turn to end, or for the next tick, before a sleeping drainer is woken for it.
 //! - **A blocking downstream does not stall the pool.** Each drainer publishes a sequence number
 //!   that is odd while it is inside a downstream call. The watchdog looks every [`TICK`]; a
 //!   drainer seen inside the *same* call at two looks in a row (stuck for at least one tick) is

@@ -14,20 +14,26 @@
 //! `write` is stuck, that call is left behind (its thread is not waited for), the event stays
 //! counted in flight, and [`CloseReport::worker_stuck`] says so; it is counted once, as
 //! forwarded or dropped, when the call returns. That keeps
-//! `events == forwarded + dropped + len + in_flight` true at every moment.
+//! `events == forwarded + dropped + len + in_flight` true whenever the queue is quiet (the
+//! counters are atomics read one by one: while events move, a reader may count one of them
+//! in two places or in none for an instant).
 //!
-//! The buffer is a `VecDeque` behind a `parking_lot::Mutex`, preallocated, with condition
-//! variables for "has events", "has room" and "worker exited". Locks are held only to move an
-//! event in or out; the downstream is never called with the lock held.
+//! The buffer is a bounded lock-free ring (crossbeam's array channel), preallocated. Writers
+//! push under the queue's lock (which serializes them and orders them with `close`); the
+//! worker pops without any lock and counts with atomics, so a write and a delivery share no
+//! lock and no cache line but the ring's slot. The lock's condition variables serve "has
+//! events" (a queue with its own thread), "has room" (`Block` writers: the worker takes the
+//! lock to wake one only when one waits) and "worker exited". The downstream is never called
+//! with the lock held.
 //!
 //! # Who drains a queue
 //!
 //! By default every queue in the process is drained by one shared pool of drainer threads
 //! (`hookwire-drain`, one per core), not by a thread of its own:
 //!
-//! - A write that finds its queue not *scheduled* (a flag kept under the queue's lock) sets
-//!   the flag and puts the queue on the pool's run queue; later writes only push into the
-//!   buffer. A drainer takes a scheduled queue, delivers up to 128 events in order, then puts
+//! - A write that finds its queue not *scheduled* (an atomic flag) sets the flag and puts the
+//!   queue on the pool's run queue, waking a parked drainer only if none is awake; later
+//!   writes only push into the buffer. A drainer takes a scheduled queue, delivers up to 128 events in order, then puts
 //!   it back at the end of the run queue if more is waiting, or clears the flag. One hand-off
 //!   per batch instead of a futex wake-up per event, and two threads for any number of queues
 //!   on two cores. Only the drainer holding a queue delivers for it: FIFO per queue holds.
