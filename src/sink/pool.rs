@@ -7,7 +7,10 @@
 //!   atomic flag in the queue). A drainer takes a scheduled queue, delivers up to [`BATCH`]
 //!   events in order, then puts it back at the end of the run queue if more is waiting, or
 //!   clears the flag. Only the drainer holding a queue delivers for it, so each queue stays
-//!   FIFO.
+//!   FIFO. A turn that delivered events and found the queue empty, while other queues wait on
+//!   the run queue, puts it back still scheduled ([`requeue_if_busy`]): an active queue then
+//!   stays on the run queue and its writers do not schedule it again at every write; a turn
+//!   that finds it empty from the start lets it go.
 //! - **Wake-ups.** Putting a queue on the run queue wakes a parked drainer only if no drainer
 //!   is awake (draining, or looking for work): an awake one takes the task at the end of its
 //!   current turn. A drainer that takes a task and leaves [`WAKE_BACKLOG`] or more waiting
@@ -177,6 +180,20 @@ pub(crate) fn submit(task: Arc<dyn Drain>) {
     if rq.awake == 0 {
         rq.wake_one(&p.work);
     }
+}
+
+/// Puts a queue that is still scheduled back at the end of the run queue, if other queues
+/// are waiting there; hands it back otherwise. For a queue its drainer just emptied: while the
+/// pool has other work, an active queue stays scheduled for one more turn, so its writers do
+/// not have to schedule it again (a run-queue lock and a hand-off per write when a drainer
+/// keeps up with many queues).
+pub(crate) fn requeue_if_busy<T: Drain + 'static>(task: Arc<T>) -> Result<(), Arc<T>> {
+    let mut rq = pool().run.lock();
+    if rq.tasks.is_empty() {
+        return Err(task);
+    }
+    rq.tasks.push_back(task);
+    Ok(())
 }
 
 fn start_drainer(p: &Arc<Pool>) -> std::io::Result<()> {

@@ -477,6 +477,7 @@ impl<E: Send + 'static> Drain for Shared<E> {
     ///
     /// No lock per event: the worker pops the lock-free ring and counts with atomics.
     fn drain(self: Arc<Self>, slot: &Slot) {
+        let mut me = self;
         let mut n = 0;
         // A turn is at most BATCH events and about TURN long, whichever comes first: a sink
         // slower than usual (but never stuck long enough for the watchdog) must not hold a
@@ -489,14 +490,14 @@ impl<E: Send + 'static> Drain for Shared<E> {
         loop {
             if (n >= pool::BATCH || turn_over) && !slot.retired() {
                 // Others' turn; still scheduled, so writers do not submit it again.
-                (self.submit)(self);
+                (me.submit)(me);
                 return;
             }
-            if let Some(event) = self.take() {
+            if let Some(event) = me.take() {
                 slot.enter();
-                let result = self.deliver(event);
+                let result = me.deliver(event);
                 slot.leave();
-                self.record(result);
+                me.record(result);
                 n += 1;
                 if n == 2 {
                     started = Some(Instant::now());
@@ -508,9 +509,9 @@ impl<E: Send + 'static> Drain for Shared<E> {
                 continue;
             }
             // Stopped, or nothing waiting.
-            if self.closing.load(Ordering::Acquire) {
-                let mut st = self.state.lock();
-                if !self.stop.load(Ordering::Acquire) && !self.rx.is_empty() {
+            if me.closing.load(Ordering::Acquire) {
+                let mut st = me.state.lock();
+                if !me.stop.load(Ordering::Acquire) && !me.rx.is_empty() {
                     // Written before `close` took the lock: still to deliver.
                     continue;
                 }
@@ -519,26 +520,38 @@ impl<E: Send + 'static> Drain for Shared<E> {
                 st.worker_exited = true;
                 let orphaned = st.orphaned;
                 drop(st);
-                self.exited.notify_all();
+                me.exited.notify_all();
                 if orphaned {
                     slot.enter();
-                    let _ = panic::catch_unwind(AssertUnwindSafe(|| self.downstream.close()));
+                    let _ = panic::catch_unwind(AssertUnwindSafe(|| me.downstream.close()));
                     slot.leave();
                 }
-                release(self, slot);
+                release(me, slot);
                 return;
             }
-            self.scheduled.store(false, Ordering::SeqCst);
+            // Emptied by this turn while other queues wait: it stays scheduled for one more
+            // turn (at the end of the run queue), so that its writers need not schedule it
+            // again; a turn that finds it empty from the start lets it go.
+            let this = if n > 0 && !slot.retired() {
+                match pool::requeue_if_busy(me) {
+                    Ok(()) => return,
+                    Err(this) => this,
+                }
+            } else {
+                me
+            };
+            this.scheduled.store(false, Ordering::SeqCst);
             // Pairs with the fences in `wake_after_push` and `start_closing`: an event pushed,
             // or a close begun, after the look above is seen here, or its author sees the
             // flag cleared and schedules the queue itself.
             fence(Ordering::SeqCst);
-            if (self.closing.load(Ordering::Relaxed) || !self.rx.is_empty())
-                && !self.scheduled.swap(true, Ordering::SeqCst)
+            if (this.closing.load(Ordering::Relaxed) || !this.rx.is_empty())
+                && !this.scheduled.swap(true, Ordering::SeqCst)
             {
+                me = this;
                 continue;
             }
-            release(self, slot);
+            release(this, slot);
             return;
         }
     }
