@@ -1,6 +1,8 @@
 //! Profiling harness for layer 1's fan-out (issue 13): Broadcaster -> N Queues -> counting
 //! sinks, the `fanout` bench's loop without criterion. `cargo run --release --example
-//! fanout_prof -- N ITERS` prints deliveries/s per iteration.
+//! fanout_prof -- N ITERS` prints the median, least and most deliveries/s over ITERS
+//! iterations (each rate too with `EACH=1`); N = 0 times the `queue_push` loop instead (ITERS
+//! million writes). Meant for `perf record -g` and `perf stat -e context-switches`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +65,9 @@ fn main() {
         let el = start.elapsed();
         assert_eq!(count.load(Ordering::Relaxed), (EVENTS * n) as u64);
         rates.push((EVENTS * n) as f64 / el.as_secs_f64() / 1e6);
+        if std::env::var_os("EACH").is_some() {
+            eprint!("{:.1} ", rates[rates.len() - 1]);
+        }
     }
     rates.sort_by(f64::total_cmp);
     println!(
