@@ -3,11 +3,22 @@
 //! One pool per process, started on first use: `available_parallelism()` drainer threads
 //! (named `hookwire-drain`) and one watchdog thread (`hookwire-drain-watchdog`).
 //!
-//! - A queue that has events and is not already *scheduled* is put on the run queue once (the
-//!   queue keeps the flag under its own lock). A drainer takes a scheduled queue, delivers up to
-//!   [`BATCH`] events in order, then puts it back at the end of the run queue if more is
-//!   waiting, or clears the flag. Only the drainer holding a queue delivers for it, so each
-//!   queue stays FIFO; a writer wakes a drainer only when it schedules a queue, not per event.
+//! - A queue that has events and is not already *scheduled* is put on the run queue once (an
+//!   atomic flag in the queue). A drainer takes a scheduled queue, delivers up to [`BATCH`]
+//!   events in order, then puts it back at the end of the run queue if more is waiting, or
+//!   clears the flag. Only the drainer holding a queue delivers for it, so each queue stays
+//!   FIFO. A turn that delivered events and found the queue empty, while other queues wait on
+//!   the run queue, puts it back still scheduled ([`requeue_if_busy`]): an active queue then
+//!   stays on the run queue and its writers do not schedule it again at every write; a turn
+//!   that finds it empty from the start lets it go.
+//! - **Wake-ups.** Putting a queue on the run queue wakes a parked drainer only if no drainer
+//!   is awake (draining, or looking for work): an awake one takes the task at the end of its
+//!   current turn. A drainer that takes a task and leaves [`WAKE_BACKLOG`] or more waiting
+//!   wakes a parked one itself, and the watchdog wakes one at each tick while tasks wait. So a
+//!   writer pays a futex wake-up (and the context switch that often comes with it) only when
+//!   the whole pool is asleep, not each time one drainer catches up while another sleeps. The
+//!   cost: a task submitted while every awake drainer is inside a slow (not stuck) turn waits
+//!   for that turn to end, or for the next tick, before a sleeping drainer is woken for it.
 //! - **A blocking downstream does not stall the pool.** Each drainer publishes a sequence number
 //!   that is odd while it is inside a downstream call. The watchdog looks every [`TICK`]; a
 //!   drainer seen inside the *same* call at two looks in a row (stuck for at least one tick) is
@@ -34,6 +45,8 @@ pub(crate) const TURN_CHECK: usize = 4;
 /// How often the watchdog looks for drainers stuck in one downstream call. A call that lasts
 /// longer than one to two ticks hands the drainer's place in the pool to a new thread.
 pub(crate) const TICK: Duration = Duration::from_millis(10);
+/// A drainer that takes a task and leaves at least this many waiting wakes a parked drainer.
+pub(crate) const WAKE_BACKLOG: usize = 4;
 
 /// A queue the pool can drain.
 pub(crate) trait Drain: Send + Sync {
@@ -80,6 +93,26 @@ struct RunQueue {
     /// Drainers inside `drain` (the watchdog sleeps while this is 0).
     busy: usize,
     watchdog_parked: bool,
+    /// Drainers not parked: draining, looking for work, or woken and on their way (the waker
+    /// counts them awake at once, so that two writers do not wake two drainers for one task).
+    awake: usize,
+    /// Drainers parked on `work` and not yet woken.
+    sleeping: usize,
+    /// Wake-ups given and not yet taken by a parked drainer (a drainer only leaves `wait` with
+    /// one, so a spurious return from `wait` parks it again).
+    tokens: usize,
+}
+
+impl RunQueue {
+    /// Wakes one parked drainer, if there is one.
+    fn wake_one(&mut self, work: &Condvar) {
+        if self.sleeping > 0 {
+            self.sleeping -= 1;
+            self.awake += 1;
+            self.tokens += 1;
+            work.notify_one();
+        }
+    }
 }
 
 struct Pool {
@@ -101,6 +134,9 @@ fn pool() -> &'static Arc<Pool> {
                 tasks: VecDeque::with_capacity(1024),
                 busy: 0,
                 watchdog_parked: false,
+                awake: 0,
+                sleeping: 0,
+                tokens: 0,
             }),
             work: Condvar::new(),
             watch: Condvar::new(),
@@ -132,46 +168,82 @@ pub(crate) fn available() -> bool {
     !pool().slots.lock().is_empty()
 }
 
-/// Puts a scheduled queue at the end of the run queue.
+/// Puts a scheduled queue at the end of the run queue. Wakes a parked drainer only if none is
+/// awake: an awake one takes the task when it is done with its current queue (a turn is short:
+/// see `BATCH`, `TURN`), and wakes a second one itself if tasks pile up (`WAKE_BACKLOG`); the
+/// watchdog wakes one too if tasks wait through a tick. The writer thus pays for a futex
+/// wake-up (and the context switch it often brings) only when the whole pool is asleep.
 pub(crate) fn submit(task: Arc<dyn Drain>) {
     let p = pool();
     let mut rq = p.run.lock();
     rq.tasks.push_back(task);
-    drop(rq);
-    p.work.notify_one();
+    if rq.awake == 0 {
+        rq.wake_one(&p.work);
+    }
+}
+
+/// Puts a queue that is still scheduled back at the end of the run queue, if other queues
+/// are waiting there; hands it back otherwise. For a queue its drainer just emptied: while the
+/// pool has other work, an active queue stays scheduled for one more turn, so its writers do
+/// not have to schedule it again (a run-queue lock and a hand-off per write when a drainer
+/// keeps up with many queues).
+pub(crate) fn requeue_if_busy<T: Drain + 'static>(task: Arc<T>) -> Result<(), Arc<T>> {
+    let mut rq = pool().run.lock();
+    if rq.tasks.is_empty() {
+        return Err(task);
+    }
+    rq.tasks.push_back(task);
+    Ok(())
 }
 
 fn start_drainer(p: &Arc<Pool>) -> std::io::Result<()> {
     let slot = Arc::new(Slot::default());
     let (p2, s2) = (p.clone(), slot.clone());
-    std::thread::Builder::new()
+    // Counted awake from now: it looks at the run queue before it first parks.
+    p.run.lock().awake += 1;
+    let spawned = std::thread::Builder::new()
         .name("hookwire-drain".into())
-        .spawn(move || drainer(&p2, &s2))?;
+        .spawn(move || drainer(&p2, &s2));
+    if let Err(e) = spawned {
+        p.run.lock().awake -= 1;
+        return Err(e);
+    }
     p.slots.lock().push((slot, 0));
     Ok(())
 }
 
 fn drainer(p: &Pool, slot: &Arc<Slot>) {
+    let mut rq = p.run.lock();
     loop {
-        let task = {
-            let mut rq = p.run.lock();
-            loop {
-                if let Some(t) = rq.tasks.pop_front() {
-                    rq.busy += 1;
-                    if rq.watchdog_parked {
-                        rq.watchdog_parked = false;
-                        p.watch.notify_one();
-                    }
-                    break t;
+        let task = loop {
+            if let Some(t) = rq.tasks.pop_front() {
+                rq.busy += 1;
+                if rq.watchdog_parked {
+                    rq.watchdog_parked = false;
+                    p.watch.notify_one();
                 }
+                if rq.tasks.len() >= WAKE_BACKLOG {
+                    rq.wake_one(&p.work);
+                }
+                break t;
+            }
+            rq.awake -= 1;
+            rq.sleeping += 1;
+            while rq.tokens == 0 {
                 p.work.wait(&mut rq);
             }
+            // The waker moved this drainer from `sleeping` to `awake`.
+            rq.tokens -= 1;
         };
+        drop(rq);
         // A queue contains its downstream's panics; this is for anything that escapes all the
         // same: the drainer lives on (a dead one would never be replaced: its slot looks live).
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.drain(slot)));
-        p.run.lock().busy -= 1;
+        rq = p.run.lock();
+        rq.busy -= 1;
         if slot.retired() {
+            rq.awake -= 1;
+            drop(rq);
             p.slots.lock().retain(|(s, _)| !Arc::ptr_eq(s, slot));
             return;
         }
@@ -188,6 +260,13 @@ fn watchdog(p: &Arc<Pool>) {
             }
         }
         std::thread::sleep(TICK);
+        {
+            // Tasks that waited through a tick while the awake drainers were busy.
+            let mut rq = p.run.lock();
+            if !rq.tasks.is_empty() {
+                rq.wake_one(&p.work);
+            }
+        }
         // Drainers to start: one per drainer retired now, and any the pool is short of.
         let replace = {
             let mut slots = p.slots.lock();

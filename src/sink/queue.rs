@@ -14,20 +14,26 @@
 //! `write` is stuck, that call is left behind (its thread is not waited for), the event stays
 //! counted in flight, and [`CloseReport::worker_stuck`] says so; it is counted once, as
 //! forwarded or dropped, when the call returns. That keeps
-//! `events == forwarded + dropped + len + in_flight` true at every moment.
+//! `events == forwarded + dropped + len + in_flight` true whenever the queue is quiet (the
+//! counters are atomics read one by one: while events move, a reader may count one of them
+//! in two places or in none for an instant).
 //!
-//! The buffer is a `VecDeque` behind a `parking_lot::Mutex`, preallocated, with condition
-//! variables for "has events", "has room" and "worker exited". Locks are held only to move an
-//! event in or out; the downstream is never called with the lock held.
+//! The buffer is a bounded lock-free ring (crossbeam's array channel), preallocated. Writers
+//! push under the queue's lock (which serializes them and orders them with `close`); the
+//! worker pops without any lock and counts with atomics, so a write and a delivery share no
+//! lock and no cache line but the ring's slot. The lock's condition variables serve "has
+//! events" (a queue with its own thread), "has room" (`Block` writers: the worker takes the
+//! lock to wake one only when one waits) and "worker exited". The downstream is never called
+//! with the lock held.
 //!
 //! # Who drains a queue
 //!
 //! By default every queue in the process is drained by one shared pool of drainer threads
 //! (`hookwire-drain`, one per core), not by a thread of its own:
 //!
-//! - A write that finds its queue not *scheduled* (a flag kept under the queue's lock) sets
-//!   the flag and puts the queue on the pool's run queue; later writes only push into the
-//!   buffer. A drainer takes a scheduled queue, delivers up to 128 events in order, then puts
+//! - A write that finds its queue not *scheduled* (an atomic flag) sets the flag and puts the
+//!   queue on the pool's run queue, waking a parked drainer only if none is awake; later
+//!   writes only push into the buffer. A drainer takes a scheduled queue, delivers up to 128 events in order, then puts
 //!   it back at the end of the run queue if more is waiting, or clears the flag. One hand-off
 //!   per batch instead of a futex wake-up per event, and two threads for any number of queues
 //!   on two cores. Only the drainer holding a queue delivers for it: FIFO per queue holds.
@@ -45,13 +51,15 @@
 //!
 //! Below, "the worker" is whichever thread is draining the queue: a pool drainer or its own.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_utils::CachePadded;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::Error;
@@ -189,24 +197,33 @@ impl QueueBuilder {
         if self.thread_name.contains('\0') {
             return Err(Error::config("thread_name", "contains a NUL byte"));
         }
-        let mut buf = VecDeque::new();
-        buf.try_reserve_exact(self.capacity)
+        // The ring is allocated up front; a capacity the allocator refuses is a configuration
+        // error, not an abort (crossbeam's `bounded` would abort), so ask for the same room
+        // first, fallibly.
+        let mut probe: Vec<(usize, E)> = Vec::new();
+        probe
+            .try_reserve_exact(self.capacity)
             .map_err(|e| Error::config("capacity", format!("cannot allocate the buffer: {e}")))?;
+        drop(probe);
+        let (tx, rx) = crossbeam_channel::bounded(self.capacity);
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                buf,
+            state: CachePadded::new(Mutex::new(State {
                 closing: false,
-                stop: false,
-                in_flight: false,
                 worker_exited: false,
                 orphaned: false,
-                scheduled: false,
                 last_warn: None,
                 unlogged_failures: 0,
-            }),
+            })),
+            tx,
+            rx,
             has_events: Condvar::new(),
             has_room: Condvar::new(),
             exited: Condvar::new(),
+            room_waiters: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            scheduled: CachePadded::new(AtomicBool::new(false)),
+            in_flight: CachePadded::new(AtomicBool::new(false)),
             capacity: self.capacity,
             overflow: self.overflow,
             stats: Arc::default(),
@@ -282,13 +299,35 @@ pub struct Queue<E> {
 }
 
 struct Shared<E> {
-    state: Mutex<State<E>>,
-    /// The worker waits here for events (or for the queue to close).
+    /// What writers, `close` and the worker agree on under a lock. Writers hold it to push
+    /// (so they are serialized and none pushes once `closing` is set); the worker takes it
+    /// only to finish, to log a failure, or to wake a `Block` writer, never per event. On a
+    /// cache line of its own: the worker reads the fields below per event, and a writer's
+    /// lock would otherwise take that line from it at every write.
+    state: CachePadded<Mutex<State>>,
+    /// The buffer: a bounded lock-free ring (crossbeam's array channel), pushed by writers
+    /// under `state`, popped without it by the worker (and by `close` for its leftovers, and
+    /// by a `DropOldest` writer evicting the front).
+    tx: Sender<E>,
+    rx: Receiver<E>,
+    /// An own-thread worker waits here for events (or for the queue to close).
     has_events: Condvar,
     /// `Block` writers wait here for room (or for the queue to close).
     has_room: Condvar,
     /// `close` waits here for the worker to finish draining.
     exited: Condvar,
+    /// `Block` writers waiting for room: the worker takes the lock to wake one only if some.
+    room_waiters: AtomicUsize,
+    /// `State::closing`, readable without the lock (set under it, never cleared).
+    closing: AtomicBool,
+    /// The deadline passed: the worker must not start another downstream write.
+    stop: AtomicBool,
+    /// Pooled: the queue is on the run queue or held by a drainer. Set while events are
+    /// waiting or one is in flight; cleared only by its holder (see `Drain::drain`).
+    scheduled: CachePadded<AtomicBool>,
+    /// The worker is inside the downstream's `write` (set just before it takes an event, so
+    /// that `len() + in_flight()` may count a moving event twice, never zero times).
+    in_flight: CachePadded<AtomicBool>,
     capacity: usize,
     overflow: Overflow,
     stats: Arc<QueueStats>,
@@ -304,32 +343,28 @@ fn submit_to_pool<E: Send + 'static>(sh: Arc<Shared<E>>) {
     pool::submit(sh);
 }
 
-struct State<E> {
-    buf: VecDeque<E>,
+struct State {
     /// No more writes are accepted; the worker drains and exits.
     closing: bool,
-    /// The deadline passed: the worker must not start another downstream write.
-    stop: bool,
-    /// The worker is inside the downstream's `write`.
-    in_flight: bool,
     worker_exited: bool,
     /// The handle was dropped without `close`: the worker closes the downstream itself.
     orphaned: bool,
-    /// Pooled: the queue is on the run queue or held by a drainer. Always set while `buf` is
-    /// not empty or an event is in flight; only the holder clears it.
-    scheduled: bool,
     /// When a downstream failure was last logged, and how many since.
     last_warn: Option<Instant>,
     unlogged_failures: u64,
 }
 
 impl<E> Shared<E> {
-    /// After an event was pushed into `buf` (lock held): wakes whoever drains the queue.
+    /// After an event was pushed (writers' lock held): wakes whoever drains the queue.
     #[inline]
-    fn wake_after_push(self: &Arc<Self>, mut st: MutexGuard<'_, State<E>>) {
+    fn wake_after_push(self: &Arc<Self>, st: MutexGuard<'_, State>) {
         if self.pooled {
-            if !st.scheduled {
-                st.scheduled = true;
+            // Pairs with the fence in `Drain::drain`: either the drainer that is letting the
+            // queue go sees this event, or this writer sees the flag cleared.
+            fence(Ordering::SeqCst);
+            if !self.scheduled.load(Ordering::Relaxed)
+                && !self.scheduled.swap(true, Ordering::SeqCst)
+            {
                 drop(st);
                 (self.submit)(self.clone());
             }
@@ -339,14 +374,53 @@ impl<E> Shared<E> {
         }
     }
 
-    /// Counts a downstream call's outcome (lock held); returns a warning to log, if one is due.
-    fn record(&self, st: &mut State<E>, result: Result<(), Error>) -> Option<String> {
-        st.in_flight = false;
+    /// Marks the queue closing (writers' lock held). Pooled and held by no drainer, it is
+    /// either done at once or handed to a drainer to finish.
+    fn start_closing(self: &Arc<Self>, st: &mut State) {
+        st.closing = true;
+        self.closing.store(true, Ordering::SeqCst);
+        if !self.pooled {
+            self.has_events.notify_all();
+            return;
+        }
+        // Pairs with the fence in `Drain::drain` (a drainer letting the queue go either sees
+        // `closing`, or this sees the flag cleared).
+        fence(Ordering::SeqCst);
+        if !self.scheduled.swap(true, Ordering::SeqCst) {
+            if self.rx.is_empty() && !st.orphaned {
+                // No drainer holds it and nothing is waiting: it is done already.
+                st.worker_exited = true;
+            } else {
+                // A drainer delivers what is left (or closes an orphan's downstream).
+                (self.submit)(self.clone());
+            }
+        }
+    }
+
+    /// After the worker (or an evicting writer) took an event out: wakes a `Block` writer
+    /// waiting for room, if there is one. Takes the writers' lock only then.
+    #[inline]
+    fn room_freed(&self) {
+        if matches!(self.overflow, Overflow::Block { .. }) {
+            // Pairs with the fence in `Queue::block`: either the writer sees this room, or
+            // this sees the writer counted in `room_waiters` (and it waits under the lock).
+            fence(Ordering::SeqCst);
+            if self.room_waiters.load(Ordering::Relaxed) > 0 {
+                let _st = self.state.lock();
+                self.has_room.notify_one();
+            }
+        }
+    }
+
+    /// Counts a downstream call's outcome, logs a failure (at most every `WARN_EVERY`), and
+    /// clears `in_flight`.
+    fn record(&self, result: Result<(), Error>) {
         match result {
             Ok(()) => self.stats.forwarded.inc(),
             Err(Error::Closed) => self.stats.dropped.inc(DropReason::Shutdown),
             Err(e) => {
                 self.stats.dropped.inc(DropReason::SinkError);
+                let mut st = self.state.lock();
                 st.unlogged_failures += 1;
                 if st.last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
                     let msg = format!(
@@ -356,11 +430,12 @@ impl<E> Shared<E> {
                     );
                     st.last_warn = Some(Instant::now());
                     st.unlogged_failures = 0;
-                    return Some(msg);
+                    drop(st);
+                    log::warn!("{msg}");
                 }
             }
         }
-        None
+        self.in_flight.store(false, Ordering::Release);
     }
 
     /// One downstream call; a panic in it costs that event (counted), not the drainer.
@@ -373,64 +448,111 @@ impl<E> Shared<E> {
             },
         )
     }
+
+    /// Takes the oldest event for delivery, marking it in flight; `None` if the queue is
+    /// empty or stopped.
+    #[inline]
+    fn take(&self) -> Option<E> {
+        if self.stop.load(Ordering::Acquire) {
+            return None;
+        }
+        self.in_flight.store(true, Ordering::Relaxed);
+        match self.rx.try_recv() {
+            Ok(event) => {
+                self.room_freed();
+                Some(event)
+            }
+            Err(_) => {
+                self.in_flight.store(false, Ordering::Release);
+                None
+            }
+        }
+    }
 }
 
 impl<E: Send + 'static> Drain for Shared<E> {
     /// Delivers up to [`pool::BATCH`] events in order (all that are waiting once the watchdog
-    /// has retired this drainer), then reschedules the queue or clears its flag; finishes the
+    /// has retired this drainer), then reschedules the queue or lets it go; finishes the
     /// queue if it is closing and empty.
+    ///
+    /// No lock per event: the worker pops the lock-free ring and counts with atomics.
     fn drain(self: Arc<Self>, slot: &Slot) {
-        let mut st = self.state.lock();
+        let mut me = self;
         let mut n = 0;
-        let started = Instant::now();
+        // A turn is at most BATCH events and about TURN long, whichever comes first: a sink
+        // slower than usual (but never stuck long enough for the watchdog) must not hold a
+        // drainer for 128 of its calls while other queues wait. The clock starts after the
+        // second event and is read every TURN_CHECK events: a turn of one event (common when
+        // the pool keeps up with its writers) reads it not at all, a slow sink hands over
+        // after TURN_CHECK calls.
+        let mut started: Option<Instant> = None;
+        let mut turn_over = false;
         loop {
-            if st.stop || st.buf.is_empty() {
-                if !st.closing {
-                    st.scheduled = false;
-                    drop(st);
-                    release(self, slot);
-                    return;
+            if (n >= pool::BATCH || turn_over) && !slot.retired() {
+                // Others' turn; still scheduled, so writers do not submit it again.
+                (me.submit)(me);
+                return;
+            }
+            if let Some(event) = me.take() {
+                slot.enter();
+                let result = me.deliver(event);
+                slot.leave();
+                me.record(result);
+                n += 1;
+                if n == 2 {
+                    started = Some(Instant::now());
+                } else if n % pool::TURN_CHECK == 0
+                    && let Some(t) = started
+                {
+                    turn_over = t.elapsed() >= pool::TURN;
+                }
+                continue;
+            }
+            // Stopped, or nothing waiting.
+            if me.closing.load(Ordering::Acquire) {
+                let mut st = me.state.lock();
+                if !me.stop.load(Ordering::Acquire) && !me.rx.is_empty() {
+                    // Written before `close` took the lock: still to deliver.
+                    continue;
                 }
                 // Closing and nothing more to deliver: this queue is done. `scheduled` stays
                 // set, so nothing puts it on the run queue again.
                 st.worker_exited = true;
                 let orphaned = st.orphaned;
                 drop(st);
-                self.exited.notify_all();
+                me.exited.notify_all();
                 if orphaned {
                     slot.enter();
-                    let _ = panic::catch_unwind(AssertUnwindSafe(|| self.downstream.close()));
+                    let _ = panic::catch_unwind(AssertUnwindSafe(|| me.downstream.close()));
                     slot.leave();
                 }
-                release(self, slot);
+                release(me, slot);
                 return;
             }
-            // A turn is at most BATCH events and about TURN long, whichever comes first: a
-            // sink slower than usual (but never stuck long enough for the watchdog) must not
-            // hold a drainer for 128 of its calls while other queues wait.
-            // The clock is read every TURN_CHECK events, not per event: a fast sink pays
-            // nothing for it, a slow one hands over after at most TURN_CHECK calls.
-            let turn_over = n > 0 && n % pool::TURN_CHECK == 0 && started.elapsed() >= pool::TURN;
-            if (n >= pool::BATCH || turn_over) && !slot.retired() {
-                // Others' turn; still scheduled, so writers do not submit it again.
-                drop(st);
-                (self.submit)(self);
-                return;
+            // Emptied by this turn while other queues wait: it stays scheduled for one more
+            // turn (at the end of the run queue), so that its writers need not schedule it
+            // again; a turn that finds it empty from the start lets it go.
+            let this = if n > 0 && !slot.retired() {
+                match pool::requeue_if_busy(me) {
+                    Ok(()) => return,
+                    Err(this) => this,
+                }
+            } else {
+                me
+            };
+            this.scheduled.store(false, Ordering::SeqCst);
+            // Pairs with the fences in `wake_after_push` and `start_closing`: an event pushed,
+            // or a close begun, after the look above is seen here, or its author sees the
+            // flag cleared and schedules the queue itself.
+            fence(Ordering::SeqCst);
+            if (this.closing.load(Ordering::Relaxed) || !this.rx.is_empty())
+                && !this.scheduled.swap(true, Ordering::SeqCst)
+            {
+                me = this;
+                continue;
             }
-            let event = st.buf.pop_front().expect("checked not empty");
-            st.in_flight = true;
-            drop(st);
-            self.has_room.notify_one();
-            slot.enter();
-            let result = self.deliver(event);
-            slot.leave();
-            n += 1;
-            st = self.state.lock();
-            if let Some(msg) = self.record(&mut st, result) {
-                drop(st);
-                log::warn!("{msg}");
-                st = self.state.lock();
-            }
+            release(this, slot);
+            return;
         }
     }
 }
@@ -466,23 +588,24 @@ impl<E> Queue<E> {
 
     /// Events waiting in the queue (not counting one the worker is delivering).
     pub fn len(&self) -> usize {
-        self.shared.state.lock().buf.len()
+        self.shared.rx.len()
     }
 
     /// Whether no events are waiting.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.shared.rx.is_empty()
     }
 
     /// 1 while the worker is inside the downstream's `write`, else 0.
     pub fn in_flight(&self) -> u64 {
-        u64::from(self.shared.state.lock().in_flight)
+        u64::from(self.shared.in_flight.load(Ordering::Acquire))
     }
 
-    /// `(len(), in_flight())` read together, under one lock, so they describe one moment.
+    /// `(len(), in_flight())`, read one after the other: an event moving from the buffer into
+    /// the downstream at that moment may be counted in both, never in neither.
     pub fn depth(&self) -> (usize, u64) {
-        let st = self.shared.state.lock();
-        (st.buf.len(), u64::from(st.in_flight))
+        let len = self.len();
+        (len, self.in_flight())
     }
 
     /// How many events the queue holds.
@@ -492,7 +615,7 @@ impl<E> Queue<E> {
 
     /// Whether the queue has stopped accepting events (it is closing or closed).
     pub fn is_closed(&self) -> bool {
-        self.shared.state.lock().closing
+        self.shared.closing.load(Ordering::Acquire)
     }
 
     /// Stops accepting events, lets the worker deliver until `deadline` has passed, drops what
@@ -500,21 +623,15 @@ impl<E> Queue<E> {
     /// waits much longer than `deadline`, even if the downstream hangs. Returns
     /// [`Error::Closed`] if the queue was already closing.
     pub fn close_within(&self, deadline: Duration) -> Result<CloseReport, Error> {
-        let sh = &*self.shared;
+        let sh = &self.shared;
         // Clamped, so that even `Duration::MAX` is a deadline rather than "wait forever".
         let give_up = Instant::now().checked_add(deadline.min(MAX_WAIT));
         let mut st = sh.state.lock();
         if st.closing {
             return Err(Error::Closed);
         }
-        st.closing = true;
-        if sh.pooled && !st.scheduled {
-            // No drainer holds the queue and nothing is waiting: it is done already.
-            st.worker_exited = true;
-        }
-        // The worker counts under this lock, so these reads are exact.
         let forwarded_before = sh.stats.forwarded.get();
-        sh.has_events.notify_all();
+        sh.start_closing(&mut st);
         sh.has_room.notify_all();
         while !st.worker_exited {
             match give_up {
@@ -527,18 +644,22 @@ impl<E> Queue<E> {
             }
         }
         let exited = st.worker_exited;
-        let mut leftovers = VecDeque::new();
-        let mut undelivered = 0;
+        let mut leftovers = Vec::new();
         let mut worker_stuck = false;
         if !exited {
-            st.stop = true;
-            leftovers = std::mem::take(&mut st.buf);
-            undelivered = leftovers.len() as u64;
+            // The worker starts no downstream write after it sees this; what is waiting is
+            // taken out here (the worker may still win one event it was already taking: that
+            // one is in flight and counted by its outcome).
+            sh.stop.store(true, Ordering::SeqCst);
+            leftovers.extend(sh.rx.try_iter());
+            sh.stats
+                .dropped
+                .add(DropReason::Shutdown, leftovers.len() as u64);
             // An event inside the downstream's `write` is not ours to count: the downstream
             // may still deliver it. The worker counts its outcome when it returns, then stops.
-            worker_stuck = st.in_flight;
-            sh.stats.dropped.add(DropReason::Shutdown, undelivered);
+            worker_stuck = sh.in_flight.load(Ordering::SeqCst);
         }
+        let undelivered = leftovers.len() as u64;
         let delivered = sh.stats.forwarded.get() - forwarded_before;
         drop(st);
         drop(leftovers);
@@ -564,8 +685,8 @@ impl<E> Queue<E> {
     #[inline]
     fn block(
         &self,
-        mut st: MutexGuard<'_, State<E>>,
-        event: E,
+        mut st: MutexGuard<'_, State>,
+        mut event: E,
         timeout: Option<Duration>,
     ) -> Result<(), Error> {
         let sh = &self.shared;
@@ -578,25 +699,37 @@ impl<E> Queue<E> {
                 return Err(Error::Closed);
             }
             // Room is checked before the clock, so a wake-up that races the timeout still wins.
-            if st.buf.len() < sh.capacity {
-                st.buf.push_back(event);
-                sh.wake_after_push(st);
-                return Ok(());
-            }
-            match (deadline, timeout) {
-                (Some(d), Some(after)) => {
-                    if Instant::now() >= d {
-                        drop(st);
-                        sh.stats.dropped.inc(DropReason::BlockTimeout);
-                        return Err(Error::Timeout {
-                            waiting_for: "queue space",
-                            after,
-                        });
-                    }
-                    sh.has_room.wait_until(&mut st, d);
+            match sh.tx.try_send(event) {
+                Ok(()) => {
+                    sh.wake_after_push(st);
+                    return Ok(());
                 }
-                _ => sh.has_room.wait(&mut st),
+                Err(TrySendError::Full(e) | TrySendError::Disconnected(e)) => event = e,
             }
+            if let (Some(d), Some(after)) = (deadline, timeout)
+                && Instant::now() >= d
+            {
+                drop(st);
+                sh.stats.dropped.inc(DropReason::BlockTimeout);
+                return Err(Error::Timeout {
+                    waiting_for: "queue space",
+                    after,
+                });
+            }
+            sh.room_waiters.fetch_add(1, Ordering::SeqCst);
+            // Pairs with the fence in `Shared::room_freed`: either the worker sees this
+            // writer waiting (and wakes it under the lock held here until `wait`), or this
+            // sees the room it made.
+            fence(Ordering::SeqCst);
+            if sh.tx.is_full() {
+                match deadline {
+                    Some(d) => {
+                        sh.has_room.wait_until(&mut st, d);
+                    }
+                    None => sh.has_room.wait(&mut st),
+                }
+            }
+            sh.room_waiters.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -604,16 +737,18 @@ impl<E> Queue<E> {
 impl<E: Send + 'static> Sink<E> for Queue<E> {
     fn write(&self, event: E) -> Result<(), Error> {
         let sh = &self.shared;
-        let mut st = sh.state.lock();
+        let st = sh.state.lock();
         if st.closing {
             return Err(Error::Closed);
         }
         sh.stats.events.inc();
-        if st.buf.len() < sh.capacity {
-            st.buf.push_back(event);
-            sh.wake_after_push(st);
-            return Ok(());
-        }
+        let event = match sh.tx.try_send(event) {
+            Ok(()) => {
+                sh.wake_after_push(st);
+                return Ok(());
+            }
+            Err(TrySendError::Full(e) | TrySendError::Disconnected(e)) => e,
+        };
         match sh.overflow {
             Overflow::DropNewest => {
                 drop(st);
@@ -622,10 +757,23 @@ impl<E: Send + 'static> Sink<E> for Queue<E> {
                 Ok(())
             }
             Overflow::DropOldest => {
-                let evicted = st.buf.pop_front();
-                st.buf.push_back(event);
-                drop(st);
-                sh.stats.dropped.inc(DropReason::Oldest);
+                // Writers are serialized by `st` and only take-outs make room, so this ends
+                // after one eviction at most (none if the worker just took one).
+                let mut event = event;
+                let mut evicted = Vec::new();
+                loop {
+                    match sh.tx.try_send(event) {
+                        Ok(()) => break,
+                        Err(TrySendError::Full(e) | TrySendError::Disconnected(e)) => event = e,
+                    }
+                    if let Ok(old) = sh.rx.try_recv() {
+                        evicted.push(old);
+                    }
+                }
+                sh.wake_after_push(st);
+                sh.stats
+                    .dropped
+                    .add(DropReason::Oldest, evicted.len() as u64);
                 drop(evicted); // outside the lock: dropping an event may be costly
                 Ok(())
             }
@@ -656,16 +804,9 @@ impl<E> Drop for Queue<E> {
     fn drop(&mut self) {
         let mut st = self.shared.state.lock();
         if !st.closing {
-            st.closing = true;
+            // The worker finishes the queue: it closes the downstream (which may block).
             st.orphaned = true;
-            if !self.shared.pooled {
-                self.shared.has_events.notify_all();
-            } else if !st.scheduled {
-                // A drainer finishes the queue: it closes the downstream (which may block).
-                st.scheduled = true;
-                drop(st);
-                (self.shared.submit)(self.shared.clone());
-            }
+            self.shared.start_closing(&mut st);
         }
     }
 }
@@ -687,13 +828,14 @@ fn run_worker<E>(sh: &Shared<E>) {
         let event = {
             let mut st = sh.state.lock();
             loop {
-                if st.stop {
+                if sh.stop.load(Ordering::Acquire) {
                     break None;
                 }
-                if let Some(e) = st.buf.pop_front() {
-                    st.in_flight = true;
+                sh.in_flight.store(true, Ordering::Relaxed);
+                if let Ok(e) = sh.rx.try_recv() {
                     break Some(e);
                 }
+                sh.in_flight.store(false, Ordering::Release);
                 if st.closing {
                     break None;
                 }
@@ -701,12 +843,9 @@ fn run_worker<E>(sh: &Shared<E>) {
             }
         };
         let Some(event) = event else { break };
-        sh.has_room.notify_one();
+        sh.room_freed();
         let result = sh.deliver(event);
-        let warning = sh.record(&mut sh.state.lock(), result);
-        if let Some(msg) = warning {
-            log::warn!("{msg}");
-        }
+        sh.record(result);
     }
     let orphaned = {
         let mut st = sh.state.lock();
