@@ -191,3 +191,36 @@ fn the_outbox_publishes_exactly_what_committed() {
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(rx.ids(), ["e0", "e1", "e2", "e3"]);
 }
+
+/// A SIGHUP reads the file again with the same flags over it: `--node` (and the other
+/// database flags) still apply, so an unchanged file reloads with nothing needing a restart.
+#[test]
+fn a_reload_keeps_the_database_flags() {
+    let Some(schema) = Schema::new("a_reload_keeps_the_database_flags") else {
+        return;
+    };
+    let dir = TempDir::new("serve-cluster-reload");
+    let rx = Receiver::start(ReceiverConfig::default()).unwrap();
+    let config = dir.path().join("node.toml");
+    write_config(
+        &config,
+        &pg_url(),
+        &schema,
+        LEASE_MS,
+        &[("audit", rx.url(), "")],
+    );
+    let n = node(&config, "flagged");
+    wait_until(Duration::from_secs(30), || holders(n.addr)?[0].1.clone())
+        .filter(|owner| owner == "flagged")
+        .expect("audit leased by the node named on the command line");
+    n.signal("HUP");
+    let line = wait_until(Duration::from_secs(10), || {
+        let err = n.stderr.lock().unwrap().clone();
+        err.lines()
+            .find(|l| l.contains("reloaded:"))
+            .map(str::to_string)
+    })
+    .expect("a reload line");
+    assert!(line.contains("\"needs_restart\":[]"), "{line}");
+    assert_eq!(holders(n.addr).unwrap()[0].1.as_deref(), Some("flagged"));
+}

@@ -21,7 +21,7 @@ use signal_hook::iterator::Signals;
 use crate::options::default_name;
 
 /// `hookwire serve` flags.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct ServeArgs {
     /// A TOML configuration file (docs/serve.md); the other flags are then not allowed.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "data_dir", "endpoint", "name", "secret", "secret_file", "token", "allow_private"])]
@@ -141,14 +141,15 @@ fn flag_error(flag: &str, reason: &str) -> ConfigError {
     ConfigError::new(flag, reason)
 }
 
-/// SIGHUP: reads the file again and applies it; a bad file keeps the running configuration.
-/// Says what happened on stderr, one line.
-fn reload(handle: &Handle, file: Option<&std::path::Path>) {
-    let Some(path) = file else {
+/// SIGHUP: reads the file again (with the same flags over it: `--database-url`, `--node`...)
+/// and applies it; a bad file keeps the running configuration. Says what happened on stderr,
+/// one line.
+fn reload(handle: &Handle, args: &ServeArgs) {
+    if args.config.is_none() {
         eprintln!("hookwire serve: SIGHUP ignored: started without --config, nothing to reload");
         return;
-    };
-    match ServeConfig::load(path) {
+    }
+    match config_from_flags(args) {
         Err(e) => eprintln!("hookwire serve: reload refused, the running configuration stays: {e}"),
         Ok(config) => match handle.reload(config, std::time::Duration::from_secs(120)) {
             Ok(report) => eprintln!(
@@ -184,7 +185,7 @@ pub(crate) fn main(args: &ServeArgs) -> Result<ExitCode, Error> {
     }
     let server = Server::start(config)?;
     let handle = server.handle();
-    let file = args.config.clone();
+    let flags = args.clone();
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     std::thread::Builder::new()
         .name("hookwire-signals".into())
@@ -194,7 +195,7 @@ pub(crate) fn main(args: &ServeArgs) -> Result<ExitCode, Error> {
                     handle.stop();
                     return;
                 }
-                reload(&handle, file.as_deref());
+                reload(&handle, &flags);
             }
         })?;
     {
