@@ -135,6 +135,22 @@ fn three_nodes_share_the_endpoints_and_a_kill_9_loses_nothing() {
     );
 }
 
+/// One node called `name` on `schema`, delivering one endpoint (`audit`) to a receiver.
+fn one_node(schema: &Schema, name: &str) -> (TempDir, Receiver, ServeChild) {
+    let dir = TempDir::new(&format!("serve-cluster-{name}"));
+    let rx = Receiver::start(ReceiverConfig::default()).unwrap();
+    let config = dir.path().join("node.toml");
+    write_config(
+        &config,
+        &pg_url(),
+        schema,
+        LEASE_MS,
+        &[("audit", rx.url(), "")],
+    );
+    let n = node(&config, name);
+    (dir, rx, n)
+}
+
 /// Issue 12, item 3: a host program's transactional outbox. Events inserted in a transaction
 /// that commits are delivered (once, in order); those of one that rolls back never are; the
 /// relay empties the outbox.
@@ -143,17 +159,7 @@ fn the_outbox_publishes_exactly_what_committed() {
     let Some(schema) = Schema::new("the_outbox_publishes_exactly_what_committed") else {
         return;
     };
-    let dir = TempDir::new("serve-cluster-outbox");
-    let rx = Receiver::start(ReceiverConfig::default()).unwrap();
-    let config = dir.path().join("node.toml");
-    write_config(
-        &config,
-        &pg_url(),
-        &schema,
-        LEASE_MS,
-        &[("audit", rx.url(), "")],
-    );
-    let n = node(&config, "n1");
+    let (_dir, rx, n) = one_node(&schema, "n1");
     wait_until(Duration::from_secs(30), || holders(n.addr)?[0].1.clone()).expect("audit leased");
     let mut db = postgres::Client::connect(&pg_url(), postgres::NoTls).unwrap();
     let event = |i: usize| {
@@ -199,17 +205,7 @@ fn a_reload_keeps_the_database_flags() {
     let Some(schema) = Schema::new("a_reload_keeps_the_database_flags") else {
         return;
     };
-    let dir = TempDir::new("serve-cluster-reload");
-    let rx = Receiver::start(ReceiverConfig::default()).unwrap();
-    let config = dir.path().join("node.toml");
-    write_config(
-        &config,
-        &pg_url(),
-        &schema,
-        LEASE_MS,
-        &[("audit", rx.url(), "")],
-    );
-    let n = node(&config, "flagged");
+    let (_dir, _rx, n) = one_node(&schema, "flagged");
     wait_until(Duration::from_secs(30), || holders(n.addr)?[0].1.clone())
         .filter(|owner| owner == "flagged")
         .expect("audit leased by the node named on the command line");
