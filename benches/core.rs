@@ -62,9 +62,13 @@ fn broadcast_fanout(c: &mut Criterion) {
             bench.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let count = Arc::new(AtomicU64::new(0));
-                    let sinks: Vec<Arc<dyn Sink<Arc<[u8]>>>> = (0..n)
-                        .map(|_| {
+                    // A counter per sink, as the peer's `countSink`s (one shared by all
+                    // sinks would make the drainers take its line from each other per event).
+                    let counts: Vec<Arc<AtomicU64>> =
+                        (0..n).map(|_| Arc::new(AtomicU64::new(0))).collect();
+                    let sinks: Vec<Arc<dyn Sink<Arc<[u8]>>>> = counts
+                        .iter()
+                        .map(|count| {
                             let q = counting_queue(count.clone(), EVENTS);
                             Arc::new(q) as Arc<dyn Sink<Arc<[u8]>>>
                         })
@@ -79,7 +83,9 @@ fn broadcast_fanout(c: &mut Criterion) {
                     }
                     b.close().unwrap();
                     total += start.elapsed();
-                    assert_eq!(count.load(Ordering::Relaxed), (EVENTS * n) as u64);
+                    for c in &counts {
+                        assert_eq!(c.load(Ordering::Relaxed), EVENTS as u64);
+                    }
                 }
                 total
             })
@@ -94,9 +100,11 @@ fn broadcast_fanout(c: &mut Criterion) {
         bench.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let count = Arc::new(AtomicU64::new(0));
-                let healthy: Vec<Arc<Queue<Arc<[u8]>>>> = (0..n)
-                    .map(|_| Arc::new(counting_queue(count.clone(), EVENTS)))
+                let counts: Vec<Arc<AtomicU64>> =
+                    (0..n).map(|_| Arc::new(AtomicU64::new(0))).collect();
+                let healthy: Vec<Arc<Queue<Arc<[u8]>>>> = counts
+                    .iter()
+                    .map(|count| Arc::new(counting_queue(count.clone(), EVENTS)))
                     .collect();
                 let (release, hang) = crossbeam_channel::bounded::<()>(0);
                 let hanging = Arc::new(
@@ -126,7 +134,9 @@ fn broadcast_fanout(c: &mut Criterion) {
                     q.close().unwrap();
                 }
                 total += start.elapsed();
-                assert_eq!(count.load(Ordering::Relaxed), (EVENTS * n) as u64);
+                for c in &counts {
+                    assert_eq!(c.load(Ordering::Relaxed), EVENTS as u64);
+                }
                 drop(release);
                 let _ = hanging.close();
             }

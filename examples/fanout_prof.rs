@@ -42,9 +42,11 @@ fn main() {
     }
     let mut rates = Vec::new();
     for _ in 0..iters {
-        let count = Arc::new(AtomicU64::new(0));
-        let sinks: Vec<Arc<dyn Sink<Arc<[u8]>>>> = (0..n)
-            .map(|_| {
+        // A counter per sink, as the peer's `countSink`s.
+        let counts: Vec<Arc<AtomicU64>> = (0..n).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let sinks: Vec<Arc<dyn Sink<Arc<[u8]>>>> = counts
+            .iter()
+            .map(|count| {
                 let c = count.clone();
                 let sink = from_fn(move |_e: Arc<[u8]>| {
                     c.fetch_add(1, Ordering::Relaxed);
@@ -63,7 +65,9 @@ fn main() {
         }
         b.close().unwrap();
         let el = start.elapsed();
-        assert_eq!(count.load(Ordering::Relaxed), (EVENTS * n) as u64);
+        for c in &counts {
+            assert_eq!(c.load(Ordering::Relaxed), EVENTS as u64);
+        }
         rates.push((EVENTS * n) as f64 / el.as_secs_f64() / 1e6);
         if std::env::var_os("EACH").is_some() {
             eprint!("{:.1} ", rates[rates.len() - 1]);
