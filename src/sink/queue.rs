@@ -65,7 +65,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use crate::Error;
 use crate::config::{MAX_DURATION, Overflow};
 use crate::sink::Sink;
-use crate::sink::pool::{self, Drain, Slot};
+use crate::sink::pool::{self, Drain, Next, Slot};
 use crate::stats::{Counter, DropCounts, DropReason};
 
 /// The largest capacity a queue accepts (the buffer is allocated up front).
@@ -488,7 +488,7 @@ impl<E: Send + 'static> Drain for Shared<E> {
     /// queue if it is closing and empty.
     ///
     /// No lock per event: the worker pops the lock-free ring and counts with atomics.
-    fn drain(self: Arc<Self>, slot: &Slot) {
+    fn drain(self: Arc<Self>, slot: &Slot) -> Next {
         let mut me = self;
         let mut n = 0;
         // A turn is at most BATCH events and about TURN long, whichever comes first: a sink
@@ -502,8 +502,7 @@ impl<E: Send + 'static> Drain for Shared<E> {
         loop {
             if (n >= pool::BATCH || turn_over) && !slot.retired() {
                 // Others' turn; still scheduled, so writers do not submit it again.
-                (me.submit)(me);
-                return;
+                return Next::Again(me);
             }
             if let Some(event) = me.take() {
                 slot.enter();
@@ -539,33 +538,43 @@ impl<E: Send + 'static> Drain for Shared<E> {
                     slot.leave();
                 }
                 release(me, slot);
-                return;
+                return Next::Done;
             }
-            // Emptied by this turn while other queues wait: it stays scheduled for one more
-            // turn (at the end of the run queue), so that its writers need not schedule it
-            // again; a turn that finds it empty from the start lets it go.
-            let this = if n > 0 && !slot.retired() {
-                match pool::requeue_if_busy(me) {
-                    Ok(()) => return,
-                    Err(this) => this,
-                }
-            } else {
-                me
-            };
-            this.scheduled.store(false, Ordering::SeqCst);
-            // Pairs with the fences in `wake_after_push` and `start_closing`: an event pushed,
-            // or a close begun, after the look above is seen here, or its author sees the
-            // flag cleared and schedules the queue itself.
-            fence(Ordering::SeqCst);
-            if (this.closing.load(Ordering::Relaxed) || !this.rx.is_empty())
-                && !this.scheduled.swap(true, Ordering::SeqCst)
-            {
-                me = this;
-                continue;
+            // Emptied by this turn: the pool keeps it scheduled for one more turn if other
+            // queues wait (so that its writers need not schedule it again); a turn that finds
+            // it empty from the start lets it go.
+            if n > 0 && !slot.retired() {
+                return Next::Linger(me);
             }
-            release(this, slot);
-            return;
+            match me.unschedule(slot) {
+                Some(again) => me = again,
+                None => return Next::Done,
+            }
         }
+    }
+
+    fn let_go(self: Arc<Self>, slot: &Slot) -> Option<Arc<dyn Drain>> {
+        self.unschedule(slot).map(|me| me as Arc<dyn Drain>)
+    }
+}
+
+impl<E> Shared<E> {
+    /// Clears the *scheduled* flag of a queue its drainer found empty. Returns the queue,
+    /// scheduled again, if an event or a close slipped in meanwhile; lets go of the drainer's
+    /// reference otherwise.
+    fn unschedule(self: Arc<Self>, slot: &Slot) -> Option<Arc<Self>> {
+        self.scheduled.store(false, Ordering::SeqCst);
+        // Pairs with the fences in `wake_after_push` and `start_closing`: an event pushed, or a
+        // close begun, after the drainer's look is seen here, or its author sees the flag
+        // cleared and schedules the queue itself.
+        fence(Ordering::SeqCst);
+        if (self.closing.load(Ordering::Relaxed) || !self.rx.is_empty())
+            && !self.scheduled.swap(true, Ordering::SeqCst)
+        {
+            return Some(self);
+        }
+        release(self, slot);
+        None
     }
 }
 
@@ -1597,6 +1606,52 @@ mod tests {
             assert_eq!(*got.lock(), vec![1, 2, 3]);
             assert_eq!(q.stats().forwarded.get(), 3);
             assert_accounted(&q);
+        }
+    }
+
+    /// A drainer takes up to `pool::TAKE` queues from the run queue at once. When the first
+    /// of them hangs, the watchdog hands the others it holds to other drainers: they do not
+    /// wait for the hanging call.
+    #[test]
+    fn queues_held_behind_a_hanging_one_go_to_other_drainers() {
+        let (p, h) = probe(true, never);
+        let hanging = QueueBuilder::new(8, Overflow::Reject)
+            .close_timeout(SAFETY_NET)
+            .build(p)
+            .unwrap();
+        let (tx, rx) = unbounded();
+        let healthy: Vec<Queue<u32>> = (0..2 * pool::TAKE as u32)
+            .map(|i| {
+                let tx = tx.clone();
+                let sink = crate::sink::from_fn(move |_e: u32| {
+                    let _ = tx.send(i);
+                    Ok(())
+                });
+                Queue::new(sink, 4, Overflow::Reject).unwrap()
+            })
+            .collect();
+        // Scheduled together, the hanging queue first: one drainer is likely to take it with
+        // several healthy ones behind it.
+        hanging.write(1).unwrap();
+        for q in &healthy {
+            q.write(0).unwrap();
+        }
+        h.wait_entered(1);
+        let mut got: Vec<u32> = (0..healthy.len())
+            .map(|_| {
+                rx.recv_timeout(SAFETY_NET)
+                    .expect("every healthy queue delivers while the other one hangs")
+            })
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, (0..healthy.len() as u32).collect::<Vec<_>>());
+        let Handles { gate, .. } = h;
+        drop(gate);
+        hanging.close().unwrap();
+        for q in &healthy {
+            q.close().unwrap();
+            assert_eq!(q.stats().forwarded.get(), 1);
+            assert_accounted(q);
         }
     }
 
