@@ -19,6 +19,12 @@ use hookwire::policy::{
 use hookwire::sink::{Broadcaster, Overflow, Queue, from_fn};
 use hookwire::{RawEvent, Sink};
 
+// Under `RUSTFLAGS="--cfg hookwire_bench_mimalloc"` only (see Cargo.toml): the same code with
+// mimalloc as the allocator of the events the producer creates and the drainers free.
+#[cfg(hookwire_bench_mimalloc)]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A 1,100-byte docker-distribution style event, like the peers' benchmarks use.
 fn raw_event(i: usize) -> RawEvent {
     let pad = "x".repeat(900);

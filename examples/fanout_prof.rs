@@ -11,6 +11,12 @@ use std::time::Instant;
 use hookwire::Sink;
 use hookwire::sink::{Broadcaster, Overflow, Queue, from_fn};
 
+// Under `RUSTFLAGS="--cfg hookwire_bench_mimalloc"` only (see Cargo.toml): the same code with
+// mimalloc as the allocator of the events the producer creates and the drainers free.
+#[cfg(hookwire_bench_mimalloc)]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EVENTS: usize = 50_000;
 
 fn main() {
