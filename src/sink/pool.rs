@@ -94,10 +94,30 @@ pub(crate) struct Slot {
     seq: AtomicU64,
     /// The watchdog replaced this drainer: it exits once its current queue is empty.
     retired: AtomicBool,
-    /// Queues this drainer took from the run queue and has not started yet (see `drainer`).
-    /// The watchdog moves them back to the run queue when it retires the drainer, so that a
-    /// stuck downstream holds up only its own queue.
-    held: Mutex<VecDeque<Arc<dyn Drain>>>,
+    /// The queues of this drainer's round (see `drainer`). The watchdog moves them all to the
+    /// run queue when it retires the drainer, so that a stuck downstream holds up only its
+    /// own queue.
+    round: Mutex<Round>,
+}
+
+/// The queues a drainer holds for one round, every one of them still scheduled.
+#[derive(Default)]
+struct Round {
+    /// Taken from the run queue, turn not started yet.
+    todo: VecDeque<Arc<dyn Drain>>,
+    /// Had their turn and have events waiting ([`Next::Again`]).
+    again: Vec<Arc<dyn Drain>>,
+    /// Had their turn and were emptied by it ([`Next::Linger`]).
+    linger: Vec<Arc<dyn Drain>>,
+}
+
+impl Round {
+    fn all(&mut self) -> impl Iterator<Item = Arc<dyn Drain>> + '_ {
+        self.todo
+            .drain(..)
+            .chain(self.again.drain(..))
+            .chain(self.linger.drain(..))
+    }
 }
 
 impl Slot {
@@ -234,7 +254,7 @@ fn start_drainer(p: &Arc<Pool>) -> std::io::Result<()> {
 }
 
 fn drainer(p: &Pool, slot: &Arc<Slot>) {
-    // What a round's turns hand back, requeued under one lock at its end.
+    // What a round's turns handed back, requeued under one lock at its end.
     let mut again: Vec<Arc<dyn Drain>> = Vec::with_capacity(TAKE);
     let mut linger: Vec<Arc<dyn Drain>> = Vec::with_capacity(TAKE);
     let mut rq = p.run.lock();
@@ -246,7 +266,7 @@ fn drainer(p: &Pool, slot: &Arc<Slot>) {
             let waiting = rq.tasks.len();
             if waiting > 0 {
                 let share = waiting.div_ceil(rq.awake.max(1)).clamp(1, TAKE);
-                slot.held.lock().extend(rq.tasks.drain(..share));
+                slot.round.lock().todo.extend(rq.tasks.drain(..share));
                 rq.busy += 1;
                 if rq.watchdog_parked {
                     rq.watchdog_parked = false;
@@ -268,23 +288,39 @@ fn drainer(p: &Pool, slot: &Arc<Slot>) {
         drop(rq);
         let calls_before = slot.seq.load(Ordering::Relaxed);
         let mut turns = 0usize;
-        // One turn for each queue held, in order. A retired drainer stops: the watchdog moved
-        // what it still held back to the run queue.
-        while !slot.retired() {
-            let Some(task) = slot.held.lock().pop_front() else {
-                break;
+        // One turn for each queue of the round, in order; what each turn hands back stays in
+        // the round (where the watchdog finds it) until the round ends. A retired drainer
+        // stops: the watchdog moved the round to the run queue.
+        let mut handed: Option<Next> = None;
+        loop {
+            let task = {
+                let mut round = slot.round.lock();
+                match handed.take() {
+                    Some(Next::Again(t)) => round.again.push(t),
+                    Some(Next::Linger(t)) => round.linger.push(t),
+                    Some(Next::Done) | None => {}
+                }
+                if slot.retired() {
+                    break;
+                }
+                match round.todo.pop_front() {
+                    Some(t) => t,
+                    None => break,
+                }
             };
+            turns += 1;
             // A queue contains its downstream's panics; this is for anything that escapes all
             // the same: the drainer lives on (a dead one would never be replaced: its slot
             // looks live).
-            turns += 1;
-            let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.drain(slot)))
-                .unwrap_or(Next::Done);
-            match next {
-                Next::Done => {}
-                Next::Again(t) => again.push(t),
-                Next::Linger(t) => linger.push(t),
-            }
+            handed = Some(
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.drain(slot)))
+                    .unwrap_or(Next::Done),
+            );
+        }
+        {
+            let mut round = slot.round.lock();
+            again.append(&mut round.again);
+            linger.append(&mut round.linger);
         }
         // A round whose turns found their queues all but empty (fewer than two downstream
         // calls per turn) while the queues stay scheduled: this drainer keeps pace with the
@@ -357,8 +393,8 @@ fn watchdog(p: &Arc<Pool>) {
                 let now = slot.seq.load(Ordering::Relaxed);
                 if now & 1 == 1 && now == *seen && !slot.retired() {
                     slot.retired.store(true, Ordering::Relaxed);
-                    // The queues it took and has not started go to the others.
-                    freed.extend(slot.held.lock().drain(..));
+                    // Its round's other queues, started or not, go to the others.
+                    freed.extend(slot.round.lock().all());
                 }
                 *seen = now;
             }

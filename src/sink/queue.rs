@@ -1609,11 +1609,12 @@ mod tests {
         }
     }
 
-    /// A drainer takes up to `pool::TAKE` queues from the run queue at once. When the first
-    /// of them hangs, the watchdog hands the others it holds to other drainers: they do not
-    /// wait for the hanging call.
+    /// A drainer takes up to `pool::TAKE` queues from the run queue at once for a round. When
+    /// one of them hangs, the watchdog hands the round's others to other drainers, those whose
+    /// turn came before it (still scheduled, so their writers do not schedule them again) and
+    /// those after it: none waits for the hanging call.
     #[test]
-    fn queues_held_behind_a_hanging_one_go_to_other_drainers() {
+    fn queues_in_a_round_with_a_hanging_one_go_to_other_drainers() {
         let (p, h) = probe(true, never);
         let hanging = QueueBuilder::new(8, Overflow::Reject)
             .close_timeout(SAFETY_NET)
@@ -1623,34 +1624,47 @@ mod tests {
         let healthy: Vec<Queue<u32>> = (0..2 * pool::TAKE as u32)
             .map(|i| {
                 let tx = tx.clone();
-                let sink = crate::sink::from_fn(move |_e: u32| {
-                    let _ = tx.send(i);
+                let sink = crate::sink::from_fn(move |e: u32| {
+                    let _ = tx.send((i, e));
                     Ok(())
                 });
                 Queue::new(sink, 4, Overflow::Reject).unwrap()
             })
             .collect();
-        // Scheduled together, the hanging queue first: one drainer is likely to take it with
-        // several healthy ones behind it.
+        let expect = |round: u32| {
+            let mut got: Vec<(u32, u32)> = (0..healthy.len())
+                .map(|_| {
+                    rx.recv_timeout(SAFETY_NET)
+                        .expect("every healthy queue delivers while another one hangs")
+                })
+                .collect();
+            got.sort_unstable();
+            let want: Vec<(u32, u32)> = (0..healthy.len() as u32).map(|i| (i, round)).collect();
+            assert_eq!(got, want);
+        };
+        // Scheduled together, the hanging queue in the middle: a drainer is likely to take it
+        // in one round with healthy ones before and after it.
+        let (before, after) = healthy.split_at(pool::TAKE / 2);
+        for q in before {
+            q.write(0).unwrap();
+        }
         hanging.write(1).unwrap();
-        for q in &healthy {
+        for q in after {
             q.write(0).unwrap();
         }
         h.wait_entered(1);
-        let mut got: Vec<u32> = (0..healthy.len())
-            .map(|_| {
-                rx.recv_timeout(SAFETY_NET)
-                    .expect("every healthy queue delivers while the other one hangs")
-            })
-            .collect();
-        got.sort_unstable();
-        assert_eq!(got, (0..healthy.len() as u32).collect::<Vec<_>>());
+        expect(0);
+        // Written while the other one still hangs: delivered too.
+        for q in &healthy {
+            q.write(1).unwrap();
+        }
+        expect(1);
         let Handles { gate, .. } = h;
         drop(gate);
         hanging.close().unwrap();
         for q in &healthy {
             q.close().unwrap();
-            assert_eq!(q.stats().forwarded.get(), 1);
+            assert_eq!(q.stats().forwarded.get(), 2);
             assert_accounted(q);
         }
     }
