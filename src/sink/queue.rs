@@ -438,7 +438,9 @@ impl<E> Shared<E> {
     /// clears `in_flight`.
     fn record(&self, result: Result<(), Error>) {
         match result {
-            Ok(()) => self.stats.forwarded.inc(),
+            // Only the queue's holder (its drainer, or its own thread) records, and the queue
+            // changes hands only through the run queue's lock or the `scheduled` flag.
+            Ok(()) => self.stats.forwarded.inc_serial(),
             Err(Error::Closed) => self.stats.dropped.inc(DropReason::Shutdown),
             Err(e) => {
                 self.stats.dropped.inc(DropReason::SinkError);
@@ -505,9 +507,10 @@ impl<E: Send + 'static> Drain for Shared<E> {
         // A turn is at most BATCH events and about TURN long, whichever comes first: a sink
         // slower than usual (but never stuck long enough for the watchdog) must not hold a
         // drainer for 128 of its calls while other queues wait. The clock starts after the
-        // second event and is read every TURN_CHECK events: a turn of one event (common when
-        // the pool keeps up with its writers) reads it not at all, a slow sink hands over
-        // after TURN_CHECK calls.
+        // second event and is read at the TURN_CHECK-th and then at each doubling (8, 16, ...):
+        // a turn of one event (common when the pool keeps up with its writers) reads it not at
+        // all, a long turn of fast calls about log2(BATCH) times, and a slow sink hands over
+        // after TURN_CHECK calls (or twice as many, if those took under TURN).
         let mut started: Option<Instant> = None;
         let mut turn_over = false;
         loop {
@@ -523,7 +526,8 @@ impl<E: Send + 'static> Drain for Shared<E> {
                 n += 1;
                 if n == 2 {
                     started = Some(Instant::now());
-                } else if n % pool::TURN_CHECK == 0
+                } else if n >= pool::TURN_CHECK
+                    && n.is_power_of_two()
                     && let Some(t) = started
                 {
                     turn_over = t.elapsed() >= pool::TURN;
@@ -773,7 +777,8 @@ impl<E: Send + 'static> Sink<E> for Queue<E> {
         if st.closing {
             return Err(Error::Closed);
         }
-        sh.stats.events.inc();
+        // Writers are serialized by `st`, the only place `events` is counted.
+        sh.stats.events.inc_serial();
         let event = match sh.tx.try_send(event) {
             Ok(()) => {
                 sh.wake_after_push(st);

@@ -58,6 +58,15 @@ impl Counter {
     pub(crate) fn inc(&self) {
         self.0.fetch_add(1, Ordering::Release);
     }
+    /// Adds one, for a counter that one thread at a time increments, each increment
+    /// happening before the next (under a lock, or by the single holder of a queue): a load
+    /// and a `Release` store instead of a read-modify-write, which on x86 is a locked
+    /// instruction that drains the store buffer. Readers see the same values as with `inc`.
+    #[inline]
+    pub(crate) fn inc_serial(&self) {
+        let n = self.0.load(Ordering::Relaxed);
+        self.0.store(n + 1, Ordering::Release);
+    }
     /// Adds `n`.
     #[inline]
     pub(crate) fn add(&self, n: u64) {
