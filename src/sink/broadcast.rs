@@ -9,8 +9,9 @@
 //! counted by that sink.
 //!
 //! Sinks can be added and removed while writes are in flight. The list is copy-on-write: a
-//! `write` takes a snapshot (an `Arc` clone under a brief read lock) and writes to the snapshot
-//! without any lock, so `add`/`remove` never wait for a slow sink; a sink added during a write
+//! `write` reads the current list through an `ArcSwap` (no lock, and no reference count of its
+//! own in the common case: arc-swap lends the snapshot through a per-thread slot) and writes to
+//! it, so `add`/`remove` never wait for a slow sink; a sink added during a write
 //! gets the next event, and one removed during a write may still get the current one. A sink
 //! whose `write` returns [`Error::Closed`] is removed. `close` closes every sink; afterwards
 //! `write` and `add` return `Error::Closed`.
@@ -19,7 +20,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use parking_lot::RwLock;
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 
 use crate::Error;
 use crate::sink::Sink;
@@ -76,7 +78,10 @@ type Entry<E> = (SinkId, Arc<dyn Sink<E>>);
 /// # Ok::<(), hookwire::Error>(())
 /// ```
 pub struct Broadcaster<E> {
-    sinks: RwLock<Arc<Vec<Entry<E>>>>,
+    /// The current list, replaced whole (under `edit`) by `add`, `remove` and `close`.
+    sinks: ArcSwap<Vec<Entry<E>>>,
+    /// Serializes the list's editors (never taken by `write`).
+    edit: Mutex<()>,
     next_id: AtomicU64,
     closed: AtomicBool,
     stats: Arc<BroadcastStats>,
@@ -91,7 +96,8 @@ impl<E> Broadcaster<E> {
     /// A broadcaster over `sinks` (the same `Arc` listed twice is kept once).
     pub fn new(sinks: Vec<Arc<dyn Sink<E>>>) -> Self {
         let b = Broadcaster {
-            sinks: RwLock::new(Arc::new(Vec::with_capacity(sinks.len()))),
+            sinks: ArcSwap::from_pointee(Vec::with_capacity(sinks.len())),
+            edit: Mutex::new(()),
             next_id: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             stats: Arc::default(),
@@ -107,12 +113,13 @@ impl<E> Broadcaster<E> {
     /// already there returns its id and changes nothing. Fails with [`Error::Closed`] after
     /// `close` (the sink is neither kept nor closed).
     pub fn add(&self, sink: Arc<dyn Sink<E>>) -> Result<SinkId, Error> {
-        let mut list = self.sinks.write();
+        let _edit = self.edit.lock();
         // Checked under the lock that `close` takes after setting the flag, so a sink is
         // either refused here or in the list that `close` closes.
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
+        let list = self.sinks.load();
         if let Some((id, _)) = list.iter().find(|(_, s)| addr(s) == addr(&sink)) {
             return Ok(*id);
         }
@@ -120,7 +127,7 @@ impl<E> Broadcaster<E> {
         let mut next = Vec::with_capacity(list.len() + 1);
         next.extend(list.iter().cloned());
         next.push((id, sink));
-        *list = Arc::new(next);
+        self.sinks.store(Arc::new(next));
         Ok(id)
     }
 
@@ -131,7 +138,8 @@ impl<E> Broadcaster<E> {
     }
 
     fn remove_all(&self, ids: &[SinkId]) -> usize {
-        let mut list = self.sinks.write();
+        let _edit = self.edit.lock();
+        let list = self.sinks.load();
         let keep: Vec<Entry<E>> = list
             .iter()
             .filter(|(id, _)| !ids.contains(id))
@@ -139,14 +147,14 @@ impl<E> Broadcaster<E> {
             .collect();
         let removed = list.len() - keep.len();
         if removed > 0 {
-            *list = Arc::new(keep);
+            self.sinks.store(Arc::new(keep));
         }
         removed
     }
 
     /// How many sinks it writes to.
     pub fn len(&self) -> usize {
-        self.sinks.read().len()
+        self.sinks.load().len()
     }
 
     /// Whether it has no sinks.
@@ -176,8 +184,8 @@ impl<E: Clone + Send> Sink<E> for Broadcaster<E> {
             return Err(Error::Closed);
         }
         self.stats.writes.inc();
-        // The snapshot: writes go on without the lock, so add/remove never wait for a sink.
-        let sinks = self.sinks.read().clone();
+        // The snapshot: writes go on without a lock, so add/remove never wait for a sink.
+        let sinks = self.sinks.load();
         let mut failed = 0;
         let mut first = None;
         let mut gone = Vec::new();
@@ -223,7 +231,10 @@ impl<E: Clone + Send> Sink<E> for Broadcaster<E> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Err(Error::Closed);
         }
-        let sinks = std::mem::take(&mut *self.sinks.write());
+        let sinks = {
+            let _edit = self.edit.lock();
+            self.sinks.swap(Arc::default())
+        };
         let mut failed = 0;
         let mut first = None;
         for (_, sink) in sinks.iter() {
