@@ -29,9 +29,7 @@
 //!   the whole pool is asleep, not each time one drainer catches up while another sleeps. The
 //!   cost: a task submitted while every awake drainer is inside a slow (not stuck) turn waits
 //!   for that turn to end, or for the next tick, before a sleeping drainer is woken for it.
-//!   The drainer woken is the one parked last ([`RunQueue::parked`]), and a drainer that runs
-//!   out of work first looks for [`SPIN`] before it parks (one at a time, counted awake, so
-//!   that a steady writer's next submit finds it and wakes nobody).
+//!   The drainer woken is the one parked last ([`RunQueue::parked`]).
 //! - **A blocking downstream does not stall the pool.** Each drainer publishes a sequence number
 //!   that is odd while it is inside a downstream call. The watchdog looks every [`TICK`]; a
 //!   drainer seen inside the *same* call at two looks in a row (stuck for at least one tick) is
@@ -48,7 +46,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crossbeam_utils::CachePadded;
 use parking_lot::{Condvar, Mutex};
 
 /// Events a drainer delivers from one queue before giving the others a turn.
@@ -67,8 +64,6 @@ pub(crate) const TAKE: usize = 8;
 /// How long a drainer that keeps pace with its writers one event at a time waits before its
 /// next round (see `drainer`).
 pub(crate) const LAG: Duration = Duration::from_micros(10);
-/// How long a drainer that finds nothing to do looks for work before it parks.
-pub(crate) const SPIN: Duration = Duration::from_micros(20);
 
 /// A queue the pool can drain.
 pub(crate) trait Drain: Send + Sync {
@@ -163,13 +158,10 @@ struct RunQueue {
     awake: usize,
     /// Parked drainers not yet woken, the most recently parked last. A wake-up takes the
     /// last: the drainer whose core and caches are warmest, and, while one drainer is enough
-    /// for the load, always the same one. Waking the longest parked instead (a condvar's
-    /// order) spreads one queue's turns over every drainer, and on a machine with as many
-    /// cores as drainers it then shares a core with the writer about half the time (measured:
-    /// 2.4 M instead of 6 M deliveries/s at N=1 on 2 cores, by which drainer the writer woke).
+    /// for the load, always the same one, the others staying parked. (A condvar wakes the
+    /// longest parked: at N=1 that spread one queue's turns over both drainers, a third of a
+    /// core each.)
     parked: Vec<Arc<Slot>>,
-    /// A drainer is spinning before it parks (see `spin_for_work`).
-    spinning: bool,
 }
 
 impl RunQueue {
@@ -185,9 +177,6 @@ impl RunQueue {
 
 struct Pool {
     run: Mutex<RunQueue>,
-    /// Tasks submitted by writers so far (written under `run`'s lock; read without it by a
-    /// spinning drainer).
-    submits: CachePadded<AtomicU64>,
     /// The watchdog waits here while no drainer is busy.
     watch: Condvar,
     /// The live and retired-but-busy drainers, with what the watchdog last saw of each.
@@ -205,9 +194,7 @@ fn pool() -> &'static Arc<Pool> {
                 watchdog_parked: false,
                 awake: 0,
                 parked: Vec::new(),
-                spinning: false,
             }),
-            submits: CachePadded::new(AtomicU64::new(0)),
             watch: Condvar::new(),
             slots: Mutex::new(Vec::new()),
         });
@@ -246,8 +233,6 @@ pub(crate) fn submit(task: Arc<dyn Drain>) {
     let p = pool();
     let mut rq = p.run.lock();
     rq.tasks.push_back(task);
-    p.submits
-        .store(p.submits.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     if rq.awake == 0 {
         rq.wake_one();
     }
@@ -278,7 +263,6 @@ fn drainer(p: &Pool, slot: &Arc<Slot>) {
         // Take this drainer's share of the waiting queues (at most TAKE) under one lock: a
         // pool keeping up with many queues would otherwise take the run queue's lock twice per
         // queue and turn, one or two events each, against the other drainers and the writers.
-        let mut spun = false;
         loop {
             let waiting = rq.tasks.len();
             if waiting > 0 {
@@ -293,18 +277,6 @@ fn drainer(p: &Pool, slot: &Arc<Slot>) {
                     rq.wake_one();
                 }
                 break;
-            }
-            if !spun && !rq.spinning && !slot.retired() {
-                // Nothing to do: look again for SPIN (still counted awake, so a writer
-                // submitting meanwhile wakes nobody) before parking. Only one drainer spins.
-                spun = true;
-                rq.spinning = true;
-                let seen = p.submits.load(Ordering::Relaxed);
-                drop(rq);
-                spin_for_work(p, seen);
-                rq = p.run.lock();
-                rq.spinning = false;
-                continue;
             }
             rq.awake -= 1;
             slot.parked.store(true, Ordering::Relaxed);
@@ -388,21 +360,6 @@ fn drainer(p: &Pool, slot: &Arc<Slot>) {
     }
 }
 
-/// Spins for at most [`SPIN`] until a writer submits a task (`submits` moves past `seen`),
-/// reading only that counter: a drainer that keeps up with a steady writer then finds the
-/// next event without parking, and the writer pays no futex wake-up for it.
-fn spin_for_work(p: &Pool, seen: u64) {
-    let start = std::time::Instant::now();
-    while start.elapsed() < SPIN {
-        for _ in 0..32 {
-            if p.submits.load(Ordering::Relaxed) != seen {
-                return;
-            }
-            std::hint::spin_loop();
-        }
-    }
-}
-
 /// Waits [`LAG`] without a system call and without touching memory another core writes.
 fn lag() {
     let start = std::time::Instant::now();
@@ -481,7 +438,6 @@ mod tests {
             watchdog_parked: false,
             awake: 0,
             parked: Vec::new(),
-            spinning: false,
         }
     }
 
