@@ -37,8 +37,13 @@
 //!   threads. The retired thread finishes its call, then keeps draining that one queue as its
 //!   own thread while events are waiting (a persistently slow sink costs one thread, not one
 //!   spawn per event), and exits when the queue is empty. The queues it had taken for its
-//!   round and not yet started go back to the run queue when it is retired. A hanging sink
-//!   therefore costs the other queues one tick of delay and nothing else.
+//!   round and not yet started go back to the run queue when it is retired, and it is no
+//!   longer counted awake (writers wake a parked drainer rather than wait for it). The
+//!   watchdog retires under the run queue's lock, where drainers end their rounds and park:
+//!   a drainer it sees inside a call is still in that round, and once retired it ends the
+//!   round and exits, never taking another (the review that found this: a drainer retired
+//!   just after its call returned could take a new round and exit with it, stranding those
+//!   queues). A hanging sink therefore costs the other queues one tick of delay and nothing else.
 //! - The watchdog only ticks while some drainer is busy; an idle pool is all parked threads.
 
 use std::collections::VecDeque;
@@ -241,16 +246,16 @@ pub(crate) fn submit(task: Arc<dyn Drain>) {
 fn start_drainer(p: &Arc<Pool>) -> std::io::Result<()> {
     let slot = Arc::new(Slot::default());
     let (p2, s2) = (p.clone(), slot.clone());
-    // Counted awake from now: it looks at the run queue before it first parks.
-    p.run.lock().awake += 1;
-    let spawned = std::thread::Builder::new()
+    // Under both locks, so that `awake + parked` always equals the live drainers (the new one
+    // waits for the run queue's lock before it looks for work).
+    let mut rq = p.run.lock();
+    let mut slots = p.slots.lock();
+    std::thread::Builder::new()
         .name("hookwire-drain".into())
-        .spawn(move || drainer(&p2, &s2));
-    if let Err(e) = spawned {
-        p.run.lock().awake -= 1;
-        return Err(e);
-    }
-    p.slots.lock().push((slot, 0));
+        .spawn(move || drainer(&p2, &s2))?;
+    // Counted awake from now: it looks at the run queue before it first parks.
+    rq.awake += 1;
+    slots.push((slot, 0));
     Ok(())
 }
 
@@ -352,7 +357,11 @@ fn drainer(p: &Pool, slot: &Arc<Slot>) {
         }
         rq.busy -= 1;
         if slot.retired() {
-            rq.awake -= 1;
+            // The watchdog stopped counting it awake when it retired it. What it just put
+            // back must not wait for a tick.
+            if !rq.tasks.is_empty() && rq.awake == 0 {
+                rq.wake_one();
+            }
             drop(rq);
             p.slots.lock().retain(|(s, _)| !Arc::ptr_eq(s, slot));
             return;
@@ -388,26 +397,33 @@ fn watchdog(p: &Arc<Pool>) {
             }
         }
         // Drainers to start: one per drainer retired now, and any the pool is short of.
-        let mut freed = Vec::new();
         let replace = {
+            // Under the run queue's lock: a drainer that ends its round (or parks) does so
+            // under it too, so one seen inside a call here has not ended its round since, and
+            // is counted awake (a parked drainer is outside any call). Retiring it also stops
+            // counting it awake: writers then wake a parked drainer for new work, where they
+            // would otherwise count on a thread that is stuck.
+            let mut rq = p.run.lock();
             let mut slots = p.slots.lock();
+            let mut freed = false;
             for (slot, seen) in slots.iter_mut() {
                 let now = slot.seq.load(Ordering::Relaxed);
                 if now & 1 == 1 && now == *seen && !slot.retired() {
                     slot.retired.store(true, Ordering::Relaxed);
+                    rq.awake -= 1;
                     // Its round's other queues, started or not, go to the others.
-                    freed.extend(slot.round.lock().all());
+                    let mut round = slot.round.lock();
+                    rq.tasks.extend(round.all());
+                    freed = true;
                 }
                 *seen = now;
+            }
+            if freed && !rq.tasks.is_empty() {
+                rq.wake_one();
             }
             let live = slots.iter().filter(|(s, _)| !s.retired()).count();
             size().saturating_sub(live)
         };
-        if !freed.is_empty() {
-            let mut rq = p.run.lock();
-            rq.tasks.extend(freed);
-            rq.wake_one();
-        }
         for _ in 0..replace {
             if let Err(e) = start_drainer(p) {
                 log::warn!("queue pool: cannot start a drainer thread (will retry): {e}");
@@ -415,6 +431,35 @@ fn watchdog(p: &Arc<Pool>) {
             }
         }
     }
+}
+
+/// Whether the run queue's counts agree with the drainers: every live (not retired) drainer
+/// is either counted awake or parked. Checked under both locks, where they always agree.
+#[cfg(test)]
+pub(crate) fn counts_agree() -> Result<(), String> {
+    let rq = pool().run.lock();
+    let slots = pool().slots.lock();
+    let live = slots.iter().filter(|(s, _)| !s.retired()).count();
+    if rq.awake + rq.parked.len() == live {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} awake + {} parked, {live} live drainers",
+            rq.awake,
+            rq.parked.len()
+        ))
+    }
+}
+
+/// Retired drainers still running (stuck in, or finishing, their queue).
+#[cfg(test)]
+pub(crate) fn retired_drainers() -> usize {
+    pool()
+        .slots
+        .lock()
+        .iter()
+        .filter(|(s, _)| s.retired())
+        .count()
 }
 
 #[cfg(test)]

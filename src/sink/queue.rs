@@ -1627,6 +1627,35 @@ mod tests {
         }
     }
 
+    /// A drainer the watchdog retired while it hangs in a downstream call is no longer counted
+    /// awake, so writers wake a parked drainer for new work rather than count on the stuck
+    /// one. (Found by review: it stayed counted until it exited, so while a sink hung, each
+    /// burst on an otherwise idle pool waited up to a watchdog tick to be drained.)
+    #[test]
+    fn a_retired_drainer_is_not_counted_awake() {
+        let (p, h) = probe(true, never);
+        let q = QueueBuilder::new(8, Overflow::Reject)
+            .close_timeout(SAFETY_NET)
+            .build(p)
+            .unwrap();
+        q.write(1).unwrap();
+        h.wait_entered(1);
+        let give_up = Instant::now() + SAFETY_NET;
+        while pool::retired_drainers() == 0 {
+            assert!(
+                Instant::now() < give_up,
+                "the hanging drainer was never retired"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        pool::counts_agree().unwrap();
+        let Handles { got, gate, .. } = h;
+        drop(gate);
+        q.close().unwrap();
+        assert_eq!(*got.lock(), vec![1]);
+        pool::counts_agree().unwrap();
+    }
+
     /// A drainer takes up to `pool::TAKE` queues from the run queue at once for a round. When
     /// one of them hangs, the watchdog hands the round's others to other drainers, those whose
     /// turn came before it (still scheduled, so their writers do not schedule them again) and
