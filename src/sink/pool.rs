@@ -451,25 +451,27 @@ pub(crate) fn counts_agree() -> Result<(), String> {
     }
 }
 
-/// Retired drainers still running (stuck in, or finishing, their queue).
+/// Drainers listed in the pool, retired ones (stuck in, or finishing, their queue) or live.
 #[cfg(test)]
-pub(crate) fn retired_drainers() -> usize {
+fn drainers(retired: bool) -> usize {
     pool()
         .slots
         .lock()
         .iter()
-        .filter(|(s, _)| s.retired())
+        .filter(|(s, _)| s.retired() == retired)
         .count()
 }
 
+/// Retired drainers still running.
+#[cfg(test)]
+pub(crate) fn retired_drainers() -> usize {
+    drainers(true)
+}
+
+/// Drainers the pool counts as its own (not retired).
 #[cfg(test)]
 pub(crate) fn live_drainers() -> usize {
-    pool()
-        .slots
-        .lock()
-        .iter()
-        .filter(|(s, _)| !s.retired())
-        .count()
+    drainers(false)
 }
 
 #[cfg(test)]
